@@ -1,0 +1,191 @@
+"""Compact position records and dlshogi move labels.
+
+One position is a fixed-length record of RECORD_BYTES = 100 bytes (uint8):
+
+  bytes  0..80  board: cshogi piece code of each square, sq = file * 9 + rank
+                (0 = empty, 1..14 black P L N S B R G K +P +L +N +S +B +R, 17..30 white).
+  bytes 81..94  hands: counts of black P L N S G B R, then white P L N S G B R.
+  bytes 95..96  little-endian uint16: bits 0..11 move label (0..2186),
+                bits 12..13 game result for the side to move (0 loss, 1 draw, 2 win),
+                bit 14 side to move (0 black, 1 white).
+  bytes 97..99  little-endian uint24: game id.
+
+The board is stored as played (not rotated); the in-graph feature layer rotates it for White.
+Move labels follow cshogi.dlshogi.make_move_label: direction * 81 + to_square, squares
+rotated (sq -> 80 - sq) when White moves.
+"""
+
+import cshogi
+import numpy as np
+import tensorflow as tf
+
+RECORD_BYTES = 100
+BOARD_BYTES = 81
+HAND_BYTES = 14
+BOARD_OFFSET = 0
+HAND_OFFSET = 81
+META_OFFSET = 95
+GAME_ID_OFFSET = 97
+MAX_GAME_ID = (1 << 24) - 1
+
+NUM_SQUARES = 81
+NUM_MOVE_DIRECTIONS = 27  # 10 board directions, +10 promoting, 7 drops
+NUM_MOVE_LABELS = NUM_MOVE_DIRECTIONS * NUM_SQUARES  # 2187
+
+RESULT_LOSS, RESULT_DRAW, RESULT_WIN = 0, 1, 2
+BLACK, WHITE = 0, 1
+
+# dlshogi direction order: UP, UP_LEFT, UP_RIGHT, LEFT, RIGHT, DOWN, DOWN_LEFT, DOWN_RIGHT,
+# UP2_LEFT, UP2_RIGHT. Indexed here by (sign(dx) + 1, sign(dy) + 1) with dx = from_file - to_file
+# and dy = to_rank - from_rank; knight jumps are handled separately.
+_DIRECTION_BY_SIGNS = np.array(
+    [
+        # dy: <0   =0  >0
+        [1, 3, 6],  # dx < 0: UP_LEFT, LEFT, DOWN_LEFT
+        [0, -1, 5],  # dx = 0: UP, (none), DOWN
+        [2, 4, 7],  # dx > 0: UP_RIGHT, RIGHT, DOWN_RIGHT
+    ],
+    dtype=np.int32,
+)
+_UP2_LEFT, _UP2_RIGHT = 8, 9
+_PROMOTION_OFFSET = 10
+_DROP_OFFSET = 20
+_MOVE_DROP_FROM = 81  # cshogi encodes a drop's from-square as 81 + piece type - 1
+
+
+def move_labels(moves, turns):
+    """dlshogi move labels of many moves.
+
+    Args:
+      moves: int array [N], cshogi moves or move16 values (only the low 16 bits are read).
+      turns: int array [N] or scalar, side to move (0 black, 1 white).
+    Returns:
+      int32 array [N] of labels in [0, 2187).
+    """
+    moves = np.asarray(moves, dtype=np.int64) & 0xFFFF
+    turns = np.broadcast_to(np.asarray(turns, dtype=np.int64), moves.shape)
+    to_sq = moves & 0x7F
+    from_sq = (moves >> 7) & 0x7F
+    promotion = (moves >> 14) & 1
+    is_drop = from_sq >= _MOVE_DROP_FROM
+    white = turns == WHITE
+    to_sq = np.where(white, 80 - to_sq, to_sq)
+    board_from = np.where(white, 80 - from_sq, from_sq)
+    dx = board_from // 9 - to_sq // 9
+    dy = to_sq % 9 - board_from % 9
+    direction = _DIRECTION_BY_SIGNS[np.sign(dx) + 1, np.sign(dy) + 1]
+    direction = np.where((dy == -2) & (dx == -1), _UP2_LEFT, direction)
+    direction = np.where((dy == -2) & (dx == 1), _UP2_RIGHT, direction)
+    direction = direction + _PROMOTION_OFFSET * promotion
+    direction = np.where(is_drop, _DROP_OFFSET + from_sq - _MOVE_DROP_FROM, direction)
+    return (direction * NUM_SQUARES + to_sq).astype(np.int32)
+
+
+def legal_moves_and_labels(board):
+    """The legal moves of a cshogi.Board and their labels.
+
+    Returns:
+      (moves, labels): int64 array [M] of cshogi moves and int32 array [M] of their distinct labels.
+    """
+    moves = np.fromiter(board.legal_moves, dtype=np.int64)
+    return moves, move_labels(moves, board.turn)
+
+
+def board_arrays(board):
+    """The board and hands of a cshogi.Board as uint8 arrays [81] and [14]."""
+    black_hand, white_hand = board.pieces_in_hand
+    return (
+        np.asarray(board.pieces, dtype=np.uint8),
+        np.asarray(black_hand + white_hand, dtype=np.uint8),
+    )
+
+
+def pack_records(boards, hands, turns, labels, results, game_ids):
+    """Packs position fields into records.
+
+    Args:
+      boards: uint8 [N, 81]; hands: uint8 [N, 14]; turns, labels, results, game_ids: int [N].
+    Returns:
+      uint8 [N, 100] records.
+    """
+    boards = np.asarray(boards, dtype=np.uint8)
+    n = boards.shape[0]
+    game_ids = np.asarray(game_ids, dtype=np.int64)
+    if n and (game_ids.min() < 0 or game_ids.max() > MAX_GAME_ID):
+        raise ValueError(f"game ids must lie in [0, {MAX_GAME_ID}]")
+    meta = (
+        np.asarray(labels, dtype=np.uint32)
+        | (np.asarray(results, dtype=np.uint32) << 12)
+        | (np.asarray(turns, dtype=np.uint32) << 14)
+    )
+    records = np.empty((n, RECORD_BYTES), dtype=np.uint8)
+    records[:, BOARD_OFFSET:HAND_OFFSET] = boards
+    records[:, HAND_OFFSET:META_OFFSET] = hands
+    records[:, META_OFFSET : META_OFFSET + 2] = meta.astype("<u2").view(np.uint8).reshape(n, 2)
+    records[:, GAME_ID_OFFSET:] = game_ids.astype("<u4").view(np.uint8).reshape(n, 4)[:, :3]
+    return records
+
+
+def unpack_records(records):
+    """Splits uint8 records [N, 100] into a dict of numpy fields.
+
+    Returns:
+      dict with board uint8 [N, 81], hands uint8 [N, 14], and int32 [N] turn, label, result, game_id.
+    """
+    records = np.asarray(records, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+    meta = records[:, META_OFFSET].astype(np.int32) | (records[:, META_OFFSET + 1].astype(np.int32) << 8)
+    game_id = records[:, GAME_ID_OFFSET:].astype(np.int32)
+    return {
+        "board": records[:, BOARD_OFFSET:HAND_OFFSET],
+        "hands": records[:, HAND_OFFSET:META_OFFSET],
+        "label": meta & 0xFFF,
+        "result": (meta >> 12) & 3,
+        "turn": (meta >> 14) & 1,
+        "game_id": game_id[:, 0] | (game_id[:, 1] << 8) | (game_id[:, 2] << 16),
+    }
+
+
+def unpack_records_tf(records):
+    """TF twin of unpack_records for use inside tf.data and Keras layers (XLA friendly).
+
+    Args:
+      records: uint8 or int32 tensor [B, 100].
+    Returns:
+      dict of int32 tensors: board [B, 81], hands [B, 14], turn, label, result, game_id [B].
+    """
+    records = tf.cast(records, tf.int32)
+    meta = records[:, META_OFFSET] | (records[:, META_OFFSET + 1] << 8)
+    return {
+        "board": records[:, BOARD_OFFSET:HAND_OFFSET],
+        "hands": records[:, HAND_OFFSET:META_OFFSET],
+        "label": meta & 0xFFF,
+        "result": (meta >> 12) & 3,
+        "turn": (meta >> 14) & 1,
+        "game_id": records[:, GAME_ID_OFFSET]
+        | (records[:, GAME_ID_OFFSET + 1] << 8)
+        | (records[:, GAME_ID_OFFSET + 2] << 16),
+    }
+
+
+def encode_boards(boards):
+    """Records (label, result and game id zero) of cshogi.Boards, for inference: uint8 [N, 100]."""
+    arrays = [board_arrays(board) for board in boards]
+    n = len(arrays)
+    return pack_records(
+        [a[0] for a in arrays] if n else np.zeros((0, BOARD_BYTES)),
+        [a[1] for a in arrays] if n else np.zeros((0, HAND_BYTES)),
+        [board.turn for board in boards],
+        np.zeros(n),
+        np.zeros(n),
+        np.zeros(n),
+    )
+
+
+def record_to_board(record):
+    """The cshogi.Board of one record [100] (move number 1)."""
+    fields = unpack_records(record)
+    board = cshogi.Board()
+    hands = fields["hands"][0].tolist()
+    board.set_pieces(fields["board"][0].tolist(), (hands[:7], hands[7:]))
+    board.turn = int(fields["turn"][0])
+    return board
