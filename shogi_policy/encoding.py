@@ -154,16 +154,17 @@ def unpack_records_tf(records):
       dict of int32 tensors: board [B, 81], hands [B, 14], turn, label, result, game_id [B].
     """
     records = tf.cast(records, tf.int32)
-    meta = records[:, META_OFFSET] | (records[:, META_OFFSET + 1] << 8)
+    shift_left, shift_right = tf.bitwise.left_shift, tf.bitwise.right_shift  # tensors have no << or >>
+    meta = records[:, META_OFFSET] | shift_left(records[:, META_OFFSET + 1], 8)
     return {
         "board": records[:, BOARD_OFFSET:HAND_OFFSET],
         "hands": records[:, HAND_OFFSET:META_OFFSET],
         "label": meta & 0xFFF,
-        "result": (meta >> 12) & 3,
-        "turn": (meta >> 14) & 1,
+        "result": shift_right(meta, 12) & 3,
+        "turn": shift_right(meta, 14) & 1,
         "game_id": records[:, GAME_ID_OFFSET]
-        | (records[:, GAME_ID_OFFSET + 1] << 8)
-        | (records[:, GAME_ID_OFFSET + 2] << 16),
+        | shift_left(records[:, GAME_ID_OFFSET + 1], 8)
+        | shift_left(records[:, GAME_ID_OFFSET + 2], 16),
     }
 
 

@@ -1,0 +1,88 @@
+"""Runs every benchmark (scripts/bench_*.py) and prints one table of figures.
+
+  python scripts/benchmarks.py                 # full run
+  python scripts/benchmarks.py --quick         # smoke run, each benchmark < 30 s
+  python scripts/benchmarks.py --only=train --json_out=bench.json
+
+Each bench module defines run(quick) -> [{"benchmark", "value", "unit", "note"}]. Ratios inside a module are
+measured in the same run (ours beside cshogi and the like), which is what stays comparable across runs on
+shared machines; the header records what the figures were measured on.
+"""
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+SCRIPTS = Path(__file__).resolve().parent
+BENCH_ORDER = ("convert", "pipeline", "features", "train", "sampling")
+
+QUICK = flags.DEFINE_bool("quick", False, "Short runs (smoke test).")
+ONLY = flags.DEFINE_list("only", [], f"Subset of {', '.join(BENCH_ORDER)}.")
+JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the rows as JSON here.")
+
+
+def bench_modules(only=()):
+    """(name, path) of scripts/bench_<name>.py in data-flow order, restricted to `only` when given."""
+    found = {p.stem.removeprefix("bench_"): p for p in SCRIPTS.glob("bench_*.py")}
+    unknown = set(only) - set(found)
+    if unknown:
+        raise app.UsageError(f"unknown benchmarks {sorted(unknown)}; have {sorted(found)}")
+    names = [n for n in BENCH_ORDER if n in found] + sorted(set(found) - set(BENCH_ORDER))
+    return [(n, found[n]) for n in names if not only or n in only]
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def machine_header():
+    import tensorflow as tf
+
+    return (
+        f"{platform.node()} {platform.machine()} cores={os.cpu_count()} python={platform.python_version()} "
+        f"tensorflow={tf.__version__}"
+    )
+
+
+def format_table(rows):
+    widths = [max(len(str(r[k])) for r in rows) for k in ("stage", "benchmark", "value", "unit")]
+    lines = []
+    for r in rows:
+        cells = [
+            str(r[k]).ljust(w) for k, w in zip(("stage", "benchmark", "value", "unit"), widths, strict=True)
+        ]
+        lines.append("  ".join(cells) + "  " + r.get("note", ""))
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    sys.path.insert(0, str(SCRIPTS))
+    rows = []
+    for name, path in bench_modules(ONLY.value):
+        start = time.perf_counter()
+        for row in load_module(name, path).run(quick=QUICK.value):
+            value = row["value"]
+            rows.append(
+                {**row, "stage": name, "value": f"{value:.4g}" if isinstance(value, float) else value}
+            )
+        print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    print(machine_header())
+    print(
+        format_table([{"stage": "stage", "benchmark": "benchmark", "value": "value", "unit": "unit"}, *rows])
+    )
+    if JSON_OUT.value:
+        Path(JSON_OUT.value).write_text(json.dumps({"machine": machine_header(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

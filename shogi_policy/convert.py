@@ -1,0 +1,240 @@
+"""shogi-policy-convert: game records (CSA, KIF, USI move lists, hcpe) -> shuffled record shards.
+
+  shogi-policy-convert --inputs='games/*.csa,more.usi.gz' --output_dir=data/floodgate \\
+      --min_rating=3500 --min_plies=50 --endings=resign,repetition,declare --test_fraction=0.1
+
+Games are split into train and test BY GAME: a hash of (seed, start position, moves) decides, so
+the same game always lands in the same split, even when it occurs in several inputs or formats.
+Bad games are skipped and counted in the manifest with the first few "file:line: message" errors.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from shogi_policy import encoding, records, shards
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("inputs", None, "Record files, globs or directories (repeatable or comma list).")
+flags.DEFINE_string("output_dir", None, "Shard directory to write (local or gs://).")
+flags.DEFINE_float("min_rating", None, "Skip games where a known rating of either player is lower.")
+flags.DEFINE_bool("require_ratings", False, "Skip games without both players' ratings.")
+flags.DEFINE_integer("min_plies", 0, "Skip games with fewer moves.")
+flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(records.ENDINGS)}.")
+flags.DEFINE_bool("drop_draws", False, "Skip drawn games.")
+flags.DEFINE_float("test_fraction", 0.1, "Fraction of games in the test split.")
+flags.DEFINE_integer("positions_per_shard", 1 << 20, "The most positions of one shard file.")
+flags.DEFINE_integer("seed", 0, "Seed of the split and the shuffle.")
+flags.DEFINE_integer("log_every", 10000, "Log progress every this many games read.")
+flags.DEFINE_bool("overwrite", False, "Replace the shards and manifest already in --output_dir.")
+
+SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw")
+MAX_ERROR_EXAMPLES = 10
+_BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
+
+
+def expand_inputs(inputs):
+    """Record files named by inputs (files, globs, directories searched recursively; comma lists).
+
+    Returns sorted unique paths with a known record extension (directories) or as named.
+    Raises ValueError when an entry matches nothing.
+    """
+    paths = set()
+    for entry in (part.strip() for item in inputs for part in item.split(",")):
+        if not entry:
+            continue
+        if tf.io.gfile.isdir(entry):
+            found = [
+                os.path.join(root, name)
+                for root, _, names in tf.io.gfile.walk(entry)
+                for name in names
+                if records.record_extension(name) in records.EXTENSIONS
+            ]
+        elif any(char in entry for char in "*?["):
+            found = [path for path in tf.io.gfile.glob(entry) if not tf.io.gfile.isdir(path)]
+        else:
+            found = [entry] if tf.io.gfile.exists(entry) else []
+        if not found:
+            raise ValueError(f"--inputs entry {entry!r} matches no record file")
+        paths.update(found)
+    return sorted(paths)
+
+
+def skip_reason(game, filters):
+    """Why a game is filtered out (one of SKIP_REASONS), or None."""
+    ratings = (game.black_rating, game.white_rating)
+    if not game.moves:
+        return "empty"
+    if filters["require_ratings"] and None in ratings:
+        return "no_rating"
+    if filters["min_rating"] is not None and any(
+        r is not None and r < filters["min_rating"] for r in ratings
+    ):
+        return "rating"
+    if len(game.moves) < filters["min_plies"]:
+        return "min_plies"
+    if filters["endings"] and game.ending not in filters["endings"]:
+        return "ending"
+    if filters["drop_draws"] and game.result == records.DRAW:
+        return "draw"
+    return None
+
+
+def game_split(game, seed, test_fraction):
+    """'test' or 'train' for a game, from a hash of (seed, start position, moves)."""
+    digest = hashlib.blake2b(digest_size=8, key=str(seed).encode())
+    digest.update(game.sfen.encode())
+    digest.update(np.asarray(game.moves, dtype=np.uint32).tobytes())
+    return "test" if int.from_bytes(digest.digest(), "little") / 2.0**64 < test_fraction else "train"
+
+
+def convert(
+    paths,
+    output_dir,
+    *,
+    filters,
+    test_fraction=0.1,
+    positions_per_shard=1 << 20,
+    seed=0,
+    log_every=10000,
+    inputs=None,
+    tmp_dir=None,
+):
+    """Converts record files into a shard directory and writes its manifest; returns the manifest.
+
+    Args:
+      paths: record file paths (see records.read_games).
+      output_dir: shard directory (local or gs://).
+      filters: dict with min_rating (float or None), require_ratings, min_plies, endings (list; empty =
+        all), drop_draws.
+      test_fraction, positions_per_shard, seed, log_every: as the flags.
+      inputs: the input entries to record in the manifest (default: paths).
+      tmp_dir: local directory for the writers' temporary buckets.
+    """
+    writers = {
+        split: shards.ShardWriter(output_dir, split, positions_per_shard, seed, tmp_dir=tmp_dir)
+        for split in shards.SPLITS
+    }
+    games = dict.fromkeys(shards.SPLITS, 0)
+    batches = {split: [] for split in shards.SPLITS}  # (game id, Game) not yet converted
+    batch_positions = dict.fromkeys(shards.SPLITS, 0)
+    skipped, errors = dict.fromkeys(SKIP_REASONS, 0), []
+    game_id = seen = 0
+
+    def flush(split):
+        batch = batches[split]
+        if batch:
+            ids = [gid for gid, _ in batch]
+            writers[split].add(records.games_to_records([game for _, game in batch], ids))
+            batch.clear()
+            batch_positions[split] = 0
+
+    try:
+        for path in paths:
+            for item in records.read_games(path):
+                seen += 1
+                if seen % log_every == 0:
+                    logging.info("%d games read, %d kept (%s)", seen, game_id, path)
+                if isinstance(item, records.RecordError):
+                    skipped["error"] += 1
+                    if len(errors) < MAX_ERROR_EXAMPLES:
+                        errors.append(str(item))
+                    logging.warning("%s", item)
+                    continue
+                reason = skip_reason(item, filters)
+                if reason:
+                    skipped[reason] += 1
+                    continue
+                split = game_split(item, seed, test_fraction)
+                batches[split].append((game_id % (encoding.MAX_GAME_ID + 1), item))
+                game_id += 1
+                games[split] += 1
+                batch_positions[split] += len(item.moves)
+                if batch_positions[split] >= _BATCH_POSITIONS:
+                    flush(split)
+        splits = {}
+        for split in shards.SPLITS:
+            flush(split)
+            splits[split] = {**writers[split].close(), "games": games[split]}
+    finally:
+        for writer in writers.values():
+            writer.discard()
+    manifest = {
+        "format": shards.FORMAT,
+        "format_version": shards.FORMAT_VERSION,
+        "record_bytes": encoding.RECORD_BYTES,
+        "splits": splits,
+        "filters": {**filters, "test_fraction": test_fraction},
+        "skipped": {**skipped, "error_examples": errors},
+        "inputs": list(inputs if inputs is not None else paths),
+        "input_files": len(paths),
+        "seed": seed,
+        "positions_per_shard": positions_per_shard,
+    }
+    shards.write_manifest(output_dir, manifest)
+    if not splits["train"]["positions"]:
+        logging.warning("no training positions: hcpe and plain USI games have ending 'unknown', no ratings")
+    logging.info(
+        "wrote %s: train %d games / %d positions, test %d games / %d positions, skipped %s",
+        output_dir,
+        splits["train"]["games"],
+        splits["train"]["positions"],
+        splits["test"]["games"],
+        splits["test"]["positions"],
+        skipped,
+    )
+    return manifest
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.inputs or not FLAGS.output_dir:
+        raise app.UsageError("--inputs and --output_dir are required")
+    if not 0.0 <= FLAGS.test_fraction <= 1.0:
+        raise app.UsageError(f"--test_fraction must lie in [0, 1], got {FLAGS.test_fraction}")
+    if FLAGS.positions_per_shard < 1:
+        raise app.UsageError(f"--positions_per_shard must be positive, got {FLAGS.positions_per_shard}")
+    unknown = sorted(set(FLAGS.endings) - set(records.ENDINGS))
+    if unknown:
+        logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
+    try:
+        paths = expand_inputs(FLAGS.inputs)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    for path in paths:
+        if records.record_extension(path) not in records.EXTENSIONS:
+            raise app.UsageError(f"{path}: unknown record extension; expected one of {records.EXTENSIONS}")
+    existing = shards.existing_outputs(FLAGS.output_dir)
+    if existing and not FLAGS.overwrite:
+        raise app.UsageError(f"{FLAGS.output_dir} already holds {existing[:3]}...; pass --overwrite")
+    for name in existing:
+        tf.io.gfile.remove(os.path.join(FLAGS.output_dir, name))
+    logging.info("converting %d files into %s", len(paths), FLAGS.output_dir)
+    convert(
+        paths,
+        FLAGS.output_dir,
+        filters={
+            "min_rating": FLAGS.min_rating,
+            "require_ratings": FLAGS.require_ratings,
+            "min_plies": FLAGS.min_plies,
+            "endings": list(FLAGS.endings),
+            "drop_draws": FLAGS.drop_draws,
+        },
+        test_fraction=FLAGS.test_fraction,
+        positions_per_shard=FLAGS.positions_per_shard,
+        seed=FLAGS.seed,
+        log_every=FLAGS.log_every,
+        inputs=FLAGS.inputs,
+    )
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

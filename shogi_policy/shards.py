@@ -1,0 +1,198 @@
+"""Shard directories of compact position records, and their manifest.
+
+A shard directory holds raw concatenated 100-byte records (no header) in files named
+`{split}-{index:05d}-of-{count:05d}.rec`, plus `manifest.json`. All output goes through
+tf.io.gfile, so gs:// directories work; each file is written under a `.tmp` name and renamed when
+complete, so a reader never sees half a shard.
+
+`ShardWriter` shuffles the positions of a whole split with bounded memory: it scatters each position
+to one of `num_buckets` local temporary bucket files chosen uniformly at random, then, on close,
+shuffles each bucket in memory and cuts the concatenation of the buckets (in random order) into
+equal shards. Since every bucket is a uniformly random subset of the split, the result is a uniform
+random permutation of the split: contiguous chunks of a shard mix positions of many games.
+Memory: one bucket (about positions * 100 / num_buckets bytes) plus one shard on close, and the
+flush buffer (flush_positions records) while adding.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from shogi_policy import encoding
+
+FORMAT = "shogi_policy.records"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "test")
+_SHARD_NAME = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.rec$")
+
+
+def shard_name(split, index, count):
+    """Basename of shard index (0-based) of count in split, e.g. 'train-00000-of-00004.rec'."""
+    return f"{split}-{index:05d}-of-{count:05d}.rec"
+
+
+def write_file_atomic(path, data):
+    """Writes bytes to path (local or gs://) under path + '.tmp', then renames it to path."""
+    tmp = path + ".tmp"
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as stream:
+            stream.write(data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def write_manifest(data_dir, manifest):
+    """Writes manifest (a dict) as data_dir/manifest.json, atomically."""
+    write_file_atomic(os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=1).encode("utf-8"))
+
+
+def read_manifest(data_dir):
+    """The manifest dict of a shard directory; ValueError when missing or not ours.
+
+    Checks format, format_version and record_bytes against this code.
+    """
+    path = os.path.join(data_dir, MANIFEST)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{path} not found: not a shard directory (run shogi-policy-convert)")
+    with tf.io.gfile.GFile(path, "rb") as stream:
+        manifest = json.loads(stream.read().decode("utf-8"))
+    expected = {"format": FORMAT, "format_version": FORMAT_VERSION, "record_bytes": encoding.RECORD_BYTES}
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise ValueError(f"{path}: {key} is {manifest.get(key)!r}, this code reads {value!r}")
+    return manifest
+
+
+def shard_paths(data_dir, split):
+    """Full paths of the shard files of split listed in the manifest of data_dir."""
+    manifest = read_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{data_dir}: no split {split!r}; the manifest has {sorted(manifest['splits'])}")
+    return [os.path.join(data_dir, name) for name in manifest["splits"][split]["files"]]
+
+
+def existing_outputs(data_dir):
+    """Basenames of the shard files and manifest (or their .tmp leftovers) in data_dir."""
+    if not tf.io.gfile.isdir(data_dir):
+        return []
+    names = tf.io.gfile.listdir(data_dir)
+    return sorted(
+        name
+        for name in names
+        if _SHARD_NAME.match(name.removesuffix(".tmp")) or name.removesuffix(".tmp") == MANIFEST
+    )
+
+
+class ShardWriter:
+    """Collects the records of one split and writes them, shuffled, as shards on close().
+
+    Args:
+      output_dir: shard directory (local or gs://); created if needed.
+      split: "train" or "test".
+      positions_per_shard: the most positions of one shard.
+      seed: int; the same seed and the same sequence of add() calls give identical shards.
+      num_buckets: temporary buckets (memory on close is about one bucket).
+      flush_positions: positions buffered in memory before they go to the bucket files.
+      tmp_dir: local directory for the bucket files (default: the system's).
+    """
+
+    def __init__(
+        self,
+        output_dir,
+        split,
+        positions_per_shard,
+        seed,
+        *,
+        num_buckets=256,
+        flush_positions=1 << 16,
+        tmp_dir=None,
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if positions_per_shard < 1:
+            raise ValueError(f"positions_per_shard must be positive, got {positions_per_shard}")
+        self.output_dir, self.split = output_dir, split
+        self.positions_per_shard, self.num_buckets, self.flush_positions = (
+            positions_per_shard,
+            num_buckets,
+            flush_positions,
+        )
+        self.positions = 0
+        self._rng = np.random.default_rng([seed, SPLITS.index(split)])
+        self._pending, self._pending_positions = [], 0
+        tf.io.gfile.makedirs(output_dir)  # early: a bad output path fails before any conversion work
+        self._tmp_dir = tempfile.mkdtemp(prefix=f"shogi_policy_{split}_", dir=tmp_dir)
+
+    def add(self, records):
+        """Adds uint8 [n, 100] records."""
+        records = np.asarray(records, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)
+        self._pending.append(records)
+        self._pending_positions += len(records)
+        self.positions += len(records)
+        if self._pending_positions >= self.flush_positions:
+            self._flush()
+
+    def close(self):
+        """Writes the shards; returns {"files": [basenames], "positions": int}. Removes the buckets."""
+        try:
+            self._flush()
+            files = self._write_shards()
+        finally:
+            self.discard()
+        return {"files": files, "positions": self.positions}
+
+    def discard(self):
+        """Removes the temporary buckets without writing shards."""
+        shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+    def _bucket_path(self, bucket):
+        return os.path.join(self._tmp_dir, f"bucket-{bucket:05d}.bin")
+
+    def _flush(self):
+        """Appends the pending records to uniformly random buckets."""
+        if not self._pending_positions:
+            return
+        records = np.concatenate(self._pending)
+        self._pending, self._pending_positions = [], 0
+        buckets = self._rng.integers(self.num_buckets, size=len(records))
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.cumsum(np.bincount(buckets, minlength=self.num_buckets))
+        records = records[order]
+        start = 0
+        for bucket, end in enumerate(bounds.tolist()):
+            if end > start:
+                with open(self._bucket_path(bucket), "ab") as stream:
+                    stream.write(records[start:end].tobytes())
+            start = end
+
+    def _write_shards(self):
+        """Shuffles each bucket and cuts the buckets, in random order, into equal shards."""
+        if not self.positions:
+            return []
+        count = -(-self.positions // self.positions_per_shard)
+        sizes = [self.positions // count + (i < self.positions % count) for i in range(count)]
+        files, held, held_positions = [], [], 0  # held: shuffled records not yet in a shard
+        for bucket in self._rng.permutation(self.num_buckets).tolist():
+            path = self._bucket_path(bucket)
+            if not os.path.exists(path):
+                continue
+            records = np.fromfile(path, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)
+            os.remove(path)
+            held.append(records[self._rng.permutation(len(records))])
+            held_positions += len(records)
+            while len(files) < count and held_positions >= sizes[len(files)]:
+                size, name = sizes[len(files)], shard_name(self.split, len(files), count)
+                records = np.concatenate(held)
+                write_file_atomic(os.path.join(self.output_dir, name), records[:size].tobytes())
+                files.append(name)
+                held, held_positions = [records[size:]], held_positions - size
+        assert len(files) == count and not held_positions, "bucket sizes must add up to the positions"
+        return files

@@ -1,0 +1,268 @@
+"""Readers (CSA, KIF, USI, hcpe) and position extraction, against cshogi and the shared floodgate games.
+
+games.usi, the *.hcpe files and csa/ hold the same real games (games.usi lists hozon_train, hozon_test,
+then kapi_test; csa/game_0000i.csa is line i+1), so the readers must agree with each other exactly.
+"""
+
+import gzip
+import shutil
+
+import cshogi
+import cshogi.dlshogi
+import cshogi.KIF
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from shogi_policy import encoding, records
+
+HCPE_FILES = (("hozon_train.hcpe", 543), ("hozon_test.hcpe", 60), ("kapi_test.hcpe", 688))
+
+
+@pytest.fixture(scope="module")
+def floodgate():
+    """(games of games.usi, the games.usi lines), read once per module; skipped without shared data."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    data = SHARED_DATA / "floodgate_games"
+    games = list(records.read_games(str(data / "games.usi")))
+    return games, (data / "games.usi").read_text().splitlines()
+
+
+def games_only(items):
+    errors = [item for item in items if isinstance(item, records.RecordError)]
+    assert not errors, errors[:3]
+    return items
+
+
+def same_game(a, b):
+    return (a.sfen, a.moves, a.result) == (b.sfen, b.moves, b.result)
+
+
+def replayed_boards(game):
+    """cshogi boards before each move of a game (the oracle of game_to_records)."""
+    board = cshogi.Board(game.sfen)
+    for move in game.moves:
+        yield board
+        board.push(move)
+
+
+def test_usi_reader_replays_games_like_cshogi(floodgate):
+    games, lines = floodgate
+    assert len(games_only(games)) == len(lines) == 1291
+    assert sum(len(game.moves) for game in games) == 127415
+    for game, line in zip(games, lines, strict=True):
+        position, result, _ = line.split("\t")
+        board = cshogi.Board()
+        board.set_position(position)
+        assert game.moves == list(board.history) and game.result == result
+        assert game.sfen == cshogi.Board().sfen() and game.ending == "unknown"
+
+
+def test_hcpe_reader_finds_game_boundaries_and_agrees_with_usi(shared_data, floodgate):
+    usi_games, _ = floodgate
+    offset = 0
+    for name, count in HCPE_FILES:
+        games = games_only(list(records.read_games(str(shared_data / "floodgate_games" / name))))
+        assert len(games) == count
+        for game, usi_game in zip(games, usi_games[offset : offset + count], strict=True):
+            assert same_game(game, usi_game), game.source
+        offset += count
+
+
+def test_hcpe_records_equal_the_raw_rows_read_by_set_hcp(shared_data):
+    path = shared_data / "floodgate_games" / "hozon_test.hcpe"
+    rows = np.fromfile(path, dtype=cshogi.HuffmanCodedPosAndEval)
+    games = games_only(list(records.read_games(str(path))))
+    records_ = records.games_to_records(games, range(len(games)))
+    fields = encoding.unpack_records(records_)
+    assert len(records_) == len(rows)
+    board = cshogi.Board()
+    for i, row in enumerate(rows):
+        board.set_hcp(row["hcp"])
+        assert encoding.record_to_board(records_[i]).sfen() == board.sfen()
+        move = board.move_from_move16(int(row["bestMove16"]))
+        assert fields["label"][i] == cshogi.dlshogi.make_move_label(move, board.turn)
+        black_result = {0: 1, 1: 2, 2: 0}[int(row["gameResult"])]  # hcpe: 0 draw, 1 black win, 2 white win
+        assert fields["result"][i] == (black_result if board.turn == cshogi.BLACK else 2 - black_result)
+
+
+def test_records_round_trip_to_the_replayed_board_for_every_position(floodgate):
+    games, _ = floodgate
+    ids = np.arange(len(games)) * 7919 % (1 << 24)
+    records_ = np.concatenate(
+        [records.games_to_records(games[i : i + 64], ids[i : i + 64]) for i in range(0, len(games), 64)]
+    )
+    fields = {key: value.tolist() for key, value in encoding.unpack_records(records_).items()}
+    decoded = cshogi.Board()
+    row = 0
+    for game_id, game in zip(ids.tolist(), games, strict=True):
+        black_result = {"black_win": 2, "white_win": 0, "draw": 1}[game.result]
+        expected = {key: [] for key in ("sfen", "label", "turn", "result")}
+        for board, move in zip(replayed_boards(game), game.moves, strict=True):
+            expected["sfen"].append(board.sfen().rsplit(" ", 1)[0])
+            expected["label"].append(cshogi.dlshogi.make_move_label(move, board.turn))
+            expected["turn"].append(board.turn)
+            expected["result"].append(black_result if board.turn == cshogi.BLACK else 2 - black_result)
+        rows = slice(row, row + len(game.moves))
+        sfens = []
+        for i in range(rows.start, rows.stop):
+            # encoding.record_to_board costs ~100 us (single-record numpy): every 64th position goes
+            # through it, every position through the same set_pieces call on the batch-unpacked fields.
+            if i % 64 == 0:
+                decoded = encoding.record_to_board(records_[i])
+            else:
+                hands = fields["hands"][i]
+                decoded.set_pieces(fields["board"][i], (hands[:7], hands[7:]))
+                decoded.turn = fields["turn"][i]
+            sfens.append(decoded.sfen().rsplit(" ", 1)[0])
+        assert sfens == expected["sfen"], game.source
+        for key in ("label", "turn", "result"):
+            assert fields[key][rows] == expected[key], (game.source, key)
+        assert set(fields["game_id"][rows]) == {game_id}
+        row = rows.stop
+    assert row == len(records_) == 127415
+
+
+def test_records_of_random_games_from_a_handicap_start(tmp_path):
+    """Random play reaches promotions, drops of every piece and recaptures of promoted pieces."""
+    rng = np.random.default_rng(5)
+    start = "lnsgkgsnl/1r7/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL w - 1"  # bishop handicap
+    games = []
+    for _ in range(20):
+        board = cshogi.Board(start)
+        moves = []
+        while len(moves) < 250 and not board.is_game_over():
+            legal = list(board.legal_moves)
+            moves.append(legal[rng.integers(len(legal))])
+            board.push(moves[-1])
+        games.append(records.Game(sfen=start, moves=moves, result=None))
+    records_ = records.games_to_records(games, range(20))
+    boards = [board.sfen().rsplit(" ", 1)[0] for game in games for board in replayed_boards(game)]
+    assert [encoding.record_to_board(r).sfen().rsplit(" ", 1)[0] for r in records_] == boards
+    assert set(encoding.unpack_records(records_)["result"].tolist()) == {encoding.RESULT_DRAW}
+
+
+def test_csa_files_agree_with_usi(shared_data, floodgate):
+    usi_games, _ = floodgate
+    for i in range(100):
+        path = shared_data / "floodgate_games" / "csa" / f"game_{i:05d}.csa"
+        (game,) = games_only(list(records.read_games(str(path))))
+        assert same_game(game, usi_games[i]) and game.ending == "resign"
+        assert game.black_rating is None and game.source == f"{path}:1"
+
+
+def floodgate_csa(shared_data, index=0):
+    """csa/game_{index}.csa with floodgate-style rating comments in the header."""
+    text = (shared_data / "floodgate_games" / "csa" / f"game_{index:05d}.csa").read_text()
+    header = "'black_rate:Suisho+0123abcd:3612.5\n'white_rate:gikou+4567ef:3488.0\n"
+    return text.replace("PI\n", header + "PI\n", 1)
+
+
+def test_csa_ratings_endings_and_multiple_games(shared_data, floodgate, tmp_path):
+    usi_games, _ = floodgate
+    text = floodgate_csa(shared_data)
+    declared = text.replace("%TORYO", "%KACHI")
+    path = tmp_path / "two.csa"
+    path.write_text(text + "/\n" + declared)
+    first, second = games_only(list(records.read_games(str(path))))
+    oracle = cshogi.CSA.Parser.parse_str(text)[0]
+    assert (first.black_rating, first.white_rating) == tuple(oracle.ratings) == (3612.5, 3488.0)
+    assert same_game(first, usi_games[0]) and first.ending == "resign"
+    # %KACHI: the side to move declares and wins (black is to move after game 0's 83 moves).
+    assert second.ending == "declare" and second.result == "white_win"
+    assert second.source == f"{path}:{text.count(chr(10)) + 2}"
+
+
+def test_illegal_move_in_csa_is_reported_with_its_line(shared_data, tmp_path):
+    lines = floodgate_csa(shared_data).split("\n")
+    index = [i for i, line in enumerate(lines) if line.startswith("+") and len(line) > 1][10]
+    lines[index] = "+5152FU"  # a pawn that is not there
+    path = tmp_path / "bad.csa"
+    path.write_text("\n".join(lines))
+    (error,) = list(records.read_games(str(path)))
+    assert isinstance(error, records.RecordError) and error.line == index + 1
+    assert str(error).startswith(f"{path}:{index + 1}: illegal move '+5152FU'")
+
+
+def export_kif(game, path):
+    """Writes a game with cshogi's KIF exporter (.kifu -> UTF-8, otherwise CP932)."""
+    exporter = cshogi.KIF.Exporter(str(path))
+    exporter.header(["先手名人", "後手竜王"])
+    for move in game.moves:
+        exporter.move(move)
+    exporter.end("resign")
+    exporter.close()
+
+
+def test_kif_in_shift_jis_and_utf8_agree_with_usi(floodgate, tmp_path):
+    usi_games, _ = floodgate
+    for i in (0, 1, 700):
+        export_kif(usi_games[i], tmp_path / f"g{i}.kif")
+        export_kif(usi_games[i], tmp_path / f"g{i}.kifu")
+        shutil.copy(tmp_path / f"g{i}.kifu", tmp_path / f"g{i}_utf8.kif")  # UTF-8 under .kif: detected
+        raw = (tmp_path / f"g{i}.kif").read_bytes()
+        with pytest.raises(UnicodeDecodeError):
+            raw.decode("utf-8")  # really Shift_JIS
+        for name in (f"g{i}.kif", f"g{i}.kifu", f"g{i}_utf8.kif"):
+            (game,) = games_only(list(records.read_games(str(tmp_path / name))))
+            assert same_game(game, usi_games[i]) and game.ending == "resign", name
+
+
+def test_illegal_move_in_kif_is_reported_with_its_line(floodgate, tmp_path):
+    usi_games, _ = floodgate
+    export_kif(usi_games[0], tmp_path / "g.kifu")
+    lines = (tmp_path / "g.kifu").read_text(encoding="utf-8").split("\n")
+    index = next(i for i, line in enumerate(lines) if line.lstrip().startswith("5 "))
+    lines[index] = "   5 ５一金(69)   ( 0:00/00:00:00)"  # the gold cannot jump to 5a
+    (tmp_path / "g.kifu").write_text("\n".join(lines), encoding="utf-8")
+    (error,) = list(records.read_games(str(tmp_path / "g.kifu")))
+    assert isinstance(error, records.RecordError) and error.line == index + 1, error
+
+
+def test_usi_gz_and_sfen_starts_and_bad_lines(floodgate, tmp_path):
+    usi_games, lines = floodgate
+    good = lines[:5]
+    sfen_line = "sfen lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1 moves 7g7f 3c3d\tdraw\tx\trepetition"
+    bad = [
+        "startpos moves 7g7f 7g7f",  # illegal second move
+        "startpos moves 7g7f\tblack_wins",  # bad result
+        "sfen not/a/board b - 1 moves 7g7f",
+        "hello world",
+    ]
+    path = tmp_path / "games.usi.gz"
+    with gzip.open(path, "wt") as stream:
+        stream.write("\n".join(["# comment", *good, sfen_line, "", *bad]) + "\n")
+    items = list(records.read_games(str(path)))
+    assert all(same_game(a, b) for a, b in zip(items[:5], usi_games[:5], strict=True))
+    assert items[5].ending == "repetition" and items[5].result == "draw" and len(items[5].moves) == 2
+    errors = items[6:]
+    assert [type(e) for e in errors] == [records.RecordError] * 4
+    assert [e.line for e in errors] == [9, 10, 11, 12]
+    assert "illegal move '7g7f' at ply 2" in str(errors[0]) and "black_wins" in str(errors[1])
+
+
+def test_truncated_hcpe_empty_and_garbage_files_give_errors(shared_data, tmp_path):
+    raw = (shared_data / "floodgate_games" / "hozon_test.hcpe").read_bytes()
+    (tmp_path / "truncated.hcpe").write_bytes(raw[: 38 * 100 + 5])
+    (error,) = list(records.read_games(str(tmp_path / "truncated.hcpe")))
+    assert "not a multiple of 38" in str(error)
+    with gzip.open(tmp_path / "truncated.hcpe.gz", "wb") as stream:
+        stream.write(raw[: 38 * 100 + 5])
+    *games, error = list(records.read_games(str(tmp_path / "truncated.hcpe.gz")))
+    assert sum(len(g.moves) for g in games_only(games)) == 100 and "5 trailing bytes" in str(error)
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "garbage.hcpe").write_bytes(rng.integers(0, 256, 38 * 50, dtype=np.uint8).tobytes())
+    (tmp_path / "garbage.csa").write_text("hello\nworld\n")
+    (tmp_path / "garbage.kif").write_bytes(b"\xff\xfe\x00garbage\x81")
+    (tmp_path / "garbage.usi").write_text("hello\n")
+    for name in ("empty.csa", "empty.kif", "empty.usi", "empty.hcpe"):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("garbage.hcpe", "garbage.csa", "garbage.kif", "garbage.usi", "empty.csa", "empty.kif"):
+        items = list(records.read_games(str(tmp_path / name)))
+        assert items and all(isinstance(item, records.RecordError) for item in items), name
+    assert list(records.read_games(str(tmp_path / "empty.usi"))) == []
+    assert list(records.read_games(str(tmp_path / "empty.hcpe"))) == []
+    with pytest.raises(ValueError, match="unknown record extension"):
+        list(records.read_games(str(tmp_path / "games.pgn")))
