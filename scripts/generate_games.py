@@ -1,0 +1,473 @@
+"""Generate shogi games between USI engines, refereed move by move with cshogi.
+
+Each game starts from an opening (a seeded random prefix of a line of --openings, by default
+floodgate openings beside the checkout; without that file, a seeded random legal opening filtered by
+a shallow engine evaluation), then the engine plays both sides under a fixed search limit.
+cshogi referees every move: an illegal engine move drops the game (logged); the game ends on mate,
+fourfold repetition (perpetual check loses), entering-king declaration, engine 'resign', resignation
+adjudicated from the engine's own score (fairy-stockfish never resigns; by default the side to move
+resigns when its engine announces a forced mate against it), or --max_plies (draw).
+
+Output: the project's USI game-line format, gzip, one game per line, sorted by game index:
+  'startpos moves ...<TAB>black_win|white_win|draw<TAB>source<TAB>ending'
+with source like 'fairy-stockfish depth=7 opening=records2016_10818.sfen:1234:16 game=45'.
+A fixed depth or node limit with one search thread is deterministic, so a game index always
+replays the same game; finished games are appended to '<output>.part' as they come, and a rerun
+skips the indices already in the output or the part file (resume) before writing the gzip.
+
+  nice -n 10 python scripts/generate_games.py --games=1000 --depth=6 --workers=2 --seed=0 \
+      --output=data/engine_games.usi.gz
+"""
+
+import collections
+import gzip
+import multiprocessing
+import os
+import queue
+import random
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cshogi
+from absl import app, flags, logging
+
+_DEFAULT_OPENINGS = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "floodgate_openings" / "records2016_10818.sfen"
+)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", "data/engine_games.usi.gz", "Output games file (gzip, USI game lines).")
+flags.DEFINE_integer("games", 1000, "Number of games (game indices 0 .. games-1).")
+flags.DEFINE_string("engine", "/usr/games/fairy-stockfish", "USI engine command (plays both sides).")
+flags.DEFINE_list("engine_options", [], "USI options NAME=VALUE, e.g. Thread=1,LimitDepth=4 for gpsusi.")
+flags.DEFINE_integer("depth", 6, "Search depth per move ('go depth N'); 0 = no depth limit.")
+flags.DEFINE_integer("nodes", 0, "Search node limit per move ('go nodes N'); 0 = no node limit.")
+flags.DEFINE_integer("byoyomi", 0, "Milliseconds per move ('go byoyomi N', not deterministic); 0 = none.")
+flags.DEFINE_integer("max_plies", 256, "Plies (opening included) after which the game is a draw.")
+flags.DEFINE_string("openings", str(_DEFAULT_OPENINGS), "Opening lines file (USI positions); '' = random.")
+flags.DEFINE_integer("min_opening_plies", 8, "Shortest opening prefix.")
+flags.DEFINE_integer("max_opening_plies", 24, "Longest opening prefix.")
+flags.DEFINE_integer("random_opening_depth", 2, "Search depth that vets random opening moves.")
+flags.DEFINE_integer("random_opening_margin", 150, "Random opening move kept if it loses <= this many cp.")
+flags.DEFINE_integer(
+    "resign_score", 100_000, "Side to move resigns when its score is <= -this (cp; mate = 100000) ..."
+)
+flags.DEFINE_integer("resign_moves", 1, "... on this many of its consecutive moves; 0 = never adjudicate.")
+flags.DEFINE_integer("seed", 0, "Seed of the opening choice and cut.")
+flags.DEFINE_integer("workers", 1, "Engine processes playing games in parallel.")
+flags.DEFINE_float("move_timeout", 60.0, "Seconds to wait for a bestmove before the game is dropped.")
+
+MATE_SCORE = 100_000
+BLACK_WIN, WHITE_WIN, DRAW = "black_win", "white_win", "draw"
+_GAME_INDEX = re.compile(r"(?:^|\s)game=(\d+)(?:\s|$)")
+
+
+class EngineError(RuntimeError):
+    """The engine died, hung or broke the protocol."""
+
+
+class UsiEngine:
+    """Minimal USI driver: one engine process, lines read by a thread so reads can time out."""
+
+    def __init__(self, command, options=()):
+        self._proc = subprocess.Popen(
+            [command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        self._lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.name = Path(command).name
+        self.id_name = self._send_and_wait("usi", "usiok", timeout=30.0, id_prefix="id name ")
+        for option in options:
+            name, sep, value = option.partition("=")
+            if not sep:
+                raise ValueError(f"--engine_options entry {option!r} is not NAME=VALUE")
+            self._send(f"setoption name {name} value {value}")
+        self._send_and_wait("isready", "readyok", timeout=30.0)
+
+    def _pump(self):
+        for line in self._proc.stdout:
+            self._lines.put(line.strip())
+        self._lines.put(None)
+
+    def _send(self, command):
+        try:
+            self._proc.stdin.write(command + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise EngineError(f"{self.name}: cannot send {command!r}: {e}") from e
+
+    def _readline(self, deadline):
+        try:
+            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty as e:
+            raise EngineError(f"{self.name}: no answer in time") from e
+        if line is None:
+            raise EngineError(f"{self.name}: engine exited")
+        return line
+
+    def _send_and_wait(self, command, answer, timeout, id_prefix=None):
+        self._send(command)
+        deadline = time.monotonic() + timeout
+        found = None
+        while (line := self._readline(deadline)) != answer:
+            if id_prefix and line.startswith(id_prefix):
+                found = line[len(id_prefix) :]
+        return found
+
+    def new_game(self):
+        """Clears the engine's hash and history so that each game is reproducible."""
+        self._send("usinewgame")
+        self._send_and_wait("isready", "readyok", timeout=30.0)
+
+    def search(self, moves, go_args, timeout):
+        """Best move and score of the position after `moves` (USI strings) from startpos.
+
+        Returns (bestmove str, score int or None): score in centipawns from the side to move,
+        +-MATE_SCORE for a mate score, None when the engine printed no score.
+        """
+        self._send("position startpos" + (" moves " + " ".join(moves) if moves else ""))
+        self._send("go " + go_args)
+        deadline = time.monotonic() + timeout
+        score = None
+        while not (line := self._readline(deadline)).startswith("bestmove"):
+            score = _parse_score(line, score)
+        return line.split()[1], score
+
+    def close(self):
+        try:
+            self._send("quit")
+            self._proc.wait(timeout=5)
+        except (EngineError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _parse_score(info_line, previous):
+    """The score of a USI 'info ... score cp N | score mate N' line, else `previous`."""
+    tokens = info_line.split()
+    if not tokens or tokens[0] != "info" or "score" not in tokens:
+        return previous
+    kind, value = tokens[tokens.index("score") + 1 : tokens.index("score") + 3]
+    if kind == "cp":
+        return int(value)
+    if kind == "mate":  # 'mate 3', 'mate -2', 'mate +', 'mate -'
+        return -MATE_SCORE if value.startswith("-") else MATE_SCORE
+    return previous
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """One game to play: its index, opening moves (USI) and where they came from."""
+
+    index: int
+    opening: tuple  # USI moves from startpos; empty when a random opening is to be built
+    opening_label: str  # e.g. 'records2016_10818.sfen:1234:16' or 'random'
+    random_plies: int = 0  # plies of the random opening to build (when opening is empty)
+
+
+def read_opening_lines(path):
+    """USI move lists of an openings file: one 'startpos moves ...' line each (line number, moves)."""
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if tokens[:2] != ["startpos", "moves"] and tokens != ["startpos"]:
+                raise ValueError(f"{path}:{number}: expected 'startpos moves ...', got {line[:60]!r}")
+            lines.append((number, tuple(tokens[2:])))
+    return lines
+
+
+def plan_games(num_games, seed, opening_lines, label, min_plies, max_plies):
+    """Distinct openings for game indices 0..num_games-1, reproducible from the seed.
+
+    Each game takes the next line of a seeded shuffle of `opening_lines`, cut to a random length
+    in [min_plies, max_plies]; a cut already used is lengthened (the engine is deterministic, so a
+    repeated opening would repeat the game), and a line whose every cut is used is skipped.
+    Without opening lines every game gets a random opening of a random length (built by a worker).
+    """
+    rng = random.Random(seed)
+    if not opening_lines:
+        return [
+            GameSpec(i, (), "random", random_plies=rng.randint(min_plies, max_plies))
+            for i in range(num_games)
+        ]
+    order = list(range(len(opening_lines)))
+    rng.shuffle(order)
+    specs, used = [], set()
+    for position in order:
+        if len(specs) == num_games:
+            break
+        number, moves = opening_lines[position]
+        cut = rng.randint(min(min_plies, len(moves)), min(max_plies, len(moves)))
+        while cut <= min(max_plies, len(moves)) and moves[:cut] in used:
+            cut += 1
+        if cut > min(max_plies, len(moves)):
+            continue
+        used.add(moves[:cut])
+        specs.append(GameSpec(len(specs), moves[:cut], f"{label}:{number}:{cut}"))
+    if len(specs) < num_games:
+        raise app.UsageError(f"only {len(specs)} distinct openings for --games={num_games}")
+    return specs
+
+
+def random_opening(engine, plies, rng, go_args, margin, timeout):
+    """A random legal opening of `plies` moves whose moves a shallow search does not refute.
+
+    A random legal move is kept when the engine's score for the opponent afterwards is at most
+    `margin` cp above its score before (the mover lost at most `margin`); after 20 refuted
+    tries the engine's own best move is played.
+    """
+    board, moves = cshogi.Board(), []
+    engine.new_game()
+    for _ in range(plies):
+        best, before = engine.search(moves, go_args, timeout)
+        legal = [cshogi.move_to_usi(m) for m in board.legal_moves]
+        chosen = best
+        for candidate in rng.sample(legal, min(20, len(legal))):
+            _, after = engine.search([*moves, candidate], go_args, timeout)
+            if before is not None and after is not None and after + before <= margin:
+                chosen = candidate
+                break
+        board.push_usi(chosen)
+        moves.append(chosen)
+        if board.is_game_over():
+            break
+    return tuple(moves)
+
+
+def _winner(color):
+    return BLACK_WIN if color == cshogi.BLACK else WHITE_WIN
+
+
+def _loser(color):
+    return WHITE_WIN if color == cshogi.BLACK else BLACK_WIN
+
+
+def _position_key(board):
+    """Board, side to move and hands: the SFEN without its move number."""
+    return board.sfen().rsplit(" ", 1)[0]
+
+
+def play_game(engine, opening, go_args, max_plies, resign_score, resign_moves, timeout):
+    """Plays one game from the opening moves; cshogi referees.
+
+    Returns (moves list of USI str, result, ending) or raises ValueError for an illegal move
+    (the engine's or the opening's), naming it.
+    """
+    board, moves = cshogi.Board(), []
+    counts = collections.Counter([_position_key(board)])
+    bad_streak = [0, 0]  # consecutive own moves with score <= -resign_score, by colour
+    engine.new_game()
+    for ply, usi in enumerate(opening):
+        _push_checked(board, usi, f"opening ply {ply + 1}")
+        moves.append(usi)
+        counts[_position_key(board)] += 1
+    while True:
+        turn = board.turn
+        if board.is_game_over():  # no legal move: mated (shogi has no stalemate)
+            return moves, _loser(turn), "mate"
+        if board.is_nyugyoku():
+            return moves, _winner(turn), "declare"
+        if len(moves) >= max_plies:
+            return moves, DRAW, "max_plies"
+        bestmove, score = engine.search(moves, go_args, timeout)
+        if bestmove == "resign":
+            return moves, _loser(turn), "resign"
+        if bestmove == "win":  # a declaration cshogi does not uphold
+            raise ValueError(f"ply {len(moves) + 1}: unjustified 'win' declaration")
+        bad_streak[turn] = bad_streak[turn] + 1 if score is not None and score <= -resign_score else 0
+        if resign_moves and bad_streak[turn] >= resign_moves:
+            return moves, _loser(turn), "resign"
+        _push_checked(board, bestmove, f"ply {len(moves) + 1}")
+        moves.append(bestmove)
+        key = _position_key(board)
+        counts[key] += 1
+        if counts[key] >= 4:  # sennichite; is_draw tells whether one side checked throughout
+            repetition = board.is_draw()
+            if repetition == cshogi.REPETITION_WIN:  # the opponent (the side that moved) checked
+                return moves, _winner(board.turn), "perpetual_check"
+            if repetition == cshogi.REPETITION_LOSE:
+                return moves, _loser(board.turn), "perpetual_check"
+            return moves, DRAW, "repetition"
+
+
+def _push_checked(board, usi, where):
+    move = board.move_from_usi(usi)
+    if not move or not board.is_legal(move):
+        raise ValueError(f"{where}: illegal move {usi!r} in {board.sfen()}")
+    board.push(move)
+
+
+def _go_args(depth, nodes, byoyomi):
+    args = [f"depth {depth}"] * bool(depth) + [f"nodes {nodes}"] * bool(nodes)
+    args += [f"byoyomi {byoyomi}"] * bool(byoyomi)
+    if not args:
+        raise app.UsageError("set at least one of --depth, --nodes, --byoyomi")
+    return " ".join(args)
+
+
+_worker = {}
+
+
+def _init_worker(settings):
+    _worker.update(settings)
+    _worker["engine"] = UsiEngine(settings["engine_command"], settings["engine_options"])
+
+
+def _run_spec(spec):
+    """Plays the game of one GameSpec in a worker: (index, line or None, error or None)."""
+    s = _worker
+    try:
+        opening = spec.opening
+        if not opening:
+            rng = random.Random(f"{s['seed']}:{spec.index}")
+            vet = _go_args(s["random_opening_depth"], 0, 0)
+            opening = random_opening(
+                s["engine"], spec.random_plies, rng, vet, s["random_opening_margin"], s["timeout"]
+            )
+        moves, result, ending = play_game(
+            s["engine"],
+            opening,
+            s["go_args"],
+            s["max_plies"],
+            s["resign_score"],
+            s["resign_moves"],
+            s["timeout"],
+        )
+    except (ValueError, EngineError) as e:
+        if isinstance(e, EngineError):  # a fresh process for the next game
+            s["engine"].close()
+            s["engine"] = UsiEngine(s["engine_command"], s["engine_options"])
+        return spec.index, None, f"game {spec.index} ({spec.opening_label}) dropped: {e}"
+    label = spec.opening_label if spec.opening else f"random:{len(opening)}"
+    source = f"{s['engine_name']} {s['limit']} opening={label} game={spec.index}"
+    line = "\t".join(["startpos moves " + " ".join(moves), result, source, ending])
+    return spec.index, line, None
+
+
+def game_index(line):
+    """The game index of an output line (its source's 'game=N')."""
+    match = _GAME_INDEX.search(line)
+    if not match:
+        raise ValueError(f"no 'game=N' in the source of line {line[:80]!r}")
+    return int(match.group(1))
+
+
+def read_done(output):
+    """Lines already generated: the output gzip and the complete lines of '<output>.part'."""
+    lines = {}
+    if output.exists():
+        with gzip.open(output, "rt", encoding="utf-8") as f:
+            lines.update((game_index(line), line.rstrip("\n")) for line in f if line.strip())
+    part = Path(str(output) + ".part")
+    if part.exists():
+        text = part.read_text(encoding="utf-8")
+        complete = text[: text.rfind("\n") + 1]  # an interrupted write leaves a partial last line
+        lines.update((game_index(line), line) for line in complete.splitlines() if line.strip())
+    return lines
+
+
+def _plies(line):
+    """Moves (= positions) of a game line."""
+    return len(line.split("\t")[0].split()) - 2
+
+
+def write_output(output, lines):
+    """Writes the lines sorted by game index to a reproducible gzip (mtime 0), atomically."""
+    tmp = Path(str(output) + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write("".join(lines[i] + "\n" for i in sorted(lines)).encode("utf-8"))
+    os.replace(tmp, output)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.min_opening_plies > FLAGS.max_opening_plies:
+        raise app.UsageError("--min_opening_plies exceeds --max_opening_plies")
+    output = Path(FLAGS.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    go_args = _go_args(FLAGS.depth, FLAGS.nodes, FLAGS.byoyomi)
+    if FLAGS.openings and Path(FLAGS.openings).exists():
+        opening_lines, label = read_opening_lines(FLAGS.openings), Path(FLAGS.openings).name
+    else:
+        logging.warning("openings file %r absent: random openings vetted by the engine", FLAGS.openings)
+        opening_lines, label = [], "random"
+    specs = plan_games(
+        FLAGS.games, FLAGS.seed, opening_lines, label, FLAGS.min_opening_plies, FLAGS.max_opening_plies
+    )
+    done = read_done(output)
+    todo = [spec for spec in specs if spec.index not in done]
+    logging.info("%d games planned, %d already done, %d to play", len(specs), len(done), len(todo))
+    settings = {
+        "engine_command": FLAGS.engine,
+        "engine_options": tuple(FLAGS.engine_options),
+        "engine_name": Path(FLAGS.engine).name,
+        "limit": go_args.replace(" ", "="),
+        "go_args": go_args,
+        "max_plies": FLAGS.max_plies,
+        "resign_score": FLAGS.resign_score,
+        "resign_moves": FLAGS.resign_moves,
+        "timeout": FLAGS.move_timeout,
+        "seed": FLAGS.seed,
+        "random_opening_depth": FLAGS.random_opening_depth,
+        "random_opening_margin": FLAGS.random_opening_margin,
+    }
+    _play_all(todo, settings, output, done)
+    write_output(output, done)
+    Path(str(output) + ".part").unlink(missing_ok=True)
+    positions = sum(map(_plies, done.values()))
+    logging.info("wrote %s: %d games, %d positions", output, len(done), positions)
+
+
+def _play_all(todo, settings, output, done):
+    """Plays the games in worker processes, appending each finished line to '<output>.part'."""
+    start, played, positions, dropped = time.monotonic(), 0, 0, 0
+    endings, last_log = collections.Counter(), 0.0
+    with (
+        open(str(output) + ".part", "a", encoding="utf-8") as part,
+        multiprocessing.Pool(FLAGS.workers, _init_worker, (settings,)) as pool,
+    ):
+        for index, line, error in pool.imap_unordered(_run_spec, todo):
+            if error:
+                dropped += 1
+                logging.warning("%s", error)
+                continue
+            part.write(line + "\n")
+            part.flush()
+            done[index] = line
+            played += 1
+            positions += _plies(line)
+            endings[line.split("\t")[3]] += 1
+            elapsed = time.monotonic() - start
+            if elapsed - last_log >= 30 or played + dropped == len(todo):
+                last_log = elapsed
+                logging.info(
+                    "%d/%d games (%d dropped), %d positions, %.1f games/min, %.0f positions/min, endings %s",
+                    played,
+                    len(todo),
+                    dropped,
+                    positions,
+                    60 * played / elapsed,
+                    60 * positions / elapsed,
+                    dict(endings),
+                )
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
