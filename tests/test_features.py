@@ -1,0 +1,141 @@
+"""DlshogiFeatures against cshogi.dlshogi.make_input_features, bit for bit, with and without XLA."""
+
+import itertools
+
+import cshogi
+import cshogi.dlshogi
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shogi_policy import encoding, features
+
+BATCH = 2048
+
+# Hand-made positions for cases random games reach rarely; is_check says whether the side to move is in check.
+SPECIAL_SFENS = {
+    "start, White to move": ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL w - 1", False),
+    "all pieces in Black's hand": ("4k4/9/9/9/9/9/9/9/4K4 b 2R2B4G4S4N4L18P 1", False),
+    "all pieces in White's hand, White to move": ("4k4/9/9/9/9/9/9/9/4K4 w 2r2b4g4s4n4l18p 1", False),
+    "18 pawns split, both hands": ("4k4/9/9/9/9/9/9/9/4K4 b R2B3G2S4N4L9Prg2s9p 1", False),
+    "knight check": ("4k4/9/9/9/9/9/5n3/9/4K4 b - 1", True),
+    "distant lance check, White to move": ("4k4/9/9/9/9/9/9/9/4L3K w - 1", True),
+    "double check by rook and bishop": ("4k4/9/9/9/9/9/9/3b5/r3K4 b - 1", True),
+    "pinned gold": ("4k4/4r4/9/9/9/9/9/4G4/4K4 b - 1", False),
+    "pinned silver, White to move": ("4k4/4s4/9/9/4R4/9/9/9/4K4 w - 1", False),
+    "promoted pieces of both sides": ("+R1+P1k3+B/+S8/9/9/9/9/4+n4/1+l7/+rN2K2+b1 b - 1", False),
+    "squares attacked by three": ("4k4/9/9/2GGG4/1R1+P5/9/9/9/4K4 w 2P 1", False),
+    "White in check by dragon": ("4k4/9/4+R4/9/9/9/9/9/4K4 w - 1", True),
+}
+
+
+def oracle_planes(board):
+    """cshogi's dlshogi planes of a Board: float32 [119, 9, 9]."""
+    features1 = np.zeros((cshogi.dlshogi.FEATURES1_NUM, 9, 9), np.float32)
+    features2 = np.zeros((cshogi.dlshogi.FEATURES2_NUM, 9, 9), np.float32)
+    cshogi.dlshogi.make_input_features(board, features1, features2)
+    return np.concatenate([features1, features2])
+
+
+def random_boards(count, seed):
+    """Boards of positions along uniformly random games (captures, promotions, drops, checks)."""
+    rng = np.random.default_rng(seed)
+    board = cshogi.Board()
+    while count > 0:
+        if board.is_game_over() or board.move_number > 300:
+            board = cshogi.Board()
+        yield board
+        count -= 1
+        legal = list(board.legal_moves)
+        board.push(legal[rng.integers(len(legal))])
+
+
+def floodgate_boards(shared_data):
+    """Board of every position of every game of games.usi (before each move)."""
+    for line in (shared_data / "floodgate_games" / "games.usi").read_text().splitlines():
+        game = cshogi.Board()
+        game.set_position(line.split("\t")[0])
+        board = cshogi.Board()
+        for move in game.history:
+            yield board
+            board.push(move)
+
+
+def batches(boards):
+    """(records uint8 [n, 100], oracle float32 [n, 62, 9, 9] and [n, 57, 9, 9]) of successive BATCH boards."""
+    boards = iter(boards)
+    while True:
+        features1 = np.zeros((BATCH, cshogi.dlshogi.FEATURES1_NUM, 9, 9), np.float32)
+        features2 = np.zeros((BATCH, cshogi.dlshogi.FEATURES2_NUM, 9, 9), np.float32)
+        pieces, hands, turns = [], [], []
+        for board in itertools.islice(boards, BATCH):
+            cshogi.dlshogi.make_input_features(board, features1[len(turns)], features2[len(turns)])
+            board_pieces, board_hands = encoding.board_arrays(board)
+            pieces.append(board_pieces)
+            hands.append(board_hands)
+            turns.append(board.turn)
+        if not turns:
+            return
+        n = len(turns)
+        records = encoding.pack_records(pieces, hands, turns, np.zeros(n), np.zeros(n), np.zeros(n))
+        yield records, features1[:n], features2[:n]
+
+
+@pytest.fixture(scope="module")
+def layer_functions():
+    """The layer under plain tf.function and under XLA (jit_compile=True)."""
+    layer = features.DlshogiFeatures(dtype="float32")
+    return {"graph": tf.function(layer), "xla": tf.function(layer, jit_compile=True)}
+
+
+def assert_matches_oracle(layer_functions, boards):
+    """Checks every board in both modes; returns the number of positions."""
+    count = 0
+    padded = np.zeros((BATCH, encoding.RECORD_BYTES), np.uint8)  # one batch shape: one trace per mode
+    for records, features1, features2 in batches(boards):
+        n = len(records)
+        padded[:n] = records
+        for mode, function in layer_functions.items():
+            ours = function(padded).numpy()[:n].transpose(0, 3, 1, 2)  # cshogi's [n, 119, 9, 9]
+            if np.array_equal(ours[:, :62], features1) and np.array_equal(ours[:, 62:], features2):
+                continue
+            oracle = np.concatenate([features1, features2], axis=1)
+            wrong = np.argwhere(ours != oracle)
+            index, channel, file, rank = wrong[0]
+            sfen = encoding.record_to_board(records[index]).sfen()
+            pytest.fail(
+                f"{mode}: {len(wrong)} wrong values; first: {sfen} channel {channel} file {file} rank {rank}:"
+                f" ours {ours[index, channel, file, rank]}, cshogi {oracle[index, channel, file, rank]}"
+            )
+        count += n
+    return count
+
+
+def test_every_floodgate_position_matches_cshogi(shared_data, layer_functions):
+    assert assert_matches_oracle(layer_functions, floodgate_boards(shared_data)) == 127_415
+
+
+def test_random_game_positions_match_cshogi(layer_functions):
+    assert assert_matches_oracle(layer_functions, random_boards(20_480, seed=1)) == 20_480
+
+
+def test_special_positions_match_cshogi():
+    planes = features.dlshogi_planes([sfen for sfen, _ in SPECIAL_SFENS.values()])
+    assert planes.shape == (len(SPECIAL_SFENS), features.NUM_FEATURES, 9, 9) and planes.dtype == np.float32
+    for ours, (name, (sfen, in_check)) in zip(planes, SPECIAL_SFENS.items(), strict=True):
+        board = cshogi.Board(sfen)
+        assert board.is_check() == in_check, f"{name}: the position is not what its name says"
+        np.testing.assert_array_equal(ours, oracle_planes(board), err_msg=name)
+
+
+def test_layer_serialises_and_computes_in_bfloat16():
+    layer = keras.layers.deserialize(keras.layers.serialize(features.DlshogiFeatures(dtype="mixed_bfloat16")))
+    assert isinstance(layer, features.DlshogiFeatures)
+    sfens = [board.sfen() for board in random_boards(64, seed=2)]
+    out = layer(encoding.encode_boards([cshogi.Board(sfen) for sfen in sfens]))
+    assert out.shape == (64, 9, 9, features.NUM_FEATURES) and out.dtype == tf.bfloat16
+    np.testing.assert_array_equal(
+        out.numpy().astype(np.float32).transpose(0, 3, 1, 2),
+        features.dlshogi_planes(sfens),
+    )

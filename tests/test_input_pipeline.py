@@ -1,0 +1,143 @@
+"""shogi_policy.input_pipeline on small shard directories of real positions from random cshogi games."""
+
+import cshogi
+import numpy as np
+import pytest
+
+from shogi_policy import encoding, input_pipeline, shards
+
+CHUNK = 16
+SHARD_LENGTHS = (100, 37, 64, 3)  # 204 positions; tails shorter than a chunk, one shard below a chunk
+
+
+def random_positions(count, seed):
+    """uint8 [count, 100] records of positions from random games, with random labels and results."""
+    rng = np.random.default_rng(seed)
+    boards, hands, turns = [], [], []
+    board = cshogi.Board()
+    while len(boards) < count:
+        if board.is_game_over() or board.move_number > 150:
+            board = cshogi.Board()
+        pieces, hand = encoding.board_arrays(board)
+        boards.append(pieces)
+        hands.append(hand)
+        turns.append(board.turn)
+        legal = list(board.legal_moves)
+        board.push(legal[rng.integers(len(legal))])
+    return encoding.pack_records(
+        boards,
+        hands,
+        turns,
+        rng.integers(0, encoding.NUM_MOVE_LABELS, count),
+        rng.integers(0, 3, count),
+        np.arange(count),  # game id = row: identifies every record
+    )
+
+
+def write_shards(directory, records, lengths=SHARD_LENGTHS, split="train"):
+    """A shard directory in the contract's format; returns records."""
+    names = []
+    offsets = np.cumsum((0,) + lengths)
+    for index, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        name = shards.shard_name(split, index, len(lengths))
+        (directory / name).write_bytes(records[start:end].tobytes())
+        names.append(name)
+    manifest = {
+        "format": shards.FORMAT,
+        "format_version": shards.FORMAT_VERSION,
+        "record_bytes": encoding.RECORD_BYTES,
+        "splits": {split: {"files": names, "positions": int(offsets[-1]), "games": 1}},
+        "filters": {},
+        "skipped": {},
+        "inputs": [],
+        "seed": 0,
+    }
+    shards.write_manifest(str(directory), manifest)
+    return records
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("shards")
+    return directory, write_shards(directory, random_positions(sum(SHARD_LENGTHS), seed=0))
+
+
+def game_ids(records):
+    return encoding.unpack_records(records)["game_id"]
+
+
+def one_epoch(directory, batch_size, **kwargs):
+    dataset = input_pipeline.make_dataset(
+        str(directory), "train", batch_size, repeat=False, chunk_records=CHUNK, **kwargs
+    )
+    return [(records.numpy(), target) for records, target in dataset]
+
+
+def test_every_record_once_per_epoch_without_shuffle(shard_dir):
+    directory, records = shard_dir
+    batches = one_epoch(directory, batch_size=12, shuffle=False)  # 204 = 17 * 12
+    assert len(batches) == 17
+    out = np.concatenate([b for b, _ in batches])
+    np.testing.assert_array_equal(np.sort(game_ids(out)), np.arange(len(records)))
+    np.testing.assert_array_equal(out[np.argsort(game_ids(out))], records)
+
+
+def test_shuffled_epochs_are_distinct_permutations_and_seeded(shard_dir):
+    directory, records = shard_dir
+    epochs = [
+        np.concatenate([b for b, _ in one_epoch(directory, 12, shuffle=True, seed=seed)])
+        for seed in (1, 1, 2)
+    ]
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(game_ids(epoch)), np.arange(len(records)))
+        np.testing.assert_array_equal(epoch[np.argsort(game_ids(epoch))], records)
+    np.testing.assert_array_equal(epochs[0], epochs[1])
+    assert not np.array_equal(game_ids(epochs[0]), game_ids(epochs[2]))
+    assert not np.array_equal(game_ids(epochs[0]), np.arange(len(records)))
+
+
+def test_repeated_stream_drops_no_tail_records(shard_dir):
+    directory, records = shard_dir
+    # 3 epochs = 612 records = 36 batches of 17: batches straddle epochs, nothing is dropped.
+    dataset = input_pipeline.make_dataset(str(directory), "train", 17, shuffle=False, chunk_records=CHUNK)
+    out = np.concatenate([b.numpy() for b, _ in dataset.take(36)])
+    np.testing.assert_array_equal(np.bincount(game_ids(out)), np.full(len(records), 3))
+    # Shuffled, the chunk buffer mixes neighbouring epochs, but every record keeps coming.
+    dataset = input_pipeline.make_dataset(
+        str(directory), "train", 17, seed=3, chunk_records=CHUNK, shuffle_chunks=4
+    )
+    out = np.concatenate([b.numpy() for b, _ in dataset.take(36)])
+    assert np.bincount(game_ids(out), minlength=len(records)).min() >= 1
+
+
+@pytest.mark.parametrize("value_targets", [False, True])
+def test_static_shapes_and_targets(shard_dir, value_targets):
+    directory, _ = shard_dir
+    dataset = input_pipeline.make_dataset(
+        str(directory), "train", 8, seed=0, value_targets=value_targets, chunk_records=CHUNK
+    )
+    spec_records, spec_target = dataset.element_spec
+    assert spec_records.shape == (8, encoding.RECORD_BYTES) and spec_records.dtype.name == "uint8"
+    policy_spec = spec_target["policy"] if value_targets else spec_target
+    assert policy_spec.shape == (8,) and policy_spec.dtype.name == "int32"
+    for records, target in dataset.take(5):
+        fields = encoding.unpack_records(records.numpy())
+        policy = target["policy"] if value_targets else target
+        np.testing.assert_array_equal(policy.numpy() & 0xFFF, fields["label"])
+        np.testing.assert_array_equal(policy.numpy() >> 12, fields["result"])
+        if value_targets:
+            assert target["value"].dtype.name == "float32"
+            np.testing.assert_array_equal(target["value"].numpy(), fields["result"] / 2)
+
+
+def test_num_positions_and_errors(shard_dir, tmp_path):
+    directory, records = shard_dir
+    assert input_pipeline.num_positions(str(directory), "train") == len(records)
+    with pytest.raises(ValueError, match="test"):
+        input_pipeline.make_dataset(str(directory), "test", 8)
+    with pytest.raises(ValueError, match="fewer than a batch"):
+        input_pipeline.make_dataset(str(directory), "train", 1000)
+    write_shards(tmp_path, records[:10], lengths=(10,))
+    (tmp_path / "train-00000-of-00001.rec").write_bytes(records[:10].tobytes()[:-1])
+    with pytest.raises(ValueError, match="train-00000-of-00001.rec"):
+        input_pipeline.make_dataset(str(tmp_path), "train", 4)
