@@ -17,20 +17,6 @@ from absl import app, flags, logging
 
 from shogi_policy import encoding, records, shards
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("inputs", None, "Record files, globs or directories (repeatable or comma list).")
-flags.DEFINE_string("output_dir", None, "Shard directory to write (local or gs://).")
-flags.DEFINE_float("min_rating", None, "Skip games where a known rating of either player is lower.")
-flags.DEFINE_bool("require_ratings", False, "Skip games without both players' ratings.")
-flags.DEFINE_integer("min_plies", 0, "Skip games with fewer moves.")
-flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(records.ENDINGS)}.")
-flags.DEFINE_bool("drop_draws", False, "Skip drawn games.")
-flags.DEFINE_float("test_fraction", 0.1, "Fraction of games in the test split.")
-flags.DEFINE_integer("positions_per_shard", 1 << 20, "The most positions of one shard file.")
-flags.DEFINE_integer("seed", 0, "Seed of the split and the shuffle.")
-flags.DEFINE_integer("log_every", 10000, "Log progress every this many games read.")
-flags.DEFINE_bool("overwrite", False, "Replace the shards and manifest already in --output_dir.")
-
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw")
 MAX_ERROR_EXAMPLES = 10
 _BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
@@ -189,50 +175,75 @@ def convert(
     return manifest
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.inputs or not FLAGS.output_dir:
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_multi_string(
+        "inputs", None, "Record files, globs or directories (repeatable or comma list).", **kw
+    )
+    flags.DEFINE_string("output_dir", None, "Shard directory to write (local or gs://).", **kw)
+    flags.DEFINE_float("min_rating", None, "Skip games where a known rating of either player is lower.", **kw)
+    flags.DEFINE_bool("require_ratings", False, "Skip games without both players' ratings.", **kw)
+    flags.DEFINE_integer("min_plies", 0, "Skip games with fewer moves.", **kw)
+    flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(records.ENDINGS)}.", **kw)
+    flags.DEFINE_bool("drop_draws", False, "Skip drawn games.", **kw)
+    flags.DEFINE_float("test_fraction", 0.1, "Fraction of games in the test split.", **kw)
+    flags.DEFINE_integer("positions_per_shard", 1 << 20, "The most positions of one shard file.", **kw)
+    flags.DEFINE_integer("seed", 0, "Seed of the split and the shuffle.", **kw)
+    flags.DEFINE_integer("log_every", 10000, "Log progress every this many games read.", **kw)
+    flags.DEFINE_bool("overwrite", False, "Replace the shards and manifest already in --output_dir.", **kw)
+
+
+def convert_with_options(options):
+    """Validates parsed flag values and runs the conversion; app.UsageError on bad flags."""
+    if not options.inputs or not options.output_dir:
         raise app.UsageError("--inputs and --output_dir are required")
-    if not 0.0 <= FLAGS.test_fraction <= 1.0:
-        raise app.UsageError(f"--test_fraction must lie in [0, 1], got {FLAGS.test_fraction}")
-    if FLAGS.positions_per_shard < 1:
-        raise app.UsageError(f"--positions_per_shard must be positive, got {FLAGS.positions_per_shard}")
-    unknown = sorted(set(FLAGS.endings) - set(records.ENDINGS))
+    if not 0.0 <= options.test_fraction <= 1.0:
+        raise app.UsageError(f"--test_fraction must lie in [0, 1], got {options.test_fraction}")
+    if options.positions_per_shard < 1:
+        raise app.UsageError(f"--positions_per_shard must be positive, got {options.positions_per_shard}")
+    unknown = sorted(set(options.endings) - set(records.ENDINGS))
     if unknown:
         logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
     try:
-        paths = expand_inputs(FLAGS.inputs)
+        paths = expand_inputs(options.inputs)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     for path in paths:
         if records.record_extension(path) not in records.EXTENSIONS:
             raise app.UsageError(f"{path}: unknown record extension; expected one of {records.EXTENSIONS}")
-    existing = shards.existing_outputs(FLAGS.output_dir)
-    if existing and not FLAGS.overwrite:
-        raise app.UsageError(f"{FLAGS.output_dir} already holds {existing[:3]}...; pass --overwrite")
+    existing = shards.existing_outputs(options.output_dir)
+    if existing and not options.overwrite:
+        raise app.UsageError(f"{options.output_dir} already holds {existing[:3]}...; pass --overwrite")
     for name in existing:
-        tf.io.gfile.remove(os.path.join(FLAGS.output_dir, name))
-    logging.info("converting %d files into %s", len(paths), FLAGS.output_dir)
+        tf.io.gfile.remove(os.path.join(options.output_dir, name))
+    logging.info("converting %d files into %s", len(paths), options.output_dir)
     convert(
         paths,
-        FLAGS.output_dir,
+        options.output_dir,
         filters={
-            "min_rating": FLAGS.min_rating,
-            "require_ratings": FLAGS.require_ratings,
-            "min_plies": FLAGS.min_plies,
-            "endings": list(FLAGS.endings),
-            "drop_draws": FLAGS.drop_draws,
+            "min_rating": options.min_rating,
+            "require_ratings": options.require_ratings,
+            "min_plies": options.min_plies,
+            "endings": list(options.endings),
+            "drop_draws": options.drop_draws,
         },
-        test_fraction=FLAGS.test_fraction,
-        positions_per_shard=FLAGS.positions_per_shard,
-        seed=FLAGS.seed,
-        log_every=FLAGS.log_every,
-        inputs=FLAGS.inputs,
+        test_fraction=options.test_fraction,
+        positions_per_shard=options.positions_per_shard,
+        seed=options.seed,
+        log_every=options.log_every,
+        inputs=options.inputs,
     )
 
 
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    convert_with_options(flags.FLAGS)
+
+
 def run():
+    define_flags()
     app.run(main)
 
 

@@ -7,21 +7,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-from absl.testing import flagsaver
 from conftest import SHARED_DATA
 
 from shogi_policy import convert, encoding, records, shards
 
-FLAGS = flags.FLAGS
-
 
 def run_app(*args):
-    """Runs shogi-policy-convert's main with command-line args; returns the manifest."""
-    with flagsaver.flagsaver():
-        FLAGS.unparse_flags()
-        FLAGS(["shogi-policy-convert", *args])
-        convert.main(["shogi-policy-convert"])
-        return shards.read_manifest(FLAGS.output_dir)
+    """Runs shogi-policy-convert with command-line args on fresh flag values; returns the manifest."""
+    options = flags.FlagValues()
+    convert.define_flags(options)
+    options(["shogi-policy-convert", *args])
+    convert.convert_with_options(options)
+    return shards.read_manifest(options.output_dir)
 
 
 def read_split(data_dir, split):

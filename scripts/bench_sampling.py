@@ -1,0 +1,122 @@
+"""Sampling latency and throughput of an exported policy SavedModel, host-side legal-move mask included.
+
+  python scripts/bench_sampling.py [--quick]
+
+Exports a random-weights network of the "cpu" preset to a temporary directory, then times
+PolicyModel.sample on 1 and 256 positions (cshogi legal moves + record encoding on the host, the
+"sample" signature in TensorFlow), and the host and SavedModel parts separately in the same run.
+Positions come from random legal playouts, so the script needs no data files.
+"""
+
+import statistics
+import tempfile
+import time
+
+import cshogi
+import keras
+import numpy as np
+
+from shogi_policy import encoding, export, inference, network
+
+BATCH = 256
+
+
+def random_positions(count, seed=0, max_plies=120):
+    """cshogi.Boards reached by random legal playouts of 0..max_plies plies (never without a move)."""
+    rng = np.random.default_rng(seed)
+    boards = []
+    while len(boards) < count:
+        board = cshogi.Board()
+        for _ in range(rng.integers(0, max_plies)):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            board.push(moves[rng.integers(len(moves))])
+        if len(board.legal_moves):
+            boards.append(board)
+    return boards
+
+
+def _median_seconds(fn, repeats):
+    fn()  # warm-up (tracing, caches)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(quick=False):
+    repeats = 1 if quick else 20
+    config = network.PRESETS["cpu"]
+    keras.utils.set_random_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as export_dir:
+        export.export_model(
+            network.build_policy_model(config), export_dir, config.to_dict(), "random weights"
+        )
+        model = inference.PolicyModel(export_dir, batch_size=BATCH)
+        boards = random_positions(BATCH)
+        one = boards[:1]
+        note = f"preset cpu {config.blocks}x{config.filters}, random weights, T 1.0"
+
+        single = _median_seconds(lambda: model.sample(one, 1.0, 0), repeats * 4)
+        rows.append(
+            {"benchmark": "sample latency, 1 position", "value": single * 1e3, "unit": "ms", "note": note}
+        )
+        rows.append(
+            {
+                "benchmark": "sample, 1 position",
+                "value": 1 / single,
+                "unit": "positions/s",
+                "note": "end to end",
+            }
+        )
+        batched = _median_seconds(lambda: model.sample(boards, 1.0, 0), repeats)
+        rows.append(
+            {
+                "benchmark": f"sample, batch {BATCH}",
+                "value": BATCH / batched,
+                "unit": "positions/s",
+                "note": f"end to end; {batched * 1e3:.1f} ms per batch",
+            }
+        )
+
+        def host_part():
+            mask, _, _ = inference.legal_move_mask(boards)
+            return encoding.encode_boards(boards), mask
+
+        host = _median_seconds(host_part, repeats)
+        records, mask = host_part()
+        graph = _median_seconds(lambda: model.sample_record_labels(records, mask, 1.0, 0), repeats)
+        rows.append(
+            {
+                "benchmark": f"host legal mask + records, batch {BATCH}",
+                "value": BATCH / host,
+                "unit": "positions/s",
+                "note": "cshogi legal moves, labels, record packing",
+            }
+        )
+        rows.append(
+            {
+                "benchmark": f"SavedModel sample signature, batch {BATCH}",
+                "value": BATCH / graph,
+                "unit": "positions/s",
+                "note": "network + masked softmax + stateless sampling",
+            }
+        )
+        rows.append(
+            {
+                "benchmark": "host share of batched sampling",
+                "value": 100 * host / batched,
+                "unit": "%",
+                "note": "host mask time / end-to-end time, same run",
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(f"{row['benchmark']:45s} {row['value']:10.4g} {row['unit']:12s} {row['note']}")

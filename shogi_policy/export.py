@@ -1,0 +1,233 @@
+"""Exports a trained policy network as a SavedModel with logits, probability and sampling signatures.
+
+  shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu
+  shogi-policy-export --keras_model=runs/cpu/model.keras --export_dir=export/cpu
+
+Signatures (all loadable with tf.saved_model.load alone, no shogi_policy import):
+  "logits"(records uint8 [N, 100]) -> {"logits": float32 [N, 2187]}
+  "probabilities"(records, legal_mask bool [N, 2187], temperature float32 []) -> {"probabilities": f32 [N, 2187]}
+  "sample"(records, legal_mask, temperature, seed int64 []) -> {"label": int32 [N]}
+Probabilities are the Boltzmann softmax(logits / T) over the legal moves only (zero elsewhere);
+T == 0 means greedy (one-hot argmax over the legal moves). Every row needs at least one legal move.
+Beside the SavedModel, shogi_policy_export.json records the label scheme, record and feature layout
+and the network config, so that readers can check they speak the same format.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+
+from shogi_policy import encoding, features, shards, train
+
+METADATA_FILENAME = "shogi_policy_export.json"
+LABEL_SCHEME = "dlshogi-2187"
+# Input planes computed in-graph by features.DlshogiFeatures (cshogi.dlshogi.make_input_features order).
+FEATURE_SCHEME = f"dlshogi-{features.NUM_FEATURES}"
+
+_RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
+_MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
+_TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
+_SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
+
+
+def _check_inputs(legal_mask, temperature):
+    """Graph-side guards, so that a SavedModel caller without shogi_policy gets an error, not NaNs."""
+    return [
+        tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0 (and not NaN)"),
+        tf.debugging.assert_equal(
+            tf.reduce_all(tf.reduce_any(legal_mask, axis=1)),
+            True,
+            message="every position needs at least one legal move in legal_mask",
+        ),
+    ]
+
+
+def tempered_legal_logits(logits, legal_mask, temperature):
+    """(logits - max over legal) / T on legal moves, -inf elsewhere: float32 [N, 2187].
+
+    Subtracting the legal maximum before dividing keeps the best move at 0 however small T is
+    (only worse moves can overflow, to -inf), so the softmax never sees inf - inf.
+    T == 0 is treated as T == 1 here; callers take the greedy branch for it.
+    """
+    masked = tf.where(legal_mask, logits, tf.constant(-float("inf"), logits.dtype))
+    shifted = masked - tf.reduce_max(masked, axis=1, keepdims=True)
+    return shifted / tf.where(temperature > 0, temperature, tf.ones_like(temperature))
+
+
+def greedy_labels(logits, legal_mask):
+    """Argmax of the logits over the legal moves: int32 [N]."""
+    masked = tf.where(legal_mask, logits, tf.constant(-float("inf"), logits.dtype))
+    return tf.argmax(masked, axis=1, output_type=tf.int32)
+
+
+def legal_probabilities(logits, legal_mask, temperature):
+    """softmax(logits / T) over the legal moves, 0 on illegal ones; one-hot argmax when T == 0.
+
+    Args:
+      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0.
+    Returns:
+      float32 [N, 2187], rows summing to 1.
+    """
+    boltzmann = tf.nn.softmax(tempered_legal_logits(logits, legal_mask, temperature), axis=1)
+    greedy = tf.one_hot(greedy_labels(logits, legal_mask), encoding.NUM_MOVE_LABELS, dtype=logits.dtype)
+    return tf.where(temperature > 0, boltzmann, greedy)
+
+
+def sample_labels(logits, legal_mask, temperature, seed):
+    """One label per row drawn from legal_probabilities, with stateless (reproducible) random ops.
+
+    Args:
+      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0;
+      seed: int64 scalar (the same seed and inputs give the same labels).
+    Returns:
+      int32 [N] labels; the greedy argmax when T == 0.
+    """
+    drawn = tf.random.stateless_categorical(
+        tempered_legal_logits(logits, legal_mask, temperature),
+        1,
+        seed=tf.stack([seed, tf.constant(0, tf.int64)]),
+        dtype=tf.int32,
+    )[:, 0]
+    return tf.where(temperature > 0, drawn, greedy_labels(logits, legal_mask))
+
+
+def policy_logits(model, records):
+    """The model's policy logits float32 [N, 2187] (the "policy" output of a two-headed model)."""
+    outputs = model(records, training=False)
+    if isinstance(outputs, dict):
+        outputs = outputs["policy"]
+    return tf.cast(outputs, tf.float32)
+
+
+def export_model(model, export_dir, network_config=None, source=None):
+    """Writes `model` as a SavedModel with the three signatures, plus shogi_policy_export.json.
+
+    Args:
+      model: keras.Model, records uint8 [N, 100] -> logits [N, 2187] (or a dict with "policy"),
+        float32 weights, built under the default strategy.
+      export_dir: output directory (local or gs://).
+      network_config: dict of NetworkConfig.to_dict(), recorded in the metadata (None if unknown).
+      source: where the model came from, recorded in the metadata.
+    Returns:
+      The metadata dict that was written.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def logits_fn(records):
+        return {"logits": policy_logits(model, records)}
+
+    def probabilities_fn(records, legal_mask, temperature):
+        with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
+            logits = policy_logits(model, records)
+        return {"probabilities": legal_probabilities(logits, legal_mask, temperature)}
+
+    def sample_fn(records, legal_mask, temperature, seed):
+        with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
+            logits = policy_logits(model, records)
+        return {"label": sample_labels(logits, legal_mask, temperature, seed)}
+
+    archive.add_endpoint("logits", logits_fn, input_signature=[_RECORDS_SPEC])
+    archive.add_endpoint(
+        "probabilities", probabilities_fn, input_signature=[_RECORDS_SPEC, _MASK_SPEC, _TEMPERATURE_SPEC]
+    )
+    archive.add_endpoint(
+        "sample", sample_fn, input_signature=[_RECORDS_SPEC, _MASK_SPEC, _TEMPERATURE_SPEC, _SEED_SPEC]
+    )
+    archive.write_out(export_dir, verbose=False)
+
+    metadata = {
+        "format": "shogi_policy.export",
+        "label_scheme": LABEL_SCHEME,
+        "num_labels": encoding.NUM_MOVE_LABELS,
+        "record_format_version": shards.FORMAT_VERSION,
+        "record_bytes": encoding.RECORD_BYTES,
+        "feature_scheme": FEATURE_SCHEME,
+        "network": network_config,
+        "signatures": ["logits", "probabilities", "sample"],
+        "source": source,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILENAME), "w") as f:
+        f.write(json.dumps(metadata, indent=1) + "\n")
+    return metadata
+
+
+def read_network_config(directory):
+    """NetworkConfig dict of a trainer output directory (network.json), or None where it is absent."""
+    path = os.path.join(directory, train.NETWORK_JSON)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def float32_model(model):
+    """The model itself when it computes in float32, else a float32 clone with the same weights.
+
+    A model trained under mixed_bfloat16 keeps that dtype policy in its saved config; serving it
+    on CPU/GPU in bfloat16 would be slow and lossy, so the export rebuilds it in float32.
+    """
+    if all(layer.compute_dtype == "float32" for layer in model.layers):
+        return model
+
+    def clone_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def define_flags():
+    """Declares the app's flags (in run(), so that importing the module defines none)."""
+    flags.DEFINE_string("model_dir", None, "Trainer output directory (uses train.restore_model).")
+    flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.")
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True)
+
+
+def load_model(model_dir=None, keras_model=None):
+    """The float32 model to export and its network config, from a trainer directory or a .keras file.
+
+    Returns:
+      (model, network_config dict or None). Raises ValueError unless exactly one source is given
+      and the model maps records uint8 [N, 100] to 2187 logits.
+    """
+    if (model_dir is None) == (keras_model is None):
+        raise ValueError("give exactly one of model_dir (--model_dir) and keras_model (--keras_model)")
+    if model_dir is not None:
+        model, directory = train.restore_model(model_dir), model_dir
+    else:
+        if not tf.io.gfile.exists(keras_model):
+            raise ValueError(f"keras model {keras_model} does not exist")
+        model, directory = keras.models.load_model(keras_model, compile=False), os.path.dirname(keras_model)
+    if tuple(model.inputs[0].shape[1:]) != (encoding.RECORD_BYTES,):
+        raise ValueError(f"{model_dir or keras_model}: input {model.inputs[0].shape} is not records [N, 100]")
+    return float32_model(model), read_network_config(directory)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
+    try:
+        model, network_config = load_model(args.model_dir, args.keras_model)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(str(error)) from error
+    source = args.model_dir or args.keras_model
+    metadata = export_model(model, args.export_dir, network_config, source)
+    logging.info("Exported %s to %s: %s", source, args.export_dir, json.dumps(metadata))
+    print(f"exported {source} -> {args.export_dir}")
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,261 @@
+"""Legal-move probabilities and temperature sampling from an exported policy SavedModel.
+
+  model = PolicyModel("export/cpu")
+  model.top_k(["startpos moves 7g7f"], k=5)      # [[("3c3d", 0.41), ...]]
+  model.sample(["startpos"], temperature=1.0, seed=7)  # ["7g7f"]
+
+Positions are SFEN strings, USI position strings ("position startpos moves ...", "startpos moves ...",
+"sfen ... moves ...") or cshogi.Boards. The legal-move mask is built on the host with cshogi
+(encoding.legal_moves_and_labels); the softmax, masking and sampling run inside the SavedModel.
+"""
+
+import json
+import math
+import os
+import re
+
+import cshogi
+import numpy as np
+import tensorflow as tf
+
+from shogi_policy import encoding, export, shards
+
+DEFAULT_BATCH_SIZE = 256
+
+_SFEN_PIECE = r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]"
+_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
+_SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
+# Pieces of each kind in a shogi set (board, promoted or not, plus hands).
+_PIECE_SET = {"P": 18, "L": 4, "N": 4, "S": 4, "G": 4, "B": 2, "R": 2}
+
+
+def _validate_sfen(sfen):
+    """Raises ValueError unless `sfen` ("board side hands [move]") is a position cshogi can hold.
+
+    cshogi's set_sfen aborts the process on some malformed strings and silently accepts others
+    (missing kings, a king that can be captured), so the text is checked here first.
+    """
+    fields = sfen.split()
+    if len(fields) not in (3, 4):
+        raise ValueError(f"SFEN needs 'board side hands [move_number]', got {sfen!r}")
+    board, side, hands = fields[:3]
+    ranks = board.split("/")
+    if len(ranks) != 9:
+        raise ValueError(f"SFEN board needs 9 ranks separated by '/', got {len(ranks)} in {sfen!r}")
+    counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
+    for index, rank in enumerate(ranks):
+        if not _SFEN_RANK.fullmatch(rank):
+            raise ValueError(f"bad SFEN rank {index + 1} {rank!r} in {sfen!r}")
+        squares = 0
+        for token in re.findall(_SFEN_PIECE, rank):
+            if token.isdigit():
+                squares += int(token)
+            else:
+                squares += 1
+                counts[token[-1]] += 1
+        if squares != 9:
+            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {squares} squares, not 9, in {sfen!r}")
+    if side not in ("b", "w"):
+        raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r} in {sfen!r}")
+    if not _SFEN_HANDS.fullmatch(hands):
+        raise ValueError(f"bad SFEN hands {hands!r} in {sfen!r}")
+    for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
+        counts[piece] += int(number or 1)
+    if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
+        raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r} in {sfen!r}")
+    if counts["K"] != 1 or counts["k"] != 1:
+        raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']} in {sfen!r}")
+    for piece, limit in _PIECE_SET.items():
+        if counts[piece] + counts[piece.lower()] > limit:
+            raise ValueError(f"SFEN has more than {limit} pieces of kind {piece} in {sfen!r}")
+    if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
+        raise ValueError(f"SFEN position leaves the king of the side not to move in check: {sfen!r}")
+
+
+def parse_position(position):
+    """A cshogi.Board from an SFEN, a USI position string or a cshogi.Board (copied).
+
+    Accepts "lnsgkgsnl/... b - 1", "[position ]startpos[ moves m1 m2 ...]" and
+    "[position ]sfen <sfen>[ moves ...]" (also a bare SFEN followed by "moves ...").
+    Raises ValueError naming the bad SFEN or the first illegal move and its ply.
+    """
+    if isinstance(position, cshogi.Board):
+        return position.copy()
+    if not isinstance(position, str):
+        raise ValueError(f"a position must be a string or cshogi.Board, got {type(position).__name__}")
+    tokens = position.split()
+    if tokens[:1] == ["position"]:
+        tokens = tokens[1:]
+    if not tokens:
+        raise ValueError(f"empty position {position!r}")
+    moves_at = tokens.index("moves") if "moves" in tokens else len(tokens)
+    head, moves = tokens[:moves_at], tokens[moves_at + 1 :]
+    if head == ["startpos"]:
+        sfen = cshogi.STARTING_SFEN
+    else:
+        sfen = " ".join(head[1:] if head[0] == "sfen" else head)
+        _validate_sfen(sfen)
+    board = cshogi.Board(sfen)
+    for ply, usi in enumerate(moves, start=1):
+        try:
+            move = board.move_from_usi(usi)  # 0 for malformed text
+        except UnicodeEncodeError:
+            move = 0
+        # cshogi's is_legal accepts some impossible promotions (7g7f+), so look in the legal list.
+        if move not in set(board.legal_moves):
+            raise ValueError(f"illegal move {usi!r} at ply {ply} of the moves in {position!r}")
+        board.push(move)
+    return board
+
+
+def parse_positions(positions):
+    """cshogi.Boards of one position or a list of them (see parse_position)."""
+    if isinstance(positions, (str, cshogi.Board)):
+        positions = [positions]
+    return [parse_position(position) for position in positions]
+
+
+def legal_move_mask(boards):
+    """Legal moves of boards and the label mask for the SavedModel.
+
+    Returns:
+      (mask, moves, labels): bool [N, 2187]; per board int64 [M] cshogi moves and int32 [M] labels.
+    Raises:
+      ValueError if a board has no legal move (checkmate or no move possible).
+    """
+    mask = np.zeros((len(boards), encoding.NUM_MOVE_LABELS), dtype=bool)
+    moves, labels = [], []
+    for row, board in enumerate(boards):
+        board_moves, board_labels = encoding.legal_moves_and_labels(board)
+        if not len(board_moves):
+            raise ValueError(f"position {board.sfen()!r} has no legal move")
+        mask[row, board_labels] = True
+        moves.append(board_moves)
+        labels.append(board_labels)
+    return mask, moves, labels
+
+
+def encode_positions(positions):
+    """Model inputs of positions (see parse_positions).
+
+    Returns:
+      (records, mask, moves, labels): uint8 [N, 100], bool [N, 2187], and per position the legal
+      cshogi moves int64 [M] and their labels int32 [M].
+    """
+    boards = parse_positions(positions)
+    mask, moves, labels = legal_move_mask(boards)
+    return encoding.encode_boards(boards), mask, moves, labels
+
+
+def check_temperature(temperature):
+    """The temperature as a float; ValueError unless it is a finite number >= 0 (0 = greedy)."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    return value
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not -(2**63) <= int(seed) < 2**63:
+        raise ValueError(f"seed must fit in int64, got {seed}")
+    return int(seed)
+
+
+def read_metadata(export_dir):
+    """The shogi_policy_export.json of an export, checked against this package's record and label layout."""
+    path = os.path.join(export_dir, export.METADATA_FILENAME)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{path} not found: {export_dir} is not a shogi_policy export")
+    with tf.io.gfile.GFile(path) as f:
+        metadata = json.loads(f.read())
+    expected = {
+        "label_scheme": export.LABEL_SCHEME,
+        "record_format_version": shards.FORMAT_VERSION,
+        "record_bytes": encoding.RECORD_BYTES,
+    }
+    for key, value in expected.items():
+        if metadata.get(key) != value:
+            raise ValueError(f"{path}: {key} is {metadata.get(key)!r}, this package reads {value!r}")
+    return metadata
+
+
+class PolicyModel:
+    """An exported policy network: batched legal-move probabilities, top-k and sampling."""
+
+    def __init__(self, export_dir, batch_size=DEFAULT_BATCH_SIZE):
+        self.export_dir = export_dir
+        self.metadata = read_metadata(export_dir)
+        self.batch_size = batch_size
+        self._saved_model = tf.saved_model.load(export_dir)
+
+    def _batches(self, *arrays):
+        for start in range(0, len(arrays[0]), self.batch_size):
+            yield [array[start : start + self.batch_size] for array in arrays]
+
+    def record_logits(self, records):
+        """Raw logits of records uint8 [N, 100] -> float32 [N, 2187]."""
+        out = [self._saved_model.logits(batch)["logits"].numpy() for (batch,) in self._batches(records)]
+        return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
+
+    def record_probabilities(self, records, mask, temperature=1.0):
+        """softmax(logits / T) over the legal moves: records uint8 [N, 100], mask bool [N, 2187] -> f32."""
+        temperature = check_temperature(temperature)
+        out = [
+            self._saved_model.probabilities(batch, batch_mask, tf.constant(temperature, tf.float32))[
+                "probabilities"
+            ].numpy()
+            for batch, batch_mask in self._batches(records, mask)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
+
+    def sample_record_labels(self, records, mask, temperature=1.0, seed=0):
+        """One label per row drawn at temperature T (0 = greedy): int32 [N]. Same seed, same labels."""
+        temperature = check_temperature(temperature)
+        seed = _check_seed(seed)
+        out = []
+        for index, (batch, batch_mask) in enumerate(self._batches(records, mask)):
+            # Later batches get seeds derived from (seed, index), so batches draw independently.
+            if index:
+                state = np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)
+                batch_seed = int(state[0] >> np.uint64(1))
+            else:
+                batch_seed = seed
+            result = self._saved_model.sample(
+                batch, batch_mask, tf.constant(temperature, tf.float32), tf.constant(batch_seed, tf.int64)
+            )
+            out.append(result["label"].numpy())
+        return np.concatenate(out) if out else np.zeros((0,), np.int32)
+
+    def move_probabilities(self, positions, temperature=1.0):
+        """Per position, [(usi_move, probability)] of all legal moves, most probable first."""
+        records, mask, moves, labels = encode_positions(positions)
+        probabilities = self.record_probabilities(records, mask, temperature)
+        result = []
+        for row, (row_moves, row_labels) in enumerate(zip(moves, labels, strict=True)):
+            row_probabilities = probabilities[row, row_labels]
+            order = np.argsort(-row_probabilities, kind="stable")
+            result.append(
+                [(cshogi.move_to_usi(int(row_moves[i])), float(row_probabilities[i])) for i in order]
+            )
+        return result
+
+    def top_k(self, positions, k=5, temperature=1.0):
+        """Per position, the k most probable legal moves [(usi_move, probability)]."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return [moves[:k] for moves in self.move_probabilities(positions, temperature)]
+
+    def sample(self, positions, temperature=1.0, seed=0):
+        """Per position, one legal move (USI string) drawn from softmax(logits / T); T == 0 is greedy."""
+        records, mask, moves, labels = encode_positions(positions)
+        drawn = self.sample_record_labels(records, mask, temperature, seed)
+        result = []
+        for label, row_moves, row_labels in zip(drawn, moves, labels, strict=True):
+            (index,) = np.flatnonzero(row_labels == label)
+            result.append(cshogi.move_to_usi(int(row_moves[index])))
+        return result

@@ -1,0 +1,408 @@
+"""shogi-policy-train: train the policy network on record shards (or MNIST) under tf.distribute.
+
+    shogi-policy-train --data_dir=shards/ --model_dir=gs://bucket/run1 --preset=tpu \
+        --batch_size=1024 --steps=100000 --steps_per_epoch=1000 --mixed_bfloat16
+
+Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
+
+model_dir receives network.json, train_flags.json, checkpoints/ (tf.train.CheckpointManager,
+every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras and metrics.json.
+Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
+optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
+--seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
+Keras's BackupAndRestore is not used: in Keras 3.15 it restores only the epoch number, so a
+preemption mid-epoch would repeat the whole epoch and overshoot --steps.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+
+from shogi_policy import input_pipeline, losses, mnist, network
+from shogi_policy.strategy import STRATEGIES, make_strategy
+
+NETWORK_JSON = "network.json"
+FLAGS_JSON = "train_flags.json"
+METRICS_JSON = "metrics.json"
+MODEL_KERAS = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the trainer's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_string(
+        "data_dir", None, "Shard directory (shogi-policy-convert output); local or gs://.", **kw
+    )
+    flags.DEFINE_enum(
+        "dataset", "shogi", ["shogi", "mnist"], "shogi shards, or MNIST via tensorflow-datasets.", **kw
+    )
+    flags.DEFINE_string("model_dir", None, "Output and checkpoint directory; local or gs://.", **kw)
+    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy.", **kw)
+    flags.DEFINE_string("tpu", "local", "TPU address for TPUClusterResolver; 'local' on a TPU VM.", **kw)
+    flags.DEFINE_enum(
+        "preset", "cpu", sorted(network.PRESETS), "Network preset, refined by the flags below.", **kw
+    )
+    flags.DEFINE_integer("blocks", None, "Residual blocks (default: the preset's).", **kw)
+    flags.DEFINE_integer("filters", None, "Filters per convolution (default: the preset's).", **kw)
+    flags.DEFINE_enum(
+        "activation", None, list(network.ACTIVATIONS), "Activation (default: the preset's).", **kw
+    )
+    flags.DEFINE_bool(
+        "value_head", None, "Add a value head trained on game results (default: the preset's).", **kw
+    )
+    flags.DEFINE_float("value_loss_weight", 1.0, "Weight of the value loss beside the policy loss.", **kw)
+    flags.DEFINE_integer("batch_size", 256, "Global batch size (split across replicas).", **kw)
+    flags.DEFINE_integer("steps", 1000, "Total training steps.", **kw)
+    flags.DEFINE_integer(
+        "steps_per_epoch", 100, "Steps per Keras epoch (the logging and evaluation period).", **kw
+    )
+    flags.DEFINE_integer(
+        "steps_per_execution", 1, "Steps per compiled call (large on TPU; 1 under mirrored).", **kw
+    )
+    flags.DEFINE_bool(
+        "mixed_bfloat16", False, "Compute in bfloat16 (TPU); weights and logits stay float32.", **kw
+    )
+    flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD with Nesterov momentum 0.9, or AdamW.", **kw)
+    flags.DEFINE_float("learning_rate", 0.01, "Peak learning rate.", **kw)
+    flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps before the cosine decay.", **kw)
+    flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.", **kw)
+    flags.DEFINE_float("clip_norm", 10.0, "Global gradient norm clip; 0 disables.", **kw)
+    flags.DEFINE_float("label_smoothing", 0.0, "Policy label smoothing.", **kw)
+    flags.DEFINE_float(
+        "loser_weight", 1.0, "Policy loss weight of the losing side's moves (0: winners only).", **kw
+    )
+    flags.DEFINE_float("draw_weight", 1.0, "Policy loss weight of moves from drawn games.", **kw)
+    flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.", **kw)
+    flags.DEFINE_integer(
+        "eval_steps", None, "Evaluation batches per epoch (default: the whole test split; 0: none).", **kw
+    )
+    flags.DEFINE_enum(
+        "jit_compile",
+        "auto",
+        ["auto", "true", "false"],
+        "XLA; Keras's auto is off on CPU and under distribution.",
+        **kw,
+    )
+    flags.DEFINE_integer(
+        "seed", None, "Seed for weights and data order; makes runs and resumes reproducible.", **kw
+    )
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint every `every` optimizer steps and stops training at `total_steps`.
+
+    Reads optimizer.iterations, so it stays right under steps_per_execution > 1 and after resume.
+    """
+
+    def __init__(self, manager, every, total_steps):
+        super().__init__()
+        self.manager = manager
+        self.every = every
+        self.total_steps = total_steps
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        # The run starts from its latest checkpoint (or from scratch).
+        self._saved_step = self._step()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if step // self.every > self._saved_step // self.every or step >= self.total_steps:
+            self.save(step)
+        if step >= self.total_steps:
+            self.model.stop_training = True
+
+    def save(self, step):
+        if step != self._saved_step:
+            logging.info("saved checkpoint %s", self.manager.save(checkpoint_number=step))
+            self._saved_step = step
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds positions_per_second (training steps only, evaluation excluded) to each epoch's logs."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start_step = int(self.model.optimizer.iterations.numpy())
+        self._start_time = time.perf_counter()
+        self._end_time = self._start_time
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end_time = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = int(self.model.optimizer.iterations.numpy()) - self._start_step
+        rate = steps * self.batch_size / max(self._end_time - self._start_time, 1e-9)
+        if logs is not None:
+            logs["positions_per_second"] = rate
+        logging.info("epoch %d: %d steps, %.1f positions/s", epoch + 1, steps, rate)
+
+
+def network_config(options):
+    """NetworkConfig of the preset with the --blocks/--filters/--activation/--value_head overrides."""
+    values = network.PRESETS[options.preset].to_dict()
+    for name in ("blocks", "filters", "activation", "value_head"):
+        if getattr(options, name) is not None:
+            values[name] = getattr(options, name)
+    return network.NetworkConfig.from_dict(values)
+
+
+def learning_rate_schedule(options):
+    """Linear warm-up to --learning_rate, then cosine decay to 0 at --steps."""
+    warmup = options.warmup_steps
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else options.learning_rate,
+        decay_steps=max(options.steps - warmup, 1),
+        warmup_target=options.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(options):
+    clip = {"global_clipnorm": options.clip_norm} if options.clip_norm > 0 else {}
+    schedule = learning_rate_schedule(options)
+    if options.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            schedule, momentum=0.9, nesterov=True, weight_decay=options.weight_decay, **clip
+        )
+    return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
+
+
+def _jit_compile(options):
+    return {"auto": "auto", "true": True, "false": False}[options.jit_compile]
+
+
+def _compile_args(options, config):
+    """loss, loss_weights and metrics of Model.compile for the dataset and heads."""
+    if options.dataset == "mnist":
+        return {"loss": mnist.loss(), "metrics": mnist.metrics()}
+    policy_loss = losses.PolicyLoss(
+        label_smoothing=options.label_smoothing,
+        loser_weight=options.loser_weight,
+        draw_weight=options.draw_weight,
+    )
+    if not config.value_head:
+        return {"loss": policy_loss, "metrics": losses.policy_metrics()}
+    return {
+        "loss": {"policy": policy_loss, "value": losses.value_loss()},
+        "loss_weights": {"policy": 1.0, "value": options.value_loss_weight},
+        "metrics": {"policy": losses.policy_metrics(), "value": losses.value_metrics()},
+    }
+
+
+def _build_model(options, config):
+    if options.dataset == "mnist":
+        return mnist.build_model(config)
+    return network.build_policy_model(config)
+
+
+def _make_dataset(options, config, split):
+    """Global batches of a split, repeated; shuffled (with --seed) for training only."""
+    training = split == "train"
+    seed = options.seed if training else None
+    if options.dataset == "mnist":
+        return mnist.make_dataset(split, options.batch_size, shuffle=training, repeat=True, seed=seed)
+    return input_pipeline.make_dataset(
+        options.data_dir,
+        split,
+        options.batch_size,
+        shuffle=training,
+        repeat=True,
+        seed=seed,
+        value_targets=config.value_head,
+    )
+
+
+def _eval_steps(options):
+    """Evaluation batches per epoch: --eval_steps, or one pass over the test split; 0 for none."""
+    if options.dataset == "mnist":
+        examples = mnist.num_examples("test")
+    else:
+        examples = input_pipeline.num_positions(options.data_dir, "test")
+    full_pass = examples // options.batch_size
+    steps = full_pass if options.eval_steps is None else options.eval_steps
+    if steps > 0 and full_pass == 0:
+        logging.warning("test split (%d examples) is smaller than one batch: no evaluation", examples)
+        return 0
+    return steps
+
+
+def _check_options(options):
+    for name in ("batch_size", "steps", "steps_per_epoch", "steps_per_execution", "checkpoint_every"):
+        if getattr(options, name) < 1:
+            raise app.UsageError(f"--{name} must be >= 1, got {getattr(options, name)}")
+    if not options.model_dir:
+        raise app.UsageError("--model_dir is required")
+    if options.dataset == "shogi" and not options.data_dir:
+        raise app.UsageError("--data_dir is required for --dataset=shogi")
+    if not 0 <= options.warmup_steps < options.steps:
+        raise app.UsageError(f"--warmup_steps must lie in [0, --steps), got {options.warmup_steps}")
+
+
+def _write_json(path, value):
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json(path):
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def _claim_model_dir(options, config):
+    """Writes network.json, or checks that a resumed model_dir holds the same network."""
+    tf.io.gfile.makedirs(options.model_dir)
+    path = os.path.join(options.model_dir, NETWORK_JSON)
+    if tf.io.gfile.exists(path) and _read_json(path) != config.to_dict():
+        raise ValueError(f"{path} describes {_read_json(path)}, not this run's {config.to_dict()}")
+    _write_json(path, config.to_dict())
+    flag_values = {flag.name: flag.value for flag in options.get_flags_for_module(__name__)}
+    _write_json(os.path.join(options.model_dir, FLAGS_JSON), flag_values)
+
+
+def train(options, callbacks=()):
+    """Trains per the parsed trainer flags.
+
+    Args:
+      options: absl FlagValues holding define_flags()'s flags, parsed.
+      callbacks: extra Keras callbacks, run after the trainer's own (tests use it to interrupt).
+    Returns:
+      dict of final metrics (also written to model_dir/metrics.json).
+    """
+    _check_options(options)
+    config = network_config(options)
+    if options.seed is not None:
+        keras.utils.set_random_seed(options.seed)
+    strategy = make_strategy(options.strategy, options.tpu)
+    steps_per_execution = options.steps_per_execution
+    if steps_per_execution > 1 and isinstance(strategy, tf.distribute.MirroredStrategy):
+        # Keras 3 fails with steps_per_execution > 1 under MirroredStrategy (keras issue 19246).
+        logging.warning(
+            "steps_per_execution=%d is unsupported under MirroredStrategy: using 1", steps_per_execution
+        )
+        steps_per_execution = 1
+    _claim_model_dir(options, config)
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if options.mixed_bfloat16 else "float32")
+    try:
+        with strategy.scope():
+            model = _build_model(options, config)
+            optimizer = make_optimizer(options)
+            model.compile(
+                optimizer=optimizer,
+                steps_per_execution=steps_per_execution,
+                jit_compile=_jit_compile(options),
+                **_compile_args(options, config),
+            )
+            optimizer.build(model.trainable_variables)
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(options.model_dir, CHECKPOINT_DIR), max_to_keep=3
+        )
+        if manager.latest_checkpoint:
+            _resume(checkpoint, manager.latest_checkpoint)
+        return _fit(options, model, manager, steps_per_execution, config, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _resume(checkpoint, path):
+    """Restores model and optimizer; the optimizer step must equal the checkpoint's number."""
+    checkpoint.restore(path)
+    step = int(checkpoint.optimizer.iterations.numpy())
+    if str(step) != path.rsplit("-", 1)[-1]:
+        raise ValueError(f"restoring {path} gave optimizer step {step}: the checkpoint does not match")
+    logging.info("resumed from %s at step %d", path, step)
+
+
+def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
+    initial_step = int(model.optimizer.iterations.numpy())
+    train_data = _make_dataset(options, config, "train")
+    eval_steps = _eval_steps(options)
+    eval_data = _make_dataset(options, config, "test") if eval_steps else None
+    if options.seed is not None and initial_step:
+        # Same seed, same order: skip the batches the interrupted run consumed.
+        train_data = train_data.skip(initial_step)
+    steps_per_epoch = min(options.steps_per_epoch, options.steps)
+    start = time.perf_counter()
+    if initial_step < options.steps:
+        model.fit(
+            train_data,
+            # The epoch grid shifts by initial_step % steps_per_epoch after a resume; StepCheckpoint
+            # stops at --steps, within the last epoch.
+            epochs=math.ceil(options.steps / steps_per_epoch),
+            initial_epoch=initial_step // steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=eval_data,
+            validation_steps=eval_steps or None,
+            callbacks=[
+                Throughput(options.batch_size),
+                StepCheckpoint(manager, options.checkpoint_every, options.steps),
+                # The graph (feature ops included) is large to write and of little use.
+                keras.callbacks.TensorBoard(os.path.join(options.model_dir, LOG_DIR), write_graph=False),
+                *extra_callbacks,
+            ],
+            shuffle=False,  # the dataset shuffles itself
+            verbose=1,
+        )
+    elapsed = time.perf_counter() - start
+    final_step = int(model.optimizer.iterations.numpy())
+    metrics = {"step": final_step, "positions": final_step * options.batch_size}
+    if final_step > initial_step:
+        # Wall-clock over the whole fit, compilation and evaluation included; the per-epoch
+        # training-only figure is logged (and in TensorBoard) as positions_per_second.
+        metrics["wall_positions_per_second"] = (final_step - initial_step) * options.batch_size / elapsed
+    if eval_data is not None:
+        results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
+        metrics.update({f"eval_{name}": float(value) for name, value in results.items()})
+    model.save(os.path.join(options.model_dir, MODEL_KERAS))
+    _write_json(os.path.join(options.model_dir, METRICS_JSON), metrics)
+    logging.info("final metrics: %s", json.dumps(metrics))
+    return metrics
+
+
+def restore_model(model_dir):
+    """The latest checkpointed weights of a trainer output directory as a float32 keras.Model.
+
+    Built under the default strategy and the float32 dtype policy, whatever the run used
+    (the checkpoint holds float32 variables even under mixed_bfloat16).
+    """
+    checkpoint_path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    if checkpoint_path is None:
+        raise FileNotFoundError(f"no checkpoint under {os.path.join(model_dir, CHECKPOINT_DIR)}")
+    config = network.NetworkConfig.from_dict(_read_json(os.path.join(model_dir, NETWORK_JSON)))
+    flags_path = os.path.join(model_dir, FLAGS_JSON)
+    dataset = _read_json(flags_path).get("dataset", "shogi") if tf.io.gfile.exists(flags_path) else "shogi"
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = mnist.build_model(config) if dataset == "mnist" else network.build_policy_model(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    return model
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    metrics = train(flags.FLAGS)
+    print(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+def run():
+    define_flags()
+    app.run(main)

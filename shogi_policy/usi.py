@@ -1,0 +1,191 @@
+"""A policy-only USI engine: plays a move sampled from the exported policy network, no search.
+
+  shogi-policy-usi --model=export/cpu      # then speak USI on stdin/stdout (or set ModelPath)
+
+Options (dlshogi's policy player conventions):
+  Softmax_Temperature   spin, in 1/100 (100 = T 1.0); 0 always plays the most probable move.
+  Temperature_Cutoff_Ply spin; moves after this ply (move number > cutoff) are greedy.
+  Seed                  spin; 0 draws a fresh seed per game, > 0 makes the games reproducible.
+  ModelPath             string; the export directory, loaded on isready.
+'go' answers 'bestmove win' on a declarable entering-king position (cshogi is_nyugyoku) and
+'bestmove resign' when there is no legal move. Unknown commands are ignored (logged on stderr).
+"""
+
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from shogi_policy import __version__, inference
+
+ENGINE_NAME = f"shogi_policy {__version__}"
+ENGINE_AUTHOR = "shogi_policy developers"
+MAX_SEED = 2**31 - 1
+
+
+class UsiEngine:
+    """USI protocol state machine; `handle` takes one command line, replies through `write`."""
+
+    def __init__(self, write, model_path=""):
+        self._write = write
+        self.options = {
+            "Softmax_Temperature": 100,
+            "Temperature_Cutoff_Ply": 16,
+            "Seed": 0,
+            "ModelPath": model_path,
+        }
+        self._model = None
+        self._model_path = None
+        self._board = None
+        self._pending_bestmove = None
+        self._rng = np.random.default_rng()
+
+    def _info(self, text):
+        self._write(f"info string {text}")
+
+    def _usi(self, _):
+        self._write(f"id name {ENGINE_NAME}")
+        self._write(f"id author {ENGINE_AUTHOR}")
+        self._write("option name Softmax_Temperature type spin default 100 min 0 max 10000")
+        self._write("option name Temperature_Cutoff_Ply type spin default 16 min 0 max 10000")
+        self._write(f"option name Seed type spin default 0 min 0 max {MAX_SEED}")
+        self._write(f"option name ModelPath type string default {self.options['ModelPath'] or '<empty>'}")
+        self._write("usiok")
+
+    def _setoption(self, args):
+        # setoption name <id> [value <x>]; a string value may contain spaces.
+        if not args or args[0] != "name":
+            raise ValueError(f"expected 'setoption name <id> value <x>', got {' '.join(args)!r}")
+        value_at = args.index("value") if "value" in args else len(args)
+        name, value = " ".join(args[1:value_at]), " ".join(args[value_at + 1 :])
+        if name not in self.options:
+            self._info(f"unknown option {name!r} ignored")
+            return
+        if name == "ModelPath":
+            self.options[name] = "" if value == "<empty>" else value
+            return
+        number = int(value)
+        if not 0 <= number <= (MAX_SEED if name == "Seed" else 10000):
+            raise ValueError(f"option {name} out of range: {number}")
+        self.options[name] = number
+        if name == "Seed":
+            self._new_game(None)
+
+    def _load_model(self):
+        path = self.options["ModelPath"]
+        if not path:
+            raise ValueError("ModelPath is not set (setoption name ModelPath value <export dir>)")
+        if self._model is None or self._model_path != path:
+            self._model = inference.PolicyModel(path, batch_size=1)
+            self._model_path = path
+
+    def _isready(self, _):
+        self._load_model()
+        self._write("readyok")
+
+    def _new_game(self, _):
+        seed = self.options["Seed"]
+        self._rng = np.random.default_rng(seed if seed > 0 else None)
+
+    def _position(self, args):
+        self._board = None  # a bad position must not leave the previous one in play
+        self._board = inference.parse_position(" ".join(args))
+
+    def choose_move(self, board):
+        """The USI reply to 'go' on a cshogi.Board: a legal move, 'win' or 'resign'."""
+        if board.is_nyugyoku():
+            return "win"
+        if not len(board.legal_moves):
+            return "resign"
+        greedy = board.move_number > self.options["Temperature_Cutoff_Ply"]
+        temperature = 0.0 if greedy else self.options["Softmax_Temperature"] / 100
+        seed = int(self._rng.integers(0, 2**63 - 1))
+        (move,) = self._model.sample([board], temperature, seed)
+        (top,) = self._model.top_k([board], 3, 1.0)
+        self._info("policy at T 1: " + " ".join(f"{usi} {probability:.3f}" for usi, probability in top))
+        return move
+
+    def _go(self, args):
+        if args[:1] == ["mate"]:
+            self._write("checkmate notimplemented")
+            return
+        if self._board is None:
+            self._info("error: no valid position; resigning")
+            move = "resign"
+        else:
+            self._load_model()
+            move = self.choose_move(self._board)
+        if "ponder" in args or "infinite" in args:
+            # The GUI expects the reply only after 'stop' (or 'ponderhit').
+            self._pending_bestmove = move
+        else:
+            self._write(f"bestmove {move}")
+
+    def _stop(self, _):
+        if self._pending_bestmove is not None:
+            self._write(f"bestmove {self._pending_bestmove}")
+            self._pending_bestmove = None
+
+    def handle(self, line):
+        """Handles one command line. Returns False on 'quit'."""
+        tokens = line.split()
+        if not tokens:
+            return True
+        command, args = tokens[0], tokens[1:]
+        if command == "quit":
+            return False
+        handlers = {
+            "usi": self._usi,
+            "isready": self._isready,
+            "setoption": self._setoption,
+            "usinewgame": self._new_game,
+            "position": self._position,
+            "go": self._go,
+            "stop": self._stop,
+            "ponderhit": self._stop,
+            "gameover": lambda _: None,
+        }
+        handler = handlers.get(command)
+        if handler is None:
+            logging.warning("ignoring unknown USI command %r", line)
+            return True
+        try:
+            handler(args)
+        except Exception as error:  # the engine must keep answering its GUI, whatever failed
+            logging.exception("USI command %r failed", line)
+            self._info(f"error: {error}")
+            # Complete the exchange the GUI waits for: it shows the error, and 'go' resigns.
+            if command == "isready":
+                self._write("readyok")
+            elif command == "go":
+                self._write("bestmove resign")
+        return True
+
+
+def _write_line(text):
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    engine = UsiEngine(_write_line, flags.FLAGS.model)
+    while True:
+        line = sys.stdin.readline()
+        if not line or not engine.handle(line.strip()):
+            break
+
+
+def define_flags():
+    """Declares the app's flags (in run(), so that importing the module defines none)."""
+    flags.DEFINE_string("model", "", "Export directory; the initial value of the ModelPath option.")
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

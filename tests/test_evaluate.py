@@ -1,0 +1,126 @@
+"""Move-match evaluation against cshogi's labels and legal moves and the Keras model's own logits."""
+
+import json
+import subprocess
+import sys
+
+import cshogi
+import cshogi.dlshogi
+import keras
+import numpy as np
+import pytest
+from test_export import export_tiny_model
+
+from shogi_policy import encoding, evaluate, inference, shards
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return export_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture
+def val_positions(shared_data):
+    """(sfen, usi_move) of the val lines of the floodgate development set."""
+    lines = (shared_data / "floodgate_positions" / "train_val_2000.tsv").read_text().splitlines()
+    return [tuple(line.split("\t")[1:]) for line in lines if line.startswith("val\t")]
+
+
+def test_move_match_against_sorting_oracle():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, encoding.NUM_MOVE_LABELS)).astype(np.float32)
+    mask = rng.random((300, encoding.NUM_MOVE_LABELS)) < 0.02
+    mask[:, 0] = True  # some rows then have a single legal move
+    labels = np.array([rng.choice(np.flatnonzero(row)) for row in mask])
+    accuracy = evaluate.move_match(logits, mask, labels, ks=(1, 3, 5))
+    for k in (1, 3, 5):
+        hits = [
+            label in sorted(np.flatnonzero(row_mask), key=lambda i, r=row: -r[i])[:k]
+            for row, row_mask, label in zip(logits, mask, labels, strict=True)
+        ]
+        assert accuracy[k] == pytest.approx(np.mean(hits))
+    assert evaluate.random_move_match(mask, ks=(1,))[1] == pytest.approx(np.mean(1 / mask.sum(axis=1)))
+
+
+def test_tsv_evaluation_matches_keras_and_cshogi(tiny, shared_data, val_positions):
+    model_dir, export_dir = tiny
+    tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
+    records, mask, labels = evaluate.tsv_inputs(str(tsv), "val")
+    report = evaluate.evaluate(inference.PolicyModel(str(export_dir)), records, mask, labels)
+    assert report["positions"] == len(val_positions) == 1000
+
+    keras_model = keras.models.load_model(model_dir / "model.keras")
+    boards = [cshogi.Board(sfen.removeprefix("sfen ")) for sfen, _ in val_positions]
+    logits = keras.ops.convert_to_numpy(keras_model(encoding.encode_boards(boards)))
+    top1 = top5 = 0
+    for board, row, (_, usi) in zip(boards, logits, val_positions, strict=True):
+        legal = [cshogi.dlshogi.make_move_label(m, board.turn) for m in board.legal_moves]
+        played = cshogi.dlshogi.make_move_label(board.move_from_usi(usi), board.turn)
+        ranked = sorted(legal, key=lambda label, r=row: -r[label])
+        top1 += ranked[0] == played
+        top5 += played in ranked[:5]
+    assert report["top1"] == pytest.approx(top1 / 1000)
+    assert report["top5"] == pytest.approx(top5 / 1000)
+    assert report["top1"] <= report["top5"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("val\tstartpos\n", "expected 'split<TAB>position<TAB>usi_move'"),
+        ("val\tstartpos\t7g7e\n", "played move '7g7e' is not legal"),
+        ("val\tsfen 9/9/9 b - 1\t7g7f\n", "SFEN board needs 9 ranks"),
+    ],
+)
+def test_read_tsv_names_file_and_line(tmp_path, line, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text("val\tstartpos\t7g7f\n" + line)
+    with pytest.raises(ValueError, match=f"bad.tsv:2: {message}"):
+        evaluate.read_tsv(str(path), "val")
+
+
+def write_test_shards(data_dir, positions):
+    """A shard directory whose test split holds positions (sfen, usi_move), labels from cshogi."""
+    boards = [cshogi.Board(sfen.removeprefix("sfen ")) for sfen, _ in positions]
+    arrays = [encoding.board_arrays(board) for board in boards]
+    labels = [
+        cshogi.dlshogi.make_move_label(b.move_from_usi(usi), b.turn)
+        for b, (_, usi) in zip(boards, positions, strict=True)
+    ]
+    n = len(boards)
+    records = encoding.pack_records(
+        [a[0] for a in arrays], [a[1] for a in arrays], [b.turn for b in boards], labels, [0] * n, range(n)
+    )
+    writer = shards.ShardWriter(str(data_dir), "test", positions_per_shard=300, seed=0)
+    writer.add(records)
+    split = writer.close()
+    manifest = {"format": shards.FORMAT, "format_version": shards.FORMAT_VERSION, "splits": {"test": split}}
+    shards.write_manifest(str(data_dir), {**manifest, "record_bytes": encoding.RECORD_BYTES})
+
+
+def test_cli_on_a_shard_directory(tiny, shared_data, val_positions, tmp_path):
+    export_dir = tiny[1]
+    write_test_shards(tmp_path / "shards", val_positions)
+    tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
+    expected = evaluate.evaluate(
+        inference.PolicyModel(str(export_dir)), *evaluate.tsv_inputs(str(tsv), "val")
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.evaluate",
+            f"--model={export_dir}",
+            f"--data_dir={tmp_path / 'shards'}",
+            f"--json_out={tmp_path / 'eval.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "top-1" in result.stdout
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["split"] == "test" and report["positions"] == 1000
+    for key in ("top1", "top5", "random_top1", "random_top5", "mean_legal_moves"):
+        assert report[key] == pytest.approx(expected[key]), key

@@ -1,0 +1,287 @@
+"""SavedModel export: signatures checked against the Keras model and a numpy softmax over cshogi's legal moves."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import cshogi
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shogi_policy import encoding, export, network, shards, train
+
+TINY_CONFIG = network.NetworkConfig(blocks=1, filters=8, activation="relu")
+POLICY_BIAS_STDDEV = 1.5  # random-weight logits are nearly flat; a random bias makes the policy peaked
+OPENINGS = [
+    "startpos",
+    "startpos moves 7g7f 3c3d 2g2f 4c4d",
+    "startpos moves 7g7f 3c3d 8h2b+ 3a2b B*4e",  # drops and a promoted bishop, White to move
+]
+
+
+def export_tiny_model(tmp_path_factory):
+    """(trainer-like model dir, export dir) of a random tiny network, exported once per session by the CLI.
+
+    The model dir holds what the trainer leaves: network.json, a checkpoint and model.keras.
+    Shared by the export, inference, evaluate and USI tests (they import this helper).
+    """
+    model_dir = tmp_path_factory.getbasetemp() / "tiny_policy"
+    export_dir = model_dir / "export"
+    if not (export_dir / export.METADATA_FILENAME).exists():
+        model_dir.mkdir(exist_ok=True)
+        keras.utils.set_random_seed(0)
+        model = network.build_policy_model(TINY_CONFIG)
+        bias = model.get_layer("policy")
+        bias.set_weights([np.random.default_rng(0).normal(0, POLICY_BIAS_STDDEV, bias.bias.shape)])
+        model.save(model_dir / "model.keras")
+        (model_dir / train.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
+        tf.train.Checkpoint(model=model).save(model_dir / train.CHECKPOINT_DIR / "ckpt")
+        command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={model_dir}"]
+        result = subprocess.run(
+            [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, export_dir
+
+
+def cshogi_inputs(positions):
+    """Records uint8 [N, 100] and legal mask bool [N, 2187] built from cshogi's legal move list."""
+    boards = []
+    for position in positions:
+        board = cshogi.Board()
+        board.set_position(position)
+        boards.append(board)
+    mask = np.zeros((len(boards), encoding.NUM_MOVE_LABELS), dtype=bool)
+    for row, board in enumerate(boards):
+        moves = list(board.legal_moves)
+        mask[row, encoding.move_labels(moves, board.turn)] = True
+    return encoding.encode_boards(boards), mask
+
+
+def numpy_probabilities(logits, mask, temperature):
+    """Oracle: float64 softmax(logits / T) over the legal labels, 0 elsewhere."""
+    scaled = np.where(mask, logits.astype(np.float64) / temperature, -np.inf)
+    weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return export_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny):
+    return tf.saved_model.load(str(tiny[1]))
+
+
+# Runs with TensorFlow alone: the SavedModel must not need shogi_policy (or cshogi) to load and serve.
+_PLAIN_TF_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+
+    export_dir, inputs_path, outputs_path = sys.argv[1:]
+    inputs = np.load(inputs_path)
+    loaded = tf.saved_model.load(export_dir)
+    records = tf.constant(inputs["records"])
+    mask = tf.constant(inputs["mask"])
+    signatures = loaded.signatures
+    outputs = {
+        "logits": signatures["logits"](records=records)["logits"],
+        "probabilities": signatures["probabilities"](
+            records=records, legal_mask=mask, temperature=tf.constant(0.5)
+        )["probabilities"],
+        "label": signatures["sample"](
+            records=records, legal_mask=mask, temperature=tf.constant(1.0), seed=tf.constant(7, tf.int64)
+        )["label"],
+    }
+    assert not [name for name in sys.modules if name.split(".")[0] in ("shogi_policy", "cshogi")]
+    np.savez(outputs_path, signatures=sorted(signatures), **{k: v.numpy() for k, v in outputs.items()})
+    """
+)
+
+
+def test_signatures_served_by_plain_tensorflow_match_keras(tiny, tmp_path):
+    model_dir, export_dir = tiny
+    records, mask = cshogi_inputs(OPENINGS)
+    np.savez(tmp_path / "inputs.npz", records=records, mask=mask)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PLAIN_TF_SCRIPT,
+            str(export_dir),
+            tmp_path / "inputs.npz",
+            tmp_path / "out.npz",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    assert {"logits", "probabilities", "sample"} <= set(out["signatures"])
+    n = len(OPENINGS)
+    assert out["logits"].shape == (n, encoding.NUM_MOVE_LABELS) and out["logits"].dtype == np.float32
+    assert out["probabilities"].shape == (n, encoding.NUM_MOVE_LABELS)
+    assert out["label"].shape == (n,) and out["label"].dtype == np.int32
+
+    keras_logits = keras.models.load_model(model_dir / "model.keras")(records, training=False)
+    np.testing.assert_allclose(out["logits"], keras.ops.convert_to_numpy(keras_logits), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out["probabilities"], numpy_probabilities(out["logits"], mask, 0.5), rtol=1e-5, atol=1e-6
+    )
+    assert mask[np.arange(n), out["label"]].all()
+
+
+def test_metadata_describes_layout_and_network(tiny):
+    metadata = json.loads((tiny[1] / export.METADATA_FILENAME).read_text())
+    assert metadata["label_scheme"] == "dlshogi-2187"
+    assert metadata["num_labels"] == encoding.NUM_MOVE_LABELS
+    assert metadata["record_bytes"] == encoding.RECORD_BYTES
+    assert metadata["record_format_version"] == shards.FORMAT_VERSION
+    assert network.NetworkConfig.from_dict(metadata["network"]) == TINY_CONFIG
+
+
+def real_positions(shared_data, count):
+    lines = (shared_data / "floodgate_positions" / "train_val_2000.tsv").read_text().splitlines()
+    return [line.split("\t")[1] for line in lines[:count]]
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 4.0])
+def test_probabilities_are_tempered_softmax_over_legal_moves(saved_model, shared_data, temperature):
+    records, mask = cshogi_inputs(real_positions(shared_data, 300))
+    logits = saved_model.logits(records)["logits"].numpy()
+    probabilities = saved_model.probabilities(records, mask, tf.constant(temperature))[
+        "probabilities"
+    ].numpy()
+    np.testing.assert_allclose(probabilities, numpy_probabilities(logits, mask, temperature), atol=2e-6)
+    assert (probabilities[~mask] == 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_zero_temperature_is_one_hot_argmax_over_legal_moves(saved_model, shared_data):
+    records, mask = cshogi_inputs(real_positions(shared_data, 300))
+    logits = saved_model.logits(records)["logits"].numpy()
+    best = np.where(mask, logits, -np.inf).argmax(axis=1)
+    assert not mask[np.arange(len(best)), logits.argmax(axis=1)].all(), "illegal argmax never tested"
+    probabilities = saved_model.probabilities(records, mask, tf.constant(0.0))["probabilities"].numpy()
+    np.testing.assert_array_equal(probabilities, np.eye(encoding.NUM_MOVE_LABELS, dtype=np.float32)[best])
+    for temperature in (0.0, 1e-4):
+        labels = saved_model.sample(records, mask, tf.constant(temperature), tf.constant(3, tf.int64))
+        np.testing.assert_array_equal(labels["label"].numpy(), best)
+
+
+def chi_square_critical(degrees, z=3.0902):
+    """Wilson-Hilferty upper quantile of chi-square; z = 3.0902 is significance 0.001."""
+    return degrees * (1 - 2 / (9 * degrees) + z * math.sqrt(2 / (9 * degrees))) ** 3
+
+
+def chi_square(counts, expected):
+    """Pearson statistic and degrees of freedom, pooling cells expected below 5 into one."""
+    small = expected < 5
+    observed = np.append(counts[~small], counts[small].sum())
+    cells = np.append(expected[~small], expected[small].sum())
+    keep = cells > 0
+    return float(((observed[keep] - cells[keep]) ** 2 / cells[keep]).sum()), int(keep.sum()) - 1
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_sampling_frequencies_follow_tempered_softmax(saved_model, temperature):
+    # The sampler of the "sample" signature, fed the exported model's logits of one position in
+    # many rows (one draw per row), so that many draws cost no network evaluations.
+    draws = 10000
+    records, mask = cshogi_inputs([OPENINGS[2]])
+    logits = saved_model.logits(records)["logits"].numpy()
+    labels = export.sample_labels(
+        tf.repeat(logits, draws, axis=0),
+        tf.repeat(mask, draws, axis=0),
+        tf.constant(temperature),
+        tf.constant(12345, tf.int64),
+    )
+    counts = np.bincount(labels.numpy(), minlength=encoding.NUM_MOVE_LABELS)
+    legal = mask[0]
+    assert counts[~legal].sum() == 0, "an illegal move was sampled"
+    expected = draws * numpy_probabilities(logits, mask, temperature)[0][legal]
+    statistic, degrees = chi_square(counts[legal], expected)
+    assert degrees >= 5
+    assert statistic < chi_square_critical(degrees), (statistic, degrees)
+    # The test has power: the same draws are rejected against a different temperature.
+    wrong = draws * numpy_probabilities(logits, mask, temperature * 2)[0][legal]
+    assert chi_square(counts[legal], wrong)[0] > chi_square_critical(degrees)
+
+
+def test_sampling_is_reproducible_and_only_legal(saved_model, shared_data):
+    records, mask = cshogi_inputs(real_positions(shared_data, 400))
+    rows = np.arange(len(records))
+    draws = []
+    for seed in (0, 1):
+        for temperature in (1.0, 10.0):
+            label = saved_model.sample(records, mask, tf.constant(temperature), tf.constant(seed, tf.int64))
+            draws.append(label["label"].numpy())
+            assert mask[rows, draws[-1]].all()
+    again = saved_model.sample(records, mask, tf.constant(1.0), tf.constant(0, tf.int64))["label"].numpy()
+    np.testing.assert_array_equal(again, draws[0])
+    assert (draws[0] != draws[2]).any()
+
+
+@pytest.mark.parametrize(
+    "temperature, row_mask, message",
+    [(-1.0, True, "temperature"), (float("nan"), True, "temperature"), (1.0, False, "legal move")],
+)
+def test_signatures_reject_bad_inputs(saved_model, temperature, row_mask, message):
+    records, mask = cshogi_inputs(OPENINGS[:1])
+    mask[0] &= row_mask
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        saved_model.probabilities(records, mask, tf.constant(temperature))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        saved_model.sample(records, mask, tf.constant(temperature), tf.constant(0, tf.int64))
+
+
+def test_float32_model_rebuilds_a_mixed_bfloat16_model():
+    records, _ = cshogi_inputs(OPENINGS)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(1)
+        mixed = network.build_policy_model(TINY_CONFIG)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    clone = export.float32_model(mixed)
+    assert clone is not mixed
+    assert all(layer.compute_dtype == "float32" for layer in clone.layers)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(clone(records)), keras.ops.convert_to_numpy(mixed(records)), atol=0.1
+    )
+    assert export.float32_model(clone) is clone
+
+
+def test_load_model_from_trainer_dir_or_keras_file(tiny):
+    model_dir = tiny[0]
+    records, _ = cshogi_inputs(OPENINGS)
+    from_dir, config = export.load_model(model_dir=str(model_dir))
+    from_file, same_config = export.load_model(keras_model=str(model_dir / "model.keras"))
+    assert (
+        network.NetworkConfig.from_dict(config) == TINY_CONFIG == network.NetworkConfig.from_dict(same_config)
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(from_dir(records)),
+        keras.ops.convert_to_numpy(from_file(records)),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="exactly one"):
+        export.load_model()
+    with pytest.raises(ValueError, match="does not exist"):
+        export.load_model(keras_model=str(model_dir / "missing.keras"))
+
+
+def test_policy_logits_of_a_two_headed_model():
+    records, _ = cshogi_inputs(OPENINGS)
+    model = network.build_policy_model(network.NetworkConfig(blocks=1, filters=8, value_head=True))
+    logits = export.policy_logits(model, tf.constant(records))
+    np.testing.assert_array_equal(logits.numpy(), keras.ops.convert_to_numpy(model(records)["policy"]))

@@ -1,0 +1,165 @@
+"""PolicyModel and position parsing, against cshogi's rules and a numpy softmax over its legal moves."""
+
+import subprocess
+import sys
+
+import cshogi
+import cshogi.dlshogi
+import numpy as np
+import pytest
+from test_export import export_tiny_model, numpy_probabilities
+
+from shogi_policy import encoding, inference
+
+# White to move, mated: the gold on 5b is guarded by the pawn on 5c and covers 4a, 6a, 4b, 6b.
+MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return inference.PolicyModel(str(export_tiny_model(tmp_path_factory)[1]))
+
+
+def cshogi_board(position):
+    board = cshogi.Board()
+    board.set_position(position)
+    return board
+
+
+def floodgate_games(shared_data, count):
+    lines = (shared_data / "floodgate_games" / "games.usi").read_text().splitlines()[:count]
+    return [line.split("\t")[0] for line in lines]
+
+
+def test_parse_position_forms_match_cshogi(shared_data):
+    moves = "7g7f 3c3d 8h2b+ 3a2b"
+    expected = cshogi_board(f"startpos moves {moves}").sfen()
+    sfen = cshogi.STARTING_SFEN
+    for text in (
+        f"position startpos moves {moves}",
+        f"startpos moves {moves}",
+        f"sfen {sfen} moves {moves}",
+        f"position sfen {sfen} moves {moves}",
+        f"{sfen} moves {moves}",
+    ):
+        assert inference.parse_position(text).sfen() == expected, text
+    assert inference.parse_position(sfen).sfen() == sfen
+    board = cshogi_board("startpos moves 7g7f")
+    copy = inference.parse_position(board)
+    assert copy is not board and copy.sfen() == board.sfen()
+    for game in floodgate_games(shared_data, 30):  # whole real games, drops and promotions included
+        assert inference.parse_position(game).sfen() == cshogi_board(game).sfen()
+
+
+@pytest.mark.parametrize(
+    "position, message",
+    [
+        ("garbage", "SFEN"),
+        ("", "empty"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSN b - 1", "8 squares"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNLL b - 1", "10 squares"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL x - 1", "side to move"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1 b - 1", "9 ranks"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b 3Q 1", "hands"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - x", "move number"),
+        ("lnsgggsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1", "one king"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b P 1", "more than 18"),
+        ("4k4/9/9/9/4R4/9/9/9/4K4 b - 1", "not to move in check"),
+        ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSG+KGSNL b - 1", "SFEN rank 9"),
+        ("startpos moves 7g7f 3c3e", "illegal move '3c3e' at ply 2"),
+        ("startpos moves 7g7f+", "illegal move '7g7f\\+' at ply 1"),  # cshogi's is_legal accepts it
+        ("startpos moves P*5e", "illegal move"),
+        ("startpos moves ７六歩", "illegal move"),
+    ],
+)
+def test_parse_position_rejects_bad_input(position, message):
+    # Several of these abort the whole process inside cshogi's set_sfen if they reach it.
+    with pytest.raises(ValueError, match=message):
+        inference.parse_position(position)
+
+
+def test_move_probabilities_are_softmax_over_cshogi_legal_moves(policy, shared_data):
+    games = floodgate_games(shared_data, 8)
+    boards = [cshogi_board(game) for game in games]
+    boards = [board for board in boards if len(board.legal_moves)]
+    records = encoding.encode_boards(boards)
+    logits = policy.record_logits(records)
+    for temperature in (0.5, 1.0):
+        result = policy.move_probabilities(boards, temperature)
+        for board, row_logits, moves in zip(boards, logits, result, strict=True):
+            legal = {cshogi.move_to_usi(m): m for m in board.legal_moves}
+            assert sorted(usi for usi, _ in moves) == sorted(legal)
+            labels = [cshogi.dlshogi.make_move_label(legal[usi], board.turn) for usi, _ in moves]
+            mask = np.zeros((1, encoding.NUM_MOVE_LABELS), bool)
+            mask[0, labels] = True
+            expected = numpy_probabilities(row_logits[None], mask, temperature)[0, labels]
+            np.testing.assert_allclose([p for _, p in moves], expected, atol=2e-6)
+            assert all(a[1] >= b[1] for a, b in zip(moves, moves[1:], strict=False))
+
+
+def test_top_k_sample_and_batching(policy, shared_data):
+    positions = [
+        line.split("\t")[1]
+        for line in (shared_data / "floodgate_positions" / "train_val_2000.tsv").read_text().splitlines()[:40]
+    ]
+    top = policy.top_k(positions, k=3, temperature=1.0)
+    assert [len(moves) for moves in top] == [min(3, len(cshogi_board(p).legal_moves)) for p in positions]
+    greedy = policy.sample(positions, temperature=0.0)
+    assert greedy == [moves[0][0] for moves in top]
+    drawn = policy.sample(positions, temperature=1.0, seed=11)
+    assert drawn == policy.sample(positions, temperature=1.0, seed=11)
+    assert drawn != policy.sample(positions, temperature=1.0, seed=12)
+    for position, move in zip(positions, drawn, strict=True):
+        assert move in {cshogi.move_to_usi(m) for m in cshogi_board(position).legal_moves}
+    small_batches = inference.PolicyModel(policy.export_dir, batch_size=7)
+    records, mask, _, _ = inference.encode_positions(positions)
+    np.testing.assert_allclose(
+        small_batches.record_probabilities(records, mask),
+        policy.record_probabilities(records, mask),
+        atol=1e-6,
+    )
+    assert policy.sample("startpos", 0.0) == [policy.top_k("startpos", 1)[0][0][0]]
+
+
+@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), "hot", None])
+def test_bad_temperature(policy, temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        policy.sample(["startpos"], temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        policy.move_probabilities(["startpos"], temperature)
+
+
+def test_bad_requests(policy, tmp_path):
+    assert len(cshogi.Board(MATED_SFEN).legal_moves) == 0
+    with pytest.raises(ValueError, match="no legal move"):
+        policy.sample([MATED_SFEN])
+    with pytest.raises(ValueError, match="no legal move"):
+        policy.top_k(["startpos", MATED_SFEN])
+    with pytest.raises(ValueError, match="k must be"):
+        policy.top_k(["startpos"], k=0)
+    with pytest.raises(ValueError, match="seed"):
+        policy.sample(["startpos"], seed=1.5)
+    with pytest.raises(ValueError, match="not a shogi_policy export"):
+        inference.PolicyModel(str(tmp_path))
+
+
+def test_sample_cli(policy):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.sample",
+            f"--model={policy.export_dir}",
+            "--position=startpos moves 7g7f 3c3d",
+            "--temperature=0",
+            "--top_k=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    (best,) = policy.sample(["startpos moves 7g7f 3c3d"], 0.0)
+    assert f"sampled: {best} " in result.stdout
+    assert sum(line.strip()[:2] in ("1.", "2.", "3.", "4.") for line in lines) == 4

@@ -1,0 +1,178 @@
+"""The USI engine: a protocol session through a subprocess, and games against Debian's fairy-stockfish."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cshogi
+import cshogi.dlshogi
+import keras
+import pytest
+from cshogi.usi import Engine
+from test_export import export_tiny_model
+
+from shogi_policy import encoding
+
+FAIRY_STOCKFISH = Path("/usr/games/fairy-stockfish")
+MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
+# Black king in the enemy camp with 20 pieces there and 40 points: declarable (CSA 27-point rule).
+NYUGYOKU_SFEN = "GGGGK4/SSSS1LLL1/PPPPPPPPP/9/9/9/9/9/k8 b RRBB 1"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return export_tiny_model(tmp_path_factory)
+
+
+def engine_command(export_dir=None):
+    command = [sys.executable, "-m", "shogi_policy.usi"]
+    return command + ([f"--model={export_dir}"] if export_dir else [])
+
+
+def greedy_move(keras_model, position):
+    """Oracle: the legal move (cshogi's list and labels) with the largest logit of the Keras model."""
+    board = cshogi.Board()
+    board.set_position(position)
+    logits = keras.ops.convert_to_numpy(keras_model(encoding.encode_boards([board])))[0]
+    moves = list(board.legal_moves)
+    best = max(moves, key=lambda move: logits[cshogi.dlshogi.make_move_label(move, board.turn)])
+    return cshogi.move_to_usi(best)
+
+
+def test_protocol_session(tiny):
+    model_dir, export_dir = tiny
+    assert cshogi.Board(NYUGYOKU_SFEN).is_nyugyoku() and not cshogi.Board(MATED_SFEN).legal_moves
+    sampled_game = ["usinewgame", "position startpos", "go", "position startpos moves 2g2f", "go"]
+    script = [
+        "usi",
+        "no_such_command 1 2",
+        f"setoption name ModelPath value {export_dir}",
+        "setoption name Softmax_Temperature value 0",
+        "setoption name No_Such_Option value 3",
+        "isready",
+        "usinewgame",
+        "position startpos moves 7g7f",
+        "go btime 1000 wtime 1000 byoyomi 100",
+        f"position sfen {MATED_SFEN}",
+        "go",
+        f"position sfen {NYUGYOKU_SFEN}",
+        "go",
+        "position startpos moves 7g7f 3c3e",
+        "go",
+        "go mate 1000",
+        "position startpos moves 2g2f",
+        "go ponder",
+        "stop",
+        "setoption name Softmax_Temperature value 300",
+        "setoption name Seed value 5",
+        *sampled_game,
+        *sampled_game,
+        "gameover lose",
+        "quit",
+    ]
+    result = subprocess.run(
+        engine_command(), input="\n".join(script) + "\n", capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("id name ") and "usiok" in lines and "readyok" in lines
+    for option in ("Softmax_Temperature", "Seed", "Temperature_Cutoff_Ply", "ModelPath"):
+        assert any(line.startswith(f"option name {option} type ") for line in lines), option
+    assert "checkmate notimplemented" in lines
+    assert any("error" in line and "3c3e" in line for line in lines if line.startswith("info string"))
+    moves = [line.split()[1] for line in lines if line.startswith("bestmove")]
+    keras_model = keras.models.load_model(model_dir / "model.keras")
+    expected = [greedy_move(keras_model, "startpos moves 7g7f"), "resign", "win", "resign"]
+    expected.append(greedy_move(keras_model, "startpos moves 2g2f"))
+    assert moves[:5] == expected
+    first, second = moves[5:7], moves[7:9]
+    assert first == second, "the same Seed must replay the same game"
+    assert first[0] in {cshogi.move_to_usi(m) for m in cshogi.Board().legal_moves}
+
+
+class _EngineTimeout:
+    """Replaces a stuck engine's stdout: cshogi's Engine then raises instead of looping on EOF."""
+
+    def flush(self):
+        pass
+
+    def readline(self):
+        raise EOFError("engine timed out")
+
+
+def _kill_engines(engines):
+    for engine in engines:
+        if engine.proc is not None:
+            engine.proc.kill()
+            engine.proc.stdout = _EngineTimeout()
+
+
+def play_game(ours, theirs, opening, ours_black, max_plies):
+    """One game from `opening` (USI moves); checks each reply of ours against cshogi's rules.
+
+    Returns:
+      (ending, our_moves): how it ended and how many moves our engine played.
+    """
+    board = cshogi.Board()
+    moves = list(opening)
+    for move in moves:
+        board.push_usi(move)
+    our_moves = 0
+    for engine in (ours, theirs):
+        engine.usinewgame()
+    while len(moves) < max_plies:
+        our_turn = (board.turn == cshogi.BLACK) == ours_black
+        if not our_turn and not board.legal_moves:
+            return "we mated", our_moves
+        engine = ours if our_turn else theirs
+        engine.position(moves)
+        bestmove, _ = engine.go(byoyomi=100) if our_turn else engine.go(nodes=200)
+        legal = {cshogi.move_to_usi(move) for move in board.legal_moves}
+        if our_turn:
+            if bestmove == "resign":
+                assert not legal, f"resigned with legal moves at {board.sfen()}"
+                return "we resigned when mated", our_moves
+            if bestmove == "win":
+                assert board.is_nyugyoku(), f"bad declaration at {board.sfen()}"
+                return "we declared", our_moves
+            assert bestmove in legal, f"illegal move {bestmove} at {board.sfen()}"
+            our_moves += 1
+        elif bestmove in ("resign", "win") or bestmove not in legal:
+            return f"opponent {bestmove}", our_moves
+        board.push_usi(bestmove)
+        moves.append(bestmove)
+        if board.is_draw() in (cshogi.REPETITION_DRAW, cshogi.REPETITION_WIN, cshogi.REPETITION_LOSE):
+            return "repetition", our_moves
+    return "max plies", our_moves
+
+
+@pytest.mark.skipif(not os.access(FAIRY_STOCKFISH, os.X_OK), reason="fairy-stockfish not installed")
+def test_games_against_fairy_stockfish(tiny, shared_data, tmp_path):
+    launcher = tmp_path / "shogi-policy-usi"
+    launcher.write_text("#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in engine_command(tiny[1])) + "\n")
+    launcher.chmod(0o755)
+    openings = (shared_data / "floodgate_openings" / "records2016_10818.sfen").read_text().splitlines()
+    ours, theirs = Engine(str(launcher), connect=False), Engine(str(FAIRY_STOCKFISH), connect=False)
+    watchdog = threading.Timer(150, _kill_engines, [(ours, theirs)])
+    watchdog.start()
+    try:
+        ours.connect()
+        theirs.connect()
+        ours.setoption("Seed", 1)
+        for engine in (ours, theirs):
+            engine.isready()
+        endings, our_moves = [], 0
+        for game in range(4):
+            opening = openings[game].split()[2:10]  # 'startpos moves' then 8 plies
+            ending, count = play_game(ours, theirs, opening, ours_black=game % 2 == 0, max_plies=160)
+            endings.append(ending)
+            our_moves += count
+        for engine in (ours, theirs):
+            engine.quit()
+    finally:
+        watchdog.cancel()
+        _kill_engines([engine for engine in (ours, theirs) if engine.proc is not None])
+    assert ours.name.startswith("shogi_policy")
+    assert our_moves >= 40, endings
