@@ -15,6 +15,8 @@ Move labels follow cshogi.dlshogi.make_move_label: direction * 81 + to_square, s
 rotated (sq -> 80 - sq) when White moves.
 """
 
+import re
+
 import cshogi
 import numpy as np
 import tensorflow as tf
@@ -190,3 +192,54 @@ def record_to_board(record):
     board.set_pieces(fields["board"][0].tolist(), (hands[:7], hands[7:]))
     board.turn = int(fields["turn"][0])
     return board
+
+
+_SFEN_PIECE = r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]"
+_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
+_SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
+# Pieces of each kind in a shogi set (board, promoted or not, plus hands).
+_PIECE_SET = {"P": 18, "L": 4, "N": 4, "S": 4, "G": 4, "B": 2, "R": 2}
+
+
+def board_from_sfen(sfen):
+    """A cshogi.Board at `sfen` ("board side hands [move_number]"); ValueError naming what is wrong.
+
+    cshogi's set_sfen aborts the process on some malformed strings and silently accepts others
+    (missing kings, a king that can be captured), so the text is checked before cshogi sees it.
+    """
+    fields = sfen.split()
+    if len(fields) not in (3, 4):
+        raise ValueError(f"SFEN needs 'board side hands [move_number]', got {sfen!r}")
+    board, side, hands = fields[:3]
+    ranks = board.split("/")
+    if len(ranks) != 9:
+        raise ValueError(f"SFEN board needs 9 ranks separated by '/', got {len(ranks)} in {sfen!r}")
+    counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
+    for index, rank in enumerate(ranks):
+        if not _SFEN_RANK.fullmatch(rank):
+            raise ValueError(f"bad SFEN rank {index + 1} {rank!r} in {sfen!r}")
+        squares = 0
+        for token in re.findall(_SFEN_PIECE, rank):
+            if token.isdigit():
+                squares += int(token)
+            else:
+                squares += 1
+                counts[token[-1]] += 1
+        if squares != 9:
+            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {squares} squares, not 9, in {sfen!r}")
+    if side not in ("b", "w"):
+        raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r} in {sfen!r}")
+    if not _SFEN_HANDS.fullmatch(hands):
+        raise ValueError(f"bad SFEN hands {hands!r} in {sfen!r}")
+    for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
+        counts[piece] += int(number or 1)
+    if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
+        raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r} in {sfen!r}")
+    if counts["K"] != 1 or counts["k"] != 1:
+        raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']} in {sfen!r}")
+    for piece, limit in _PIECE_SET.items():
+        if counts[piece] + counts[piece.lower()] > limit:
+            raise ValueError(f"SFEN has more than {limit} pieces of kind {piece} in {sfen!r}")
+    if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
+        raise ValueError(f"SFEN position leaves the king of the side not to move in check: {sfen!r}")
+    return cshogi.Board(sfen)

@@ -23,7 +23,6 @@ bits OR-ed give the 28 attack planes and their count per colour the attacker cou
 planes are packed into 4 int32 words per square and unpacked elementwise at the end.
 """
 
-import cshogi
 import keras
 import numpy as np
 import tensorflow as tf
@@ -259,15 +258,9 @@ def dlshogi_planes(sfens, batch_size=1024):
     Returns:
       np.float32 [N, 119, 9, 9].
     Raises:
-      ValueError: an SFEN cshogi cannot parse.
+      ValueError: a malformed or impossible SFEN (encoding.board_from_sfen).
     """
-    boards = []
-    for sfen in sfens:
-        try:
-            boards.append(cshogi.Board(sfen))  # raises where Board.set_sfen would abort the process
-        except RuntimeError as error:
-            raise ValueError(f"bad sfen {sfen!r}: {error}") from None
-    records = encoding.encode_boards(boards)
+    records = encoding.encode_boards([encoding.board_from_sfen(sfen) for sfen in sfens])
     compute = tf.function(DlshogiFeatures(dtype="float32"))
     planes = np.zeros((len(records), 9, 9, NUM_FEATURES), np.float32)
     for start in range(0, len(records), batch_size):

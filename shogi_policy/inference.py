@@ -12,7 +12,6 @@ Positions are SFEN strings, USI position strings ("position startpos moves ...",
 import json
 import math
 import os
-import re
 
 import cshogi
 import numpy as np
@@ -21,55 +20,6 @@ import tensorflow as tf
 from shogi_policy import encoding, export, shards
 
 DEFAULT_BATCH_SIZE = 256
-
-_SFEN_PIECE = r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]"
-_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
-_SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
-# Pieces of each kind in a shogi set (board, promoted or not, plus hands).
-_PIECE_SET = {"P": 18, "L": 4, "N": 4, "S": 4, "G": 4, "B": 2, "R": 2}
-
-
-def _validate_sfen(sfen):
-    """Raises ValueError unless `sfen` ("board side hands [move]") is a position cshogi can hold.
-
-    cshogi's set_sfen aborts the process on some malformed strings and silently accepts others
-    (missing kings, a king that can be captured), so the text is checked here first.
-    """
-    fields = sfen.split()
-    if len(fields) not in (3, 4):
-        raise ValueError(f"SFEN needs 'board side hands [move_number]', got {sfen!r}")
-    board, side, hands = fields[:3]
-    ranks = board.split("/")
-    if len(ranks) != 9:
-        raise ValueError(f"SFEN board needs 9 ranks separated by '/', got {len(ranks)} in {sfen!r}")
-    counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
-    for index, rank in enumerate(ranks):
-        if not _SFEN_RANK.fullmatch(rank):
-            raise ValueError(f"bad SFEN rank {index + 1} {rank!r} in {sfen!r}")
-        squares = 0
-        for token in re.findall(_SFEN_PIECE, rank):
-            if token.isdigit():
-                squares += int(token)
-            else:
-                squares += 1
-                counts[token[-1]] += 1
-        if squares != 9:
-            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {squares} squares, not 9, in {sfen!r}")
-    if side not in ("b", "w"):
-        raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r} in {sfen!r}")
-    if not _SFEN_HANDS.fullmatch(hands):
-        raise ValueError(f"bad SFEN hands {hands!r} in {sfen!r}")
-    for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
-        counts[piece] += int(number or 1)
-    if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
-        raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r} in {sfen!r}")
-    if counts["K"] != 1 or counts["k"] != 1:
-        raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']} in {sfen!r}")
-    for piece, limit in _PIECE_SET.items():
-        if counts[piece] + counts[piece.lower()] > limit:
-            raise ValueError(f"SFEN has more than {limit} pieces of kind {piece} in {sfen!r}")
-    if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
-        raise ValueError(f"SFEN position leaves the king of the side not to move in check: {sfen!r}")
 
 
 def parse_position(position):
@@ -94,8 +44,7 @@ def parse_position(position):
         sfen = cshogi.STARTING_SFEN
     else:
         sfen = " ".join(head[1:] if head[0] == "sfen" else head)
-        _validate_sfen(sfen)
-    board = cshogi.Board(sfen)
+    board = encoding.board_from_sfen(sfen)
     for ply, usi in enumerate(moves, start=1):
         try:
             move = board.move_from_usi(usi)  # 0 for malformed text

@@ -36,6 +36,7 @@ ENDINGS = (
     "max_plies",
     "impasse",
     "abort",
+    "perpetual_check",
     "unknown",
 )
 EXTENSIONS = (".csa", ".kif", ".kifu", ".usi", ".txt", ".sfen", ".hcpe")
@@ -122,21 +123,6 @@ def _read_text(path):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _board(sfen):
-    """A cshogi.Board at sfen; ValueError for a bad or inconsistent position.
-
-    Board(sfen) raises where Board.set_sfen would abort the process on a bad SFEN, and is_ok()
-    screens positions (e.g. without kings) that cshogi's move generator must not see.
-    """
-    try:
-        board = cshogi.Board(sfen)
-    except RuntimeError as error:
-        raise ValueError(f"bad sfen {sfen!r}: {error}") from None
-    if not board.is_ok():
-        raise ValueError(f"inconsistent position {sfen!r}")
-    return board
-
-
 def _first_illegal(board, moves):
     """Pushes moves on board; the index of the first illegal (or null) move, else None."""
     for index, move in enumerate(moves):
@@ -195,7 +181,7 @@ def _csa_game(lines, path, first_line):
     parser = cshogi.CSA.Parser()
     try:
         parser.parse_csa_str(text)
-        board = _board(parser.sfen) if parser.sfen else None
+        board = encoding.board_from_sfen(parser.sfen) if parser.sfen else None
     except Exception as error:  # cshogi turns its C++ exceptions into several Python types
         return RecordError(path, first_line, f"CSA parse error: {error}")
     if board is None:
@@ -250,7 +236,7 @@ def read_kif(path):
     lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("変化")), len(lines))]
     try:
         parser = cshogi.KIF.Parser.parse_str("\n".join(lines))
-        board = _board(parser.sfen)
+        board = encoding.board_from_sfen(parser.sfen)
     except Exception as error:  # KIF.ParserException, or a KeyError/ValueError on odd headers
         yield RecordError(path, 1, f"KIF parse error: {error}")
         return
@@ -312,14 +298,14 @@ def _usi_game(line, path, number):
     if result is not None and result not in RESULTS:
         return RecordError(path, number, f"bad result {result!r}; expected one of {RESULTS}")
     try:
-        board = _board(sfen)
+        board = encoding.board_from_sfen(sfen)
     except ValueError as error:
         return RecordError(path, number, str(error))
     start_sfen = board.sfen()
     try:  # fast path: cshogi replays the whole line in C++ and raises on a bad move
         board.set_position(f"sfen {sfen} moves {' '.join(usi_moves)}")
     except RuntimeError:
-        board = _board(sfen)
+        board = encoding.board_from_sfen(sfen)
         moves = [board.move_from_usi(usi) if len(usi) in (4, 5) else 0 for usi in usi_moves]
         bad = _first_illegal(board, moves)
         return RecordError(path, number, f"illegal move {usi_moves[bad or 0]!r} at ply {(bad or 0) + 1}")

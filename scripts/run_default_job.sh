@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The main job on the embedded default data, on a 2-core CPU in about 12 minutes:
+# records -> shards -> train -> SavedModel -> a move sampled from the start position -> held-out accuracy.
+#
+#   bash scripts/run_default_job.sh [OUT_DIR]     (default runs/default)
+#
+# Rerunning reuses the shards and resumes training from the last checkpoint in OUT_DIR/model.
+# Every step is a console command of the package; the flags here are the ones to change for real data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/default}
+FLOODGATE_TSV=../shared/data/floodgate_positions/train_val_2000.tsv
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+if [ ! -f "$OUT/shards/manifest.json" ]; then
+  shogi-policy-convert --inputs=data/engine_games.usi.gz --output_dir="$OUT/shards" --seed=1
+fi
+
+# The 'cpu' preset (3 blocks x 64 filters); AdamW with warm-up and cosine decay learns fastest in a short run.
+shogi-policy-train --data_dir="$OUT/shards" --model_dir="$OUT/model" --preset=cpu \
+  --batch_size=256 --steps=600 --steps_per_epoch=100 --eval_steps=20 \
+  --optimizer=adamw --learning_rate=0.002 --warmup_steps=20 --checkpoint_every=100 --seed=1
+
+shogi-policy-export --model_dir="$OUT/model" --export_dir="$OUT/export"
+
+echo "== a move sampled from the start position at temperature 1.0"
+shogi-policy-sample --model="$OUT/export" --position=startpos --temperature=1.0 --seed=1 --top_k=5
+
+echo "== held-out accuracy (test split: games never trained on)"
+shogi-policy-evaluate --model="$OUT/export" --data_dir="$OUT/shards" --split=test \
+  --json_out="$OUT/test_accuracy.json"
+
+if [ -f "$FLOODGATE_TSV" ]; then
+  echo "== move-match accuracy on real floodgate positions (val rows)"
+  shogi-policy-evaluate --model="$OUT/export" --tsv="$FLOODGATE_TSV" --split=val \
+    --json_out="$OUT/floodgate_val_accuracy.json"
+fi
