@@ -95,8 +95,11 @@ def sample_labels(logits, legal_mask, temperature, seed):
 
 
 def policy_logits(model, records):
-    """The model's policy logits float32 [N, 2187] (the "policy" output of a two-headed model)."""
-    outputs = model(records, training=False)
+    """The model's policy logits float32 [N, 2187] (the "policy" output of a two-headed model).
+
+    records: uint8 (the serving form) or int32 [N, 100]; the model takes int32, what a TPU accepts.
+    """
+    outputs = model(tf.cast(records, tf.int32), training=False)
     if isinstance(outputs, dict):
         outputs = outputs["policy"]
     return tf.cast(outputs, tf.float32)
@@ -106,7 +109,7 @@ def export_model(model, export_dir, network_config=None, source=None):
     """Writes `model` as a SavedModel with the three signatures, plus shogi_policy_export.json.
 
     Args:
-      model: keras.Model, records uint8 [N, 100] -> logits [N, 2187] (or a dict with "policy"),
+      model: keras.Model, records int32 [N, 100] -> logits [N, 2187] (or a dict with "policy"),
         float32 weights, built under the default strategy.
       export_dir: output directory (local or gs://).
       network_config: dict of NetworkConfig.to_dict(), recorded in the metadata (None if unknown).

@@ -106,7 +106,7 @@ def make_dataset(
       shuffle_chunks: chunks in the shuffle buffer.
       cycle_length: shards read at the same time.
     Returns:
-      tf.data.Dataset of (records uint8 [batch_size, 100], target int32 [batch_size]) or
+      tf.data.Dataset of (records int32 [batch_size, 100], target int32 [batch_size]) or
       (records, {"policy": int32 [batch_size], "value": float32 [batch_size]}).
     """
     if batch_size < 1 or chunk_records < 1:
@@ -142,7 +142,8 @@ def make_dataset(
             deterministic=deterministic,
         )
     dataset = batches.map(
-        lambda records: (records, targets(records, value_targets)),
+        # int32 from here on: TPUs take no uint8 tensors, and 400 bytes a position is nothing to infeed.
+        lambda records: (tf.cast(records, tf.int32), targets(records, value_targets)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )

@@ -30,8 +30,11 @@ def num_examples(split):
 
 
 def make_dataset(split, batch_size, *, shuffle=True, repeat=True, seed=None):
-    """Batches (images uint8 [B, 28, 28, 1], labels int32 [B]) with a static batch size."""
-    dataset = _load(split).map(lambda image, label: (image, tf.cast(label, tf.int32)))
+    """Batches (images float32 [B, 28, 28, 1] in 0..255, labels int32 [B]) with a static batch size.
+
+    Images leave the pipeline as float32 because TPUs take no uint8 tensors.
+    """
+    dataset = _load(split).map(lambda image, label: (tf.cast(image, tf.float32), tf.cast(label, tf.int32)))
     if shuffle:
         dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed)
     if repeat:
@@ -40,8 +43,8 @@ def make_dataset(split, batch_size, *, shuffle=True, repeat=True, seed=None):
 
 
 def build_model(config):
-    """Residual classifier: uint8 images [B, 28, 28, 1] -> logits float32 [B, 10]."""
-    images = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="images")
+    """Residual classifier: images float32 [B, 28, 28, 1] in 0..255 -> logits float32 [B, 10]."""
+    images = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name="images")
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(images)
     x = network.residual_tower(x, config)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -1,6 +1,6 @@
 """Residual policy network over compact records (dlshogi architecture, NHWC Keras 3).
 
-records uint8 [B, 100] -> DlshogiFeatures [B, 9, 9, 119] -> 3x3 conv stem -> residual blocks
+records int32 [B, 100] -> DlshogiFeatures [B, 9, 9, 119] -> 3x3 conv stem -> residual blocks
 -> dlshogi policy head -> logits float32 [B, 2187] (index = direction * 81 + file * 9 + rank),
 and optionally a dlshogi value head -> logit float32 [B, 1].
 """
@@ -123,11 +123,11 @@ def _value_head(x, config):
 def build_policy_model(config):
     """The policy (and optional value) network of a NetworkConfig.
 
-    Input: records uint8 [B, 100]. Output: policy logits float32 [B, 2187], or with
+    Input: records int32 [B, 100] (bytes 0..255; TPUs take no uint8 tensors). Output: policy logits float32 [B, 2187], or with
     config.value_head a dict {"policy": float32 [B, 2187], "value": float32 [B, 1]}.
     Layers run in the global Keras dtype policy (e.g. mixed_bfloat16); the output layers stay float32.
     """
-    records = keras.Input(shape=(encoding.RECORD_BYTES,), dtype="uint8", name="records")
+    records = keras.Input(shape=(encoding.RECORD_BYTES,), dtype="int32", name="records")
     x = residual_tower(DlshogiFeatures(name="features")(records), config)
     policy = _policy_head(x)
     if not config.value_head:

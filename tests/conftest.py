@@ -1,8 +1,21 @@
-"""Test set-up: two logical CPU devices (for MirroredStrategy) before TensorFlow initialises."""
+"""Test set-up: two logical CPU devices (for MirroredStrategy) before TensorFlow initialises.
 
+Also the helpers that several test modules share: random cshogi games, the tiny exported model,
+the numpy softmax oracle and the trainer's flags (test modules import them from here, never from
+each other).
+"""
+
+import itertools
+import json
+import operator
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import cshogi
+import cshogi.dlshogi
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,7 +27,16 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
+# After the device set-up: these modules may create tensors when imported.
+import keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+from shogi_policy import encoding, export, network, train  # noqa: E402
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_CONFIG = network.NetworkConfig(blocks=1, filters=8, activation="relu")
+POLICY_BIAS_STDDEV = 1.5  # random-weight logits are nearly flat; a random bias makes the policy peaked
 
 
 @pytest.fixture
@@ -23,3 +45,93 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+def random_game_plies(seed, max_plies):
+    """Endless (game index, board, move) along games of uniformly random legal moves.
+
+    Each game has a fresh cshogi.Board from the start position; board is positioned before move and
+    is advanced (move pushed) after the yield, so consumers copy it to keep a position. A game ends
+    when board.is_game_over() or after max_plies moves; once the generator has moved on to the next
+    game (as itertools.groupby does to close a group), the previous game's board is its final position.
+    """
+    rng = np.random.default_rng(seed)
+    for game in itertools.count():
+        board = cshogi.Board()
+        for _ in range(max_plies):
+            if board.is_game_over():
+                break
+            legal = list(board.legal_moves)
+            move = legal[rng.integers(len(legal))]
+            yield game, board, move
+            board.push(move)
+
+
+def random_game_groups(seed, max_plies):
+    """Endless (game index, plies) groups of random_game_plies, one per game."""
+    return itertools.groupby(random_game_plies(seed, max_plies), key=operator.itemgetter(0))
+
+
+def random_game_records(num_games, max_plies, seed):
+    """Records uint8 [N, 100] of uniformly random cshogi games (results from the final position)."""
+    boards, hands, turns, labels, results, game_ids = [], [], [], [], [], []
+    for game, plies in itertools.islice(random_game_groups(seed, max_plies), num_games):
+        start = len(turns)
+        for _, board, move in plies:
+            pieces, hand = encoding.board_arrays(board)
+            boards.append(pieces)
+            hands.append(hand)
+            turns.append(board.turn)
+            labels.append(cshogi.dlshogi.make_move_label(move, board.turn))
+        # The group is exhausted: board holds the game's final position.
+        # Mated side to move lost; unfinished games count as draws.
+        loser = board.turn if board.is_game_over() else None
+        for turn in turns[start:]:
+            results.append(
+                encoding.RESULT_DRAW
+                if loser is None
+                else (encoding.RESULT_LOSS if turn == loser else encoding.RESULT_WIN)
+            )
+        game_ids.extend([game] * (len(turns) - start))
+    return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """(trainer-like model dir, export dir) of a random tiny network, exported once per session by the CLI.
+
+    The model dir holds what the trainer leaves: network.json, a checkpoint and model.keras.
+    Shared by the export, inference, evaluate and USI tests.
+    """
+    model_dir = tmp_path_factory.mktemp("tiny_policy")
+    export_dir = model_dir / "export"
+    keras.utils.set_random_seed(0)
+    model = network.build_policy_model(TINY_CONFIG)
+    bias = model.get_layer("policy")
+    bias.set_weights([np.random.default_rng(0).normal(0, POLICY_BIAS_STDDEV, bias.bias.shape)])
+    model.save(model_dir / "model.keras")
+    (model_dir / train.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
+    tf.train.Checkpoint(model=model).save(model_dir / train.CHECKPOINT_DIR / "ckpt")
+    command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={model_dir}"]
+    result = subprocess.run(
+        [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (export_dir / export.METADATA_FILENAME).exists()
+    return model_dir, export_dir
+
+
+def numpy_probabilities(logits, mask, temperature):
+    """Oracle: float64 softmax(logits / T) over the legal labels, 0 elsewhere."""
+    scaled = np.where(mask, logits.astype(np.float64) / temperature, -np.inf)
+    weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def parse_flags(**values):
+    """Trainer FlagValues parsed from --name=value pairs (tiny network by default)."""
+    defaults = {"preset": "cpu", "blocks": 1, "filters": 16, "batch_size": 32, "strategy": "default"}
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["shogi-policy-train", *(f"--{k}={v}" for k, v in {**defaults, **values}.items())])
+    return flag_values

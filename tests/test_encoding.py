@@ -1,25 +1,20 @@
 """shogi_policy.encoding against cshogi: dlshogi move labels and the compact record layout."""
 
+import itertools
+
 import cshogi
 import cshogi.dlshogi
 import numpy as np
 import pytest
+from conftest import random_game_groups
 
 from shogi_policy import encoding
 
 
 def random_games(count, max_plies, seed):
     """Yields (start Board, moves) of games of uniformly random legal moves (many drops/promotions)."""
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        board = cshogi.Board()
-        moves = []
-        while len(moves) < max_plies and not board.is_game_over():
-            legal = list(board.legal_moves)
-            move = legal[rng.integers(len(legal))]
-            moves.append(move)
-            board.push(move)
-        yield cshogi.Board(), moves
+    for _, plies in itertools.islice(random_game_groups(seed, max_plies), count):
+        yield cshogi.Board(), [move for _, _, move in plies]
 
 
 def oracle_labels(board, moves):

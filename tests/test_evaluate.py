@@ -9,14 +9,8 @@ import cshogi.dlshogi
 import keras
 import numpy as np
 import pytest
-from test_export import export_tiny_model
 
 from shogi_policy import encoding, evaluate, inference, shards
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory)
 
 
 @pytest.fixture
@@ -42,8 +36,8 @@ def test_move_match_against_sorting_oracle():
     assert evaluate.random_move_match(mask, ks=(1,))[1] == pytest.approx(np.mean(1 / mask.sum(axis=1)))
 
 
-def test_tsv_evaluation_matches_keras_and_cshogi(tiny, shared_data, val_positions):
-    model_dir, export_dir = tiny
+def test_tsv_evaluation_matches_keras_and_cshogi(tiny_export, shared_data, val_positions):
+    model_dir, export_dir = tiny_export
     tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
     records, mask, labels = evaluate.tsv_inputs(str(tsv), "val")
     report = evaluate.evaluate(inference.PolicyModel(str(export_dir)), records, mask, labels)
@@ -98,8 +92,8 @@ def write_test_shards(data_dir, positions):
     shards.write_manifest(str(data_dir), {**manifest, "record_bytes": encoding.RECORD_BYTES})
 
 
-def test_cli_on_a_shard_directory(tiny, shared_data, val_positions, tmp_path):
-    export_dir = tiny[1]
+def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_path):
+    export_dir = tiny_export[1]
     write_test_shards(tmp_path / "shards", val_positions)
     tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
     expected = evaluate.evaluate(

@@ -11,41 +11,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TINY_CONFIG, numpy_probabilities
 
-from shogi_policy import encoding, export, network, shards, train
+from shogi_policy import encoding, export, network, shards
 
-TINY_CONFIG = network.NetworkConfig(blocks=1, filters=8, activation="relu")
-POLICY_BIAS_STDDEV = 1.5  # random-weight logits are nearly flat; a random bias makes the policy peaked
 OPENINGS = [
     "startpos",
     "startpos moves 7g7f 3c3d 2g2f 4c4d",
     "startpos moves 7g7f 3c3d 8h2b+ 3a2b B*4e",  # drops and a promoted bishop, White to move
 ]
-
-
-def export_tiny_model(tmp_path_factory):
-    """(trainer-like model dir, export dir) of a random tiny network, exported once per session by the CLI.
-
-    The model dir holds what the trainer leaves: network.json, a checkpoint and model.keras.
-    Shared by the export, inference, evaluate and USI tests (they import this helper).
-    """
-    model_dir = tmp_path_factory.getbasetemp() / "tiny_policy"
-    export_dir = model_dir / "export"
-    if not (export_dir / export.METADATA_FILENAME).exists():
-        model_dir.mkdir(exist_ok=True)
-        keras.utils.set_random_seed(0)
-        model = network.build_policy_model(TINY_CONFIG)
-        bias = model.get_layer("policy")
-        bias.set_weights([np.random.default_rng(0).normal(0, POLICY_BIAS_STDDEV, bias.bias.shape)])
-        model.save(model_dir / "model.keras")
-        (model_dir / train.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
-        tf.train.Checkpoint(model=model).save(model_dir / train.CHECKPOINT_DIR / "ckpt")
-        command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={model_dir}"]
-        result = subprocess.run(
-            [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, export_dir
 
 
 def cshogi_inputs(positions):
@@ -62,21 +36,9 @@ def cshogi_inputs(positions):
     return encoding.encode_boards(boards), mask
 
 
-def numpy_probabilities(logits, mask, temperature):
-    """Oracle: float64 softmax(logits / T) over the legal labels, 0 elsewhere."""
-    scaled = np.where(mask, logits.astype(np.float64) / temperature, -np.inf)
-    weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def saved_model(tiny):
-    return tf.saved_model.load(str(tiny[1]))
+def saved_model(tiny_export):
+    return tf.saved_model.load(str(tiny_export[1]))
 
 
 # Runs with TensorFlow alone: the SavedModel must not need shogi_policy (or cshogi) to load and serve.
@@ -107,8 +69,8 @@ _PLAIN_TF_SCRIPT = textwrap.dedent(
 )
 
 
-def test_signatures_served_by_plain_tensorflow_match_keras(tiny, tmp_path):
-    model_dir, export_dir = tiny
+def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path):
+    model_dir, export_dir = tiny_export
     records, mask = cshogi_inputs(OPENINGS)
     np.savez(tmp_path / "inputs.npz", records=records, mask=mask)
     result = subprocess.run(
@@ -140,8 +102,8 @@ def test_signatures_served_by_plain_tensorflow_match_keras(tiny, tmp_path):
     assert mask[np.arange(n), out["label"]].all()
 
 
-def test_metadata_describes_layout_and_network(tiny):
-    metadata = json.loads((tiny[1] / export.METADATA_FILENAME).read_text())
+def test_metadata_describes_layout_and_network(tiny_export):
+    metadata = json.loads((tiny_export[1] / export.METADATA_FILENAME).read_text())
     assert metadata["label_scheme"] == "dlshogi-2187"
     assert metadata["num_labels"] == encoding.NUM_MOVE_LABELS
     assert metadata["record_bytes"] == encoding.RECORD_BYTES
@@ -261,8 +223,8 @@ def test_float32_model_rebuilds_a_mixed_bfloat16_model():
     assert export.float32_model(clone) is clone
 
 
-def test_load_model_from_trainer_dir_or_keras_file(tiny):
-    model_dir = tiny[0]
+def test_load_model_from_trainer_dir_or_keras_file(tiny_export):
+    model_dir = tiny_export[0]
     records, _ = cshogi_inputs(OPENINGS)
     from_dir, config = export.load_model(model_dir=str(model_dir))
     from_file, same_config = export.load_model(keras_model=str(model_dir / "model.keras"))

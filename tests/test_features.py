@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import random_game_plies
 
 from shogi_policy import encoding, features
 
@@ -39,16 +40,11 @@ def oracle_planes(board):
 
 
 def random_boards(count, seed):
-    """Boards of positions along uniformly random games (captures, promotions, drops, checks)."""
-    rng = np.random.default_rng(seed)
-    board = cshogi.Board()
-    while count > 0:
-        if board.is_game_over() or board.move_number > 300:
-            board = cshogi.Board()
-        yield board
-        count -= 1
-        legal = list(board.legal_moves)
-        board.push(legal[rng.integers(len(legal))])
+    """Boards of positions along uniformly random games (captures, promotions, drops, checks).
+
+    Games are cut after 300 plies; each Board is advanced once the next one is asked for.
+    """
+    return (board for _, board, _ in itertools.islice(random_game_plies(seed, max_plies=300), count))
 
 
 def floodgate_boards(shared_data):

@@ -7,7 +7,7 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 import pytest
-from test_export import export_tiny_model, numpy_probabilities
+from conftest import numpy_probabilities
 
 from shogi_policy import encoding, inference
 
@@ -16,8 +16,8 @@ MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    return inference.PolicyModel(str(export_tiny_model(tmp_path_factory)[1]))
+def policy(tiny_export):
+    return inference.PolicyModel(str(tiny_export[1]))
 
 
 def cshogi_board(position):

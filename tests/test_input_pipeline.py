@@ -1,8 +1,10 @@
 """shogi_policy.input_pipeline on small shard directories of real positions from random cshogi games."""
 
-import cshogi
+import itertools
+
 import numpy as np
 import pytest
+from conftest import random_game_plies
 
 from shogi_policy import encoding, input_pipeline, shards
 
@@ -11,19 +13,14 @@ SHARD_LENGTHS = (100, 37, 64, 3)  # 204 positions; tails shorter than a chunk, o
 
 
 def random_positions(count, seed):
-    """uint8 [count, 100] records of positions from random games, with random labels and results."""
-    rng = np.random.default_rng(seed)
+    """uint8 [count, 100] records of positions from random games (cut at 150 plies), random labels and results."""
     boards, hands, turns = [], [], []
-    board = cshogi.Board()
-    while len(boards) < count:
-        if board.is_game_over() or board.move_number > 150:
-            board = cshogi.Board()
+    for _, board, _ in itertools.islice(random_game_plies(seed, max_plies=150), count):
         pieces, hand = encoding.board_arrays(board)
         boards.append(pieces)
         hands.append(hand)
         turns.append(board.turn)
-        legal = list(board.legal_moves)
-        board.push(legal[rng.integers(len(legal))])
+    rng = np.random.default_rng(seed)
     return encoding.pack_records(
         boards,
         hands,
@@ -117,7 +114,9 @@ def test_static_shapes_and_targets(shard_dir, value_targets):
         str(directory), "train", 8, seed=0, value_targets=value_targets, chunk_records=CHUNK
     )
     spec_records, spec_target = dataset.element_spec
-    assert spec_records.shape == (8, encoding.RECORD_BYTES) and spec_records.dtype.name == "uint8"
+    assert (
+        spec_records.shape == (8, encoding.RECORD_BYTES) and spec_records.dtype.name == "int32"
+    )  # TPUs take no uint8
     policy_spec = spec_target["policy"] if value_targets else spec_target
     assert policy_spec.shape == (8,) and policy_spec.dtype.name == "int32"
     for records, target in dataset.take(5):

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import tensorflow_datasets as tfds
-from test_train import parse_flags
+from conftest import parse_flags
 
 from shogi_policy import mnist, train
 
@@ -13,7 +13,7 @@ def test_mnist_trains_and_restores_under_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=96):
         assert mnist.num_examples("test") == 96
         images, labels = next(iter(mnist.make_dataset("train", 16, seed=0)))
-        assert images.dtype == "uint8" and tuple(images.shape) == (16, 28, 28, 1)
+        assert images.dtype == "float32"  # TPUs take no uint8 and tuple(images.shape) == (16, 28, 28, 1)
         assert labels.dtype == "int32" and tuple(labels.shape) == (16,)
         options = parse_flags(dataset="mnist", model_dir=tmp_path / "run", steps=6, steps_per_epoch=3, seed=0)
         metrics = train.train(options)

@@ -5,38 +5,9 @@ import cshogi.dlshogi
 import keras
 import numpy as np
 import pytest
+from conftest import random_game_records
 
 from shogi_policy import encoding, network
-
-
-def random_game_records(num_games, max_plies, seed):
-    """Records uint8 [N, 100] of uniformly random cshogi games (results from the final position)."""
-    rng = np.random.default_rng(seed)
-    boards, hands, turns, labels, results, game_ids = [], [], [], [], [], []
-    for game in range(num_games):
-        board = cshogi.Board()
-        start = len(turns)
-        for _ in range(max_plies):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            move = moves[rng.integers(len(moves))]
-            pieces, hand = encoding.board_arrays(board)
-            boards.append(pieces)
-            hands.append(hand)
-            turns.append(board.turn)
-            labels.append(cshogi.dlshogi.make_move_label(move, board.turn))
-            board.push(move)
-        # Mated side to move lost; unfinished games count as draws.
-        loser = board.turn if board.is_game_over() else None
-        for turn in turns[start:]:
-            results.append(
-                encoding.RESULT_DRAW
-                if loser is None
-                else (encoding.RESULT_LOSS if turn == loser else encoding.RESULT_WIN)
-            )
-        game_ids.extend([game] * (len(turns) - start))
-    return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
 
 
 def _identity_batch_norm(layer):
@@ -129,3 +100,9 @@ def test_keras_file_round_trip(tmp_path):
     reloaded = keras.models.load_model(path)
     for key in ("policy", "value"):
         np.testing.assert_allclose(reloaded(records)[key], model(records)[key], atol=1e-6)
+
+
+def test_model_takes_int32_records_for_the_tpu():
+    """TPUs take no uint8 tensors, so the network's input (what tf.data feeds) is int32."""
+    model = network.build_policy_model(network.PRESETS["cpu"])
+    assert model.inputs[0].dtype == "int32"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from test_network import random_game_records
+from conftest import parse_flags, random_game_records
 
 from shogi_policy import encoding, losses, shards, strategy, train
 
@@ -43,15 +43,6 @@ def random_shards(tmp_path_factory):
             "test": random_game_records(num_games=8, max_plies=40, seed=11),
         },
     )
-
-
-def parse_flags(**values):
-    """Trainer FlagValues parsed from --name=value pairs (tiny network by default)."""
-    defaults = {"preset": "cpu", "blocks": 1, "filters": 16, "batch_size": 32, "strategy": "default"}
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
-    flag_values(["shogi-policy-train", *(f"--{k}={v}" for k, v in {**defaults, **values}.items())])
-    return flag_values
 
 
 class Interrupt(keras.callbacks.Callback):

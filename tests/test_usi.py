@@ -11,7 +11,6 @@ import cshogi.dlshogi
 import keras
 import pytest
 from cshogi.usi import Engine
-from test_export import export_tiny_model
 
 from shogi_policy import encoding
 
@@ -19,11 +18,6 @@ FAIRY_STOCKFISH = Path("/usr/games/fairy-stockfish")
 MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
 # Black king in the enemy camp with 20 pieces there and 40 points: declarable (CSA 27-point rule).
 NYUGYOKU_SFEN = "GGGGK4/SSSS1LLL1/PPPPPPPPP/9/9/9/9/9/k8 b RRBB 1"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return export_tiny_model(tmp_path_factory)
 
 
 def engine_command(export_dir=None):
@@ -41,8 +35,8 @@ def greedy_move(keras_model, position):
     return cshogi.move_to_usi(best)
 
 
-def test_protocol_session(tiny):
-    model_dir, export_dir = tiny
+def test_protocol_session(tiny_export):
+    model_dir, export_dir = tiny_export
     assert cshogi.Board(NYUGYOKU_SFEN).is_nyugyoku() and not cshogi.Board(MATED_SFEN).legal_moves
     sampled_game = ["usinewgame", "position startpos", "go", "position startpos moves 2g2f", "go"]
     script = [
@@ -149,9 +143,11 @@ def play_game(ours, theirs, opening, ours_black, max_plies):
 
 
 @pytest.mark.skipif(not os.access(FAIRY_STOCKFISH, os.X_OK), reason="fairy-stockfish not installed")
-def test_games_against_fairy_stockfish(tiny, shared_data, tmp_path):
+def test_games_against_fairy_stockfish(tiny_export, shared_data, tmp_path):
     launcher = tmp_path / "shogi-policy-usi"
-    launcher.write_text("#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in engine_command(tiny[1])) + "\n")
+    launcher.write_text(
+        "#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in engine_command(tiny_export[1])) + "\n"
+    )
     launcher.chmod(0o755)
     openings = (shared_data / "floodgate_openings" / "records2016_10818.sfen").read_text().splitlines()
     ours, theirs = Engine(str(launcher), connect=False), Engine(str(FAIRY_STOCKFISH), connect=False)
