@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data, on a 2-core CPU in about 12 minutes:
+# The main job on the embedded default data, on a 2-core CPU in 7-14 minutes:
 # records -> shards -> train -> SavedModel -> a move sampled from the start position -> held-out accuracy.
 #
 #   bash scripts/run_default_job.sh [OUT_DIR]     (default runs/default)
@@ -18,7 +18,7 @@ fi
 
 # The 'cpu' preset (3 blocks x 64 filters); AdamW with warm-up and cosine decay learns fastest in a short run.
 shogi-policy-train --data_dir="$OUT/shards" --model_dir="$OUT/model" --preset=cpu \
-  --batch_size=256 --steps=600 --steps_per_epoch=100 --eval_steps=20 \
+  --batch_size=256 --steps=450 --steps_per_epoch=75 --eval_steps=20 \
   --optimizer=adamw --learning_rate=0.002 --warmup_steps=20 --checkpoint_every=100 --seed=1
 
 shogi-policy-export --model_dir="$OUT/model" --export_dir="$OUT/export"
