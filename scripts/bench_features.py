@@ -1,20 +1,29 @@
 """dlshogi feature planes: the in-graph DlshogiFeatures layer beside cshogi's make_input_features.
 
 Same positions (from seeded random games) in the same run: cshogi fills preallocated float32 arrays
-one position at a time (one core); the layer runs on batches under tf.function, plain and with
-jit_compile=True (XLA), on all cores TensorFlow is given. The three take turns, pass after pass, and
-each reports its median pass, so load from other processes hits them alike.
+one position at a time (one core); the layer runs on batches under tf.function, plain (the layer's
+own two XLA computations) and inside an outer jit_compile=True (XLA fuses the whole layer as it likes),
+on all cores TensorFlow is given. They take turns, pass after pass, and each reports its median pass,
+so load from other processes hits them alike.
 
 The layer's planes stay in the TF tensor it returns, as they do when the next layer consumes them:
 EagerTensor.numpy() would add a copy of 39 MB per 1024 positions into fresh memory. cshogi is timed
 twice: into freshly zeroed arrays (each page is first touched, and faulted in, during the timing, as
 for a pipeline that allocates every batch) and into arrays it filled before (reused, already mapped).
-The layer allocates its output tensor anew every call, like the first.
+
+The layer's output tensor is allocated anew every call. TF's default CPU allocator takes a block that
+large from the OS each time (glibc mmap above 32 MB) and faults its pages in again, which costs about
+as much as computing the planes; TF's BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=true) reuses freed
+blocks, as cshogi's reused arrays do. The allocator is fixed when TensorFlow starts, so each is
+measured in a child process of its own.
 
   python scripts/bench_features.py
 """
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 import cshogi
@@ -60,7 +69,8 @@ def layer_seconds(compute, batches):
     return time.perf_counter() - start
 
 
-def run(quick: bool = False) -> list[dict]:
+def measure(quick: bool, allocator: str) -> list[dict]:
+    """Rows of one process; allocator names the TF CPU allocator it was started with."""
     sfens = random_sfens(2 * BATCH if quick else 8 * BATCH)
     boards = [cshogi.Board(sfen) for sfen in sfens]
     records = encoding.encode_boards(boards)
@@ -85,7 +95,7 @@ def run(quick: bool = False) -> list[dict]:
     rates = {name: len(boards) / float(np.median(times)) for name, times in seconds.items()}
     note = (
         f"{len(sfens)} random-game positions, batch {BATCH}, {os.cpu_count()} cores, median of {passes}"
-        f" interleaved passes, load average {os.getloadavg()[0]:.1f}"
+        f" interleaved passes, load average {os.getloadavg()[0]:.1f}, TF {allocator} allocator"
     )
     rows = [
         {
@@ -102,9 +112,10 @@ def run(quick: bool = False) -> list[dict]:
         },
     ]
     for name in layers:
+        name_as_run = f"{name}, {allocator} allocator"
         rows.append(
             {
-                "benchmark": f"DlshogiFeatures {name}",
+                "benchmark": f"DlshogiFeatures {name_as_run}",
                 "value": round(rates[name]),
                 "unit": "positions/s",
                 "note": note,
@@ -112,7 +123,7 @@ def run(quick: bool = False) -> list[dict]:
         )
         rows.append(
             {
-                "benchmark": f"DlshogiFeatures {name} / cshogi",
+                "benchmark": f"DlshogiFeatures {name_as_run} / cshogi",
                 "value": round(rates[name] / rates["cshogi"], 2),
                 "unit": "ratio",
                 "note": "same positions, same run",
@@ -120,7 +131,7 @@ def run(quick: bool = False) -> list[dict]:
         )
         rows.append(
             {
-                "benchmark": f"DlshogiFeatures {name} / cshogi reused arrays",
+                "benchmark": f"DlshogiFeatures {name_as_run} / cshogi reused arrays",
                 "value": round(rates[name] / rates["cshogi reused"], 2),
                 "unit": "ratio",
                 "note": "same positions, same run",
@@ -129,7 +140,26 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
+ALLOCATORS = {"BFC": "true", "default": "false"}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows of one child process per TF CPU allocator (cshogi's rows from the first only)."""
+    rows = []
+    for allocator, use_bfc in ALLOCATORS.items():
+        env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC=use_bfc, TF_CPP_MIN_LOG_LEVEL="2")
+        command = [sys.executable, __file__, "--child", allocator] + (["--quick"] if quick else [])
+        child = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        child_rows = json.loads(child.stdout.splitlines()[-1])
+        rows += [row for row in child_rows if not rows or not row["benchmark"].startswith("cshogi")]
+    return rows
+
+
 if __name__ == "__main__":
     tf.get_logger().setLevel("ERROR")
-    for row in run():
-        print(row)
+    if "--child" in sys.argv:
+        allocator = sys.argv[sys.argv.index("--child") + 1]
+        print(json.dumps(measure("--quick" in sys.argv, allocator)))
+    else:
+        for row in run("--quick" in sys.argv):
+            print(row)

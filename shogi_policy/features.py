@@ -14,13 +14,19 @@ When White is to move the board is rotated (sq -> 80 - sq) and the colours swapp
 cshogi computes attacks on the unrotated board and rotates them; rotation plus colour swap is a
 symmetry of the rules, so computing on the rotated board (side to move = Black) is the same.
 
-How attacks are computed without per-piece loops: for every square s and each of 8 directions
-the nearest piece on the ray leading to s (one gather of uint8 keys 32 * (distance - 1) + code and
-one reduce_min) is the only piece that can attack s from that direction, steps and slides alike;
-a lookup table over (direction, key) says whether it does and gives its class bit. Knight jumps
-are 4 more 'directions' of length 1. Per direction at most one piece attacks, so the 12 class
-bits OR-ed give the 28 attack planes and their count per colour the attacker counts. All 119
-planes are packed into 4 int32 words per square and unpacked elementwise at the end.
+How: bitboards, batch-minor. A file of one piece class is a 9-bit rank mask; three classes share an
+int32 word as 9-bit lanes, so a tensor [10 words, 9 files, B] holds the 28 piece classes (side to
+move's 14, then the opponent's) of a batch. Moving a bitboard along (d_file, d_rank) is a masked bit
+shift plus a pad along the file axis; sliders fill through empty squares by Kogge-Stone doubling
+(3 rounds reach 7 squares, the final move the 8th). For each of the 12 moves (8 king directions, 4
+knight jumps) at most one piece attacks a square from that direction, so the per-move unions of
+each colour feed 3-bit saturating counters: the 'attacked by >= 1, 2, 3' planes. Every plane ends
+as a rank mask per (position, file) and one elementwise op spreads the masks into float planes.
+
+On CPU and GPU the layer runs as two XLA computations of its own, even in a model that is not
+compiled: one computes the masks [B, 9, 119] (small), one writes the float planes (large). A
+boundary between them matters: fused, XLA recomputes mask arithmetic for each of the 9 ranks of
+the output (2-3x slower on CPU). Under TPUStrategy the whole step is one XLA program anyway.
 """
 
 import keras
@@ -39,8 +45,12 @@ NUM_FEATURES = FEATURES1_NUM + FEATURES2_NUM  # 119
 
 _WHITE_FLAG = 16  # cshogi piece code of a White piece = Black code + 16
 _KING = 8
-_MAX_RAY = 8
-_EMPTY_KEY = 255  # ray key of 'no piece', above every 32 * (distance - 1) + code
+_NUM_CLASSES = 2 * NUM_PIECE_TYPES  # class k: side to move's type k + 1 (k < 14), else opponent's
+_RANKS = 9
+_FULL = (1 << _RANKS) - 1  # one file, all ranks
+_CHECK_CHANNEL = NUM_FEATURES - 1
+_KING_CHANNEL = _KING - 1  # side to move's king piece plane
+_OPPONENT_ATTACKED_CHANNEL = FEATURES1_NUM - MAX_ATTACK_NUM  # opponent's 'attackers >= 1' plane
 
 # Piece types (cshogi codes 1..14) and their moves for Black, as (d_file, d_rank); Black moves
 # towards rank 0. White moves are the same with d_rank negated.
@@ -64,72 +74,97 @@ _STEPS = {
     14: _DIAGONAL,  # dragon: steps besides its orthogonal slides
 }
 _SLIDES = {2: (_UP,), 5: _DIAGONAL, 6: _ORTHOGONAL, 13: _DIAGONAL, 14: _ORTHOGONAL}
-_DIRECTIONS = _ORTHOGONAL + _DIAGONAL + _KNIGHT  # rays first, then the 4 one-step knight jumps
-_NUM_DIRECTIONS = len(_DIRECTIONS)  # 12
-_OWN_BITS = (1 << NUM_PIECE_TYPES) - 1  # attack/piece class bits 0..13: side to move, 14..27: opponent
+_MOVES = _ORTHOGONAL + _DIAGONAL + _KNIGHT
+
+# Lanes: per colour, the sliding types in 2 words, the others in 3 (a word holds 3 classes; -1 = unused).
+_LANES = 3
+_SLIDING_TYPES = (2, 5, 6, 13, 14)
+_STEPPING_TYPES = (1, 3, 4, 7, 8, 9, 10, 11, 12)
 
 
-def _sources():
-    """Squares behind each target square from which a piece moving in a direction reaches it.
-
-    Returns:
-      rays int32 [8, 8 * 81]: square at distance k + 1 behind (ray direction, target), and
-      knights int32 [4 * 81]: knight jump sources; 81 = off board.
-    """
-    sources = np.full((_MAX_RAY, _NUM_DIRECTIONS, encoding.NUM_SQUARES), encoding.NUM_SQUARES, np.int32)
-    for d, (d_file, d_rank) in enumerate(_DIRECTIONS):
-        for sq in range(encoding.NUM_SQUARES):
-            for k in range(_MAX_RAY):
-                file, rank = sq // 9 - (k + 1) * d_file, sq % 9 - (k + 1) * d_rank
-                if 0 <= file < 9 and 0 <= rank < 9:
-                    sources[k, d, sq] = file * 9 + rank
-    num_rays = len(_DIRECTIONS) - len(_KNIGHT)
-    return sources[:, :num_rays].reshape(_MAX_RAY, -1), sources[0, num_rays:].reshape(-1)
+def _word_layout():
+    """int [10, 3]: class in each lane of each word (-1: unused); side to move's words first."""
+    lanes = []
+    for colour in range(2):
+        for types in (_SLIDING_TYPES, _STEPPING_TYPES):
+            classes = [colour * NUM_PIECE_TYPES + piece_type - 1 for piece_type in types]
+            lanes += classes + [-1] * (-len(classes) % _LANES)
+    return np.array(lanes).reshape(-1, _LANES)
 
 
-def _piece_class(code):
-    """Class bit index of a (oriented) piece code: 0..13 side to move, 14..27 opponent."""
-    return (code & 15) - 1 + NUM_PIECE_TYPES * (code >> 4)
+_WORD_LAYOUT = _word_layout()
+_NUM_WORDS = len(_WORD_LAYOUT)  # 10
+_OWN_WORDS = _NUM_WORDS // 2
 
 
-def _attack_table():
-    """int32 [12 * 256]: class bit of the attack on a square by the nearest piece on a ray towards it.
-
-    Index: direction * 256 + ray key of that piece (32 * (distance - 1) + code; _EMPTY_KEY: no piece).
-    """
-    table = np.zeros((_NUM_DIRECTIONS, 256), np.int64)
-    for key in range(_EMPTY_KEY):
-        distance, code = key // 32 + 1, key % 32
-        piece_type, white = code & 15, code >> 4
-        if not 1 <= piece_type <= NUM_PIECE_TYPES:
-            continue
-        for d, direction in enumerate(_DIRECTIONS):
-            # White moves are Black's mirrored in rank.
-            move = (direction[0], -direction[1]) if white else direction
-            if move in _SLIDES.get(piece_type, ()) or (distance == 1 and move in _STEPS.get(piece_type, ())):
-                table[d, key] = 1 << _piece_class(code)
-    return table.reshape(-1).astype(np.int32)
+def _class_code(k):
+    """Oriented cshogi code of class k."""
+    return k % NUM_PIECE_TYPES + 1 + _WHITE_FLAG * (k // NUM_PIECE_TYPES)
 
 
-def _piece_table():
-    """int32 [32]: class bit of each piece code (0 for empty and unused codes)."""
-    table = np.zeros(32, np.int64)
-    for code in range(1, 31):
-        if 1 <= code & 15 <= NUM_PIECE_TYPES:
-            table[code] = 1 << _piece_class(code)
-    return table.astype(np.int32)
+def _move_classes():
+    """bool [12, 28] twice: class k steps (resp. slides) along move m."""
+    steps = np.zeros((len(_MOVES), _NUM_CLASSES), bool)
+    slides = np.zeros((len(_MOVES), _NUM_CLASSES), bool)
+    for k in range(_NUM_CLASSES):
+        piece_type, opponent = k % NUM_PIECE_TYPES + 1, k >= NUM_PIECE_TYPES
+        for m, (d_file, d_rank) in enumerate(_MOVES):
+            black_move = (d_file, -d_rank) if opponent else (d_file, d_rank)  # the opponent is White
+            steps[m, k] = black_move in _STEPS.get(piece_type, ())
+            slides[m, k] = black_move in _SLIDES.get(piece_type, ())
+    return steps, slides
 
 
-_RAY_SOURCES, _KNIGHT_SOURCES = _sources()
-_NUM_GATHER_SQUARES = encoding.NUM_SQUARES + 1  # with the off-board square
-# Ray keys sort by distance first, so the minimum over a ray is its nearest piece.
-_DISTANCE_KEYS = (32 * np.arange(_MAX_RAY, dtype=np.int32))[:, None, None]
-_RAY_KEY_INDEX = _RAY_SOURCES + _NUM_GATHER_SQUARES * np.arange(_MAX_RAY, dtype=np.int32)[:, None]
-_TABLE_OFFSETS = np.repeat(256 * np.arange(_NUM_DIRECTIONS, dtype=np.int32), encoding.NUM_SQUARES)[:, None]
-_ATTACK_TABLE = _attack_table()
-_PIECE_TABLE = _piece_table()
-_HAND_MAX = np.array(HAND_MAX, np.int32)
-_HAND_OFFSETS = np.cumsum((0,) + HAND_MAX[:-1]).astype(np.int32)
+def _class_lanes():
+    """{class: (word, bit offset of its lane)} for the 28 classes."""
+    return {
+        k: (word, _RANKS * lane)
+        for word, lane_classes in enumerate(_WORD_LAYOUT)
+        for lane, k in enumerate(lane_classes)
+        if k >= 0
+    }
+
+
+_CLASS_LANES = _class_lanes()
+
+
+def _lane_masks(classes):
+    """int32 [10]: the lanes of the classes where classes (bool [28]) is True."""
+    masks = np.zeros(_NUM_WORDS, np.int64)
+    for k, (word, offset) in _CLASS_LANES.items():
+        if classes[k]:
+            masks[word] |= _FULL << offset
+    return masks.astype(np.int32)
+
+
+def _code_lookup():
+    """int32 [32] twice: word and bit offset of the lane of each oriented code (empty: no word)."""
+    words = np.full(32, _NUM_WORDS, np.int32)
+    offsets = np.zeros(32, np.int32)
+    for k, (word, offset) in _CLASS_LANES.items():
+        words[_class_code(k)], offsets[_class_code(k)] = word, offset
+    return words, offsets
+
+
+def _channel_lanes():
+    """int32 [62] twice: row (of the 26: pieces, attacks, counters) and bit offset of each features1 channel."""
+    rows, offsets = [], []
+    for colour in range(2):
+        lanes = [_CLASS_LANES[k] for k in range(colour * NUM_PIECE_TYPES, (colour + 1) * NUM_PIECE_TYPES)]
+        rows += [word for word, _ in lanes] + [_NUM_WORDS + word for word, _ in lanes]
+        rows += [2 * _NUM_WORDS + MAX_ATTACK_NUM * colour + i for i in range(MAX_ATTACK_NUM)]
+        offsets += [offset for _, offset in lanes] * 2 + [0] * MAX_ATTACK_NUM
+    return np.array(rows, np.int32), np.array(offsets, np.int32)
+
+
+_STEP_CLASSES, _SLIDE_CLASSES = _move_classes()
+_CODE_WORD, _CODE_OFFSET = _code_lookup()
+_CHANNEL_WORD, _CHANNEL_OFFSET = _channel_lanes()
+_RANK_BITS = (1 << np.arange(_RANKS, dtype=np.int32))[:, None]  # [9, 1]: broadcasts over the batch
+_HAND_COLUMN = np.concatenate(
+    [np.repeat(np.arange(7), HAND_MAX), 7 + np.repeat(np.arange(7), HAND_MAX)]
+).astype(np.int32)
+_HAND_THRESHOLD = np.concatenate([np.arange(n) for n in HAND_MAX] * 2).astype(np.int32)
 
 
 def _oriented_position(records):
@@ -151,87 +186,139 @@ def _oriented_position(records):
     return codes, own, opponent
 
 
-def _attack_words(codes):
-    """Attack class bits and attacker counts of every square.
+def _shift(words, move):
+    """Bitboards int32 [W, 9, B] (lanes of 9-bit rank masks per file) moved by (d_file, d_rank).
 
-    Computed batch-minor so that the ray gathers copy whole rows of B values (much faster on CPU),
-    on uint8 ray keys (32 * (distance - 1) + code < 255) to keep the largest tensors small.
+    Ranks that would leave the board are masked off before the bit shift, so no lane spills into the next.
+    """
+    d_file, d_rank = move
+    kept = _FULL >> d_rank if d_rank > 0 else (_FULL >> -d_rank) << -d_rank
+    kept = sum(kept << (_RANKS * lane) for lane in range(_LANES))
+    if d_rank > 0:
+        words = tf.bitwise.left_shift(words & kept, d_rank)
+    elif d_rank < 0:
+        words = tf.bitwise.right_shift(words & kept, -d_rank)
+    if d_file > 0:
+        words = tf.pad(words[:, : _RANKS - d_file], [[0, 0], [d_file, 0], [0, 0]])
+    elif d_file < 0:
+        words = tf.pad(words[:, -d_file:], [[0, 0], [0, -d_file], [0, 0]])
+    return words
+
+
+def _fill(words, empty, move):
+    """Kogge-Stone occluded fill: squares reachable from the pieces along move through empty squares (<= 7)."""
+    for distance in (1, 2, 4):
+        step = (distance * move[0], distance * move[1])
+        words |= empty & _shift(words, step)
+        if distance < 4:
+            empty &= _shift(empty, step)
+    return words
+
+
+def _fold_lanes(words):
+    """int32 [..., 9, B]: OR of the 3 lanes of each word."""
+    return (words | tf.bitwise.right_shift(words, _RANKS) | tf.bitwise.right_shift(words, 2 * _RANKS)) & _FULL
+
+
+def _piece_words(board):
+    """Piece bitboards int32 [10, 9, B] of oriented codes board int32 [9 files, 9 ranks, B]."""
+    word = tf.gather(_CODE_WORD, board)
+    bit = tf.bitwise.left_shift(
+        1, tf.gather(_CODE_OFFSET, board) + np.arange(_RANKS, dtype=np.int32)[:, None]
+    )
+    in_word = word[None] == np.arange(_NUM_WORDS, dtype=np.int32)[:, None, None, None]
+    return tf.reduce_sum(tf.where(in_word, bit, 0), axis=2)  # one piece per square: the sum is an OR
+
+
+def _attack_words(pieces, empty):
+    """Attack bitboards and attacker-count thermometers.
 
     Args:
-      codes: int32 [B, 81] oriented piece codes.
+      pieces: int32 [10, 9, B] piece words; empty: int32 [1, 9, B] empty squares in every lane.
     Returns:
-      int32 [B, 81, 3]: attack bits (bit = class of an attacking piece), own and opponent counts.
+      int32 [10, 9, B] attack words (lane of class k: squares class k attacks) and
+      int32 [6, 9, B]: squares attacked by >= 1, 2, 3 pieces of the side to move, then of the opponent.
     """
-    padded = tf.transpose(tf.pad(codes, [[0, 0], [0, 1]]))[None]  # [1, 82, B]; square 81: off board
-    keys = tf.where(padded > 0, padded + _DISTANCE_KEYS, _EMPTY_KEY)  # [8, 82, B]: key at distance 1..8
-    keys = tf.reshape(tf.cast(keys, tf.uint8), [_MAX_RAY * _NUM_GATHER_SQUARES, -1])
-    nearest = tf.reduce_min(tf.gather(keys, _RAY_KEY_INDEX, axis=0), axis=0)  # [8 * 81, B]
-    knights = tf.gather(keys, _KNIGHT_SOURCES, axis=0)  # [4 * 81, B]: distance 1 only
-    index = tf.cast(tf.concat([nearest, knights], axis=0), tf.int32) + _TABLE_OFFSETS
-    bits = tf.reshape(tf.gather(_ATTACK_TABLE, index), [_NUM_DIRECTIONS, encoding.NUM_SQUARES, -1])
-    attack_bits = bits[0]
-    for d in range(1, _NUM_DIRECTIONS):
-        attack_bits |= bits[d]
-    own = tf.reduce_sum(tf.cast((bits & _OWN_BITS) != 0, tf.int32), axis=0)
-    opponent = tf.reduce_sum(tf.cast(bits > _OWN_BITS, tf.int32), axis=0)
-    return tf.transpose(tf.stack([attack_bits, own, opponent]), [2, 1, 0])
+    attacks = [None] * _NUM_WORDS
+    counters = [[], []]
+    for m, move in enumerate(_MOVES):
+        movers, sliders = _lane_masks(_STEP_CLASSES[m] | _SLIDE_CLASSES[m]), _lane_masks(_SLIDE_CLASSES[m])
+        filled = np.flatnonzero(sliders)  # only words with sliders along the move pay for the fill
+        stepped = np.flatnonzero((movers != 0) & (sliders == 0))
+        parts = []
+        if len(filled):
+            start = tf.gather(pieces, filled) & movers[filled][:, None, None]
+            parts.append(_fill(start, empty & sliders[filled][:, None, None], move))
+        if len(stepped):
+            parts.append(tf.gather(pieces, stepped) & movers[stepped][:, None, None])
+        moved = _shift(tf.concat(parts, axis=0), move)
+        unions = [None, None]  # per colour: squares attacked along this move; at most one attacker each
+        for row, word in enumerate(np.concatenate([filled, stepped])):
+            attacks[word] = moved[row] if attacks[word] is None else attacks[word] | moved[row]
+            colour = int(word >= _OWN_WORDS)
+            unions[colour] = moved[row] if unions[colour] is None else unions[colour] | moved[row]
+        for colour, union in enumerate(unions):
+            if union is None:
+                continue
+            union = _fold_lanes(union)
+            if not counters[colour]:
+                counters[colour] = [union, tf.zeros_like(union), tf.zeros_like(union)]
+            else:
+                at_least_1, at_least_2, at_least_3 = counters[colour]
+                counters[colour] = [
+                    at_least_1 | union,
+                    at_least_2 | (at_least_1 & union),
+                    at_least_3 | (at_least_2 & union),
+                ]
+    return tf.stack(attacks), tf.stack(counters[0] + counters[1])
 
 
-def _hand_bits(hand):
-    """int32 [B]: hand planes as bits (plane offset + k set when count > k). hand: int32 [B, 7]."""
-    counts = tf.minimum(hand, _HAND_MAX)
-    return tf.reduce_sum(tf.bitwise.left_shift(tf.bitwise.left_shift(1, counts) - 1, _HAND_OFFSETS), axis=1)
+def _plane_masks(records):
+    """Rank masks of every plane: int32 [B, 9, 119], bit r of [b, f, c] = plane c at (file f, rank r).
 
-
-def _colour_word(piece_bits, attack_bits, count):
-    """int32: one colour's 31 features1 planes as bits 0..30 (14 pieces, 14 attacks, count >= 1..3)."""
-    thermometer = tf.bitwise.left_shift(1, tf.minimum(count, MAX_ATTACK_NUM)) - 1
-    return (
-        piece_bits
-        | tf.bitwise.left_shift(attack_bits, NUM_PIECE_TYPES)
-        | tf.bitwise.left_shift(thermometer, 2 * NUM_PIECE_TYPES)
-    )
-
-
-def dlshogi_feature_words(records):
-    """dlshogi planes packed as bits: int32 [B, 81, 4], square-major (sq = file * 9 + rank).
-
-    Words: side to move's features1 (31 bits), opponent's features1 (31), side to move's hand (28),
-    opponent's hand plus the in-check plane (29); plane order within a word is cshogi's channel order.
+    The in-check plane is left empty: _spread_planes derives it from two other planes.
 
     Args:
       records: uint8 or int32 [B, 100] compact records (shogi_policy.encoding).
     """
     codes, own_hand, opponent_hand = _oriented_position(records)
-    attacks = _attack_words(codes)
-    attack_bits, own_count, opponent_count = attacks[:, :, 0], attacks[:, :, 1], attacks[:, :, 2]
-    piece_bits = tf.gather(_PIECE_TABLE, codes)
-    king = codes == _KING  # side to move's king
-    in_check = tf.cast(tf.reduce_any(king & (opponent_count > 0), axis=1), tf.int32)
-    own_word = _colour_word(piece_bits & _OWN_BITS, attack_bits & _OWN_BITS, own_count)
-    opponent_word = _colour_word(
-        tf.bitwise.right_shift(piece_bits, NUM_PIECE_TYPES),
-        tf.bitwise.right_shift(attack_bits, NUM_PIECE_TYPES),
-        opponent_count,
+    board = tf.transpose(tf.reshape(codes, [-1, 9, _RANKS]), [1, 2, 0])  # [9 files, 9 ranks, B]
+    pieces = _piece_words(board)
+    empty = _FULL ^ tf.reduce_sum(tf.where(board > 0, _RANK_BITS, 0), axis=1)  # [9, B]
+    empty = (empty | tf.bitwise.left_shift(empty, _RANKS) | tf.bitwise.left_shift(empty, 2 * _RANKS))[None]
+    attacks, counters = _attack_words(pieces, empty)
+    rows = tf.concat([pieces, attacks, counters], axis=0)  # [26, 9, B]
+    square = tf.bitwise.right_shift(tf.gather(rows, _CHANNEL_WORD), _CHANNEL_OFFSET[:, None, None]) & _FULL
+    hands = tf.transpose(tf.concat([own_hand, opponent_hand], axis=1))  # [14, B]
+    hand = tf.where(tf.gather(hands, _HAND_COLUMN) > _HAND_THRESHOLD[:, None], _FULL, 0)  # [56, B]
+    position = tf.concat([hand, tf.zeros_like(hand[:1])], axis=0)  # [57, B]
+    position = tf.broadcast_to(position[:, None], [FEATURES2_NUM, 9, tf.shape(position)[1]])
+    return tf.transpose(tf.concat([square, position], axis=0), [2, 1, 0])
+
+
+def _spread_planes(masks, dtype):
+    """Planes [B, 9, 9, 119] of dtype from _plane_masks [B, 9, 119], with the in-check plane."""
+    in_check = tf.reduce_any(
+        (masks[:, :, _KING_CHANNEL] & masks[:, :, _OPPONENT_ATTACKED_CHANNEL]) != 0, axis=1
     )
-    hand_words = tf.stack(
-        [_hand_bits(own_hand), _hand_bits(opponent_hand) | in_check * (1 << HAND_PLANES)], 1
-    )
-    hand_words = tf.broadcast_to(hand_words[:, None, :], [tf.shape(codes)[0], encoding.NUM_SQUARES, 2])
-    return tf.concat([tf.stack([own_word, opponent_word], axis=2), hand_words], axis=2)
+    check_plane = (np.arange(NUM_FEATURES) == _CHECK_CHANNEL) & in_check[:, None, None]
+    masks |= tf.where(check_plane, _FULL, 0)
+    bits = tf.bitwise.bitwise_and(masks[:, :, None, :], _RANK_BITS)  # [B, 9 files, 9 ranks, 119]
+    return tf.where(bits != 0, tf.constant(1, dtype), tf.constant(0, dtype))
 
 
-def unpack_planes(words, dtype):
-    """Planes [B, 81, 119] of the given dtype from dlshogi_feature_words [B, 81, 4] (elementwise, fusable).
+_plane_masks_xla = tf.function(_plane_masks, jit_compile=True)
+_spread_planes_xla = tf.function(_spread_planes, jit_compile=True)
 
-    Bits are unpacked from uint8 bytes: 4x less memory traffic than int32 where ops are not fused.
+
+def dlshogi_feature_planes(records, dtype=tf.float32):
+    """dlshogi planes [B, 9, 9, 119] (NHWC, H = file, W = rank) of records uint8/int32 [B, 100].
+
+    Two XLA computations of their own on CPU and GPU; plain ops under TPUStrategy, whose step is compiled whole.
     """
-    shifts = np.arange(0, 32, 8, dtype=np.int32)
-    octets = tf.cast(tf.bitwise.right_shift(words[..., None], shifts) & 0xFF, tf.uint8)  # [B, 81, 4, 4]
-    bits = tf.bitwise.right_shift(octets[..., None], np.arange(8, dtype=np.uint8)) & 1
-    bits = tf.reshape(bits, [-1, encoding.NUM_SQUARES, 4, 32])
-    sizes = (FEATURES1_NUM // 2, FEATURES1_NUM // 2, HAND_PLANES, HAND_PLANES + 1)
-    return tf.cast(tf.concat([bits[:, :, i, :n] for i, n in enumerate(sizes)], axis=2), dtype)
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
+        return _spread_planes(_plane_masks(records), dtype)
+    return _spread_planes_xla(_plane_masks_xla(records), dtype)
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
@@ -242,8 +329,7 @@ class DlshogiFeatures(keras.layers.Layer):
     """
 
     def call(self, records):
-        planes = unpack_planes(dlshogi_feature_words(records), self.compute_dtype)
-        return tf.reshape(planes, [-1, 9, 9, NUM_FEATURES])
+        return dlshogi_feature_planes(records, tf.as_dtype(self.compute_dtype))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 9, 9, NUM_FEATURES)
