@@ -117,17 +117,8 @@ def run(quick: bool = False) -> list[dict]:
     )
 
     if not quick:
-        filters = {
-            "min_rating": None,
-            "require_ratings": False,
-            "min_plies": 0,
-            "endings": [],
-            "drop_draws": False,
-        }
         with tempfile.TemporaryDirectory() as output:
-            manifest, app_s = timed(
-                lambda: convert.convert([usi_path], output, filters=filters, log_every=10**9)
-            )
+            manifest, app_s = timed(lambda: convert.convert([usi_path], output, log_every=10**9))
         stored = sum(split["positions"] for split in manifest["splits"].values())
         rows.append(
             row(

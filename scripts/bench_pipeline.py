@@ -21,29 +21,23 @@ QUICK_SHARDS = (50_003,) * 4
 
 
 def write_shard_dir(directory, lengths, seed=0):
-    """Random records in shards of the given lengths plus a contract manifest; returns the total."""
+    """Random records in shards of the given lengths plus their manifest; returns the total."""
     rng = np.random.default_rng(seed)
     names = []
     for index, length in enumerate(lengths):
-        records = rng.integers(0, 256, (length, encoding.RECORD_BYTES), dtype=np.uint8)
-        meta = rng.integers(0, encoding.NUM_MOVE_LABELS, length) | (rng.integers(0, 3, length) << 12)
-        records[:, encoding.META_OFFSET : encoding.META_OFFSET + 2] = (
-            meta.astype("<u2").view(np.uint8).reshape(length, 2)
+        records = encoding.pack_records(
+            boards=rng.integers(0, 256, (length, encoding.BOARD_BYTES)),
+            hands=rng.integers(0, 256, (length, encoding.HAND_BYTES)),
+            turns=rng.integers(0, 2, length),
+            labels=rng.integers(0, encoding.NUM_MOVE_LABELS, length),
+            results=rng.integers(0, 3, length),
+            game_ids=np.zeros(length),
         )
         name = shards.shard_name("train", index, len(lengths))
         records.tofile(os.path.join(directory, name))
         names.append(name)
-    manifest = {
-        "format": shards.FORMAT,
-        "format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
-        "splits": {"train": {"files": names, "positions": int(sum(lengths)), "games": 0}},
-        "filters": {},
-        "skipped": {},
-        "inputs": [],
-        "seed": seed,
-    }
-    shards.write_manifest(directory, manifest)
+    splits = {"train": {"files": names, "positions": int(sum(lengths)), "games": 0}}
+    shards.write_manifest(directory, shards.make_manifest(splits, seed=seed))
     return sum(lengths)
 
 

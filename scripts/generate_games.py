@@ -35,6 +35,8 @@ from pathlib import Path
 import cshogi
 from absl import app, flags, logging
 
+from shogi_policy import encoding
+
 _DEFAULT_OPENINGS = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "floodgate_openings" / "records2016_10818.sfen"
 )
@@ -70,7 +72,7 @@ class EngineError(RuntimeError):
     """The engine died, hung or broke the protocol."""
 
 
-class UsiEngine:
+class EngineProcess:
     """Minimal USI driver: one engine process, lines read by a thread so reads can time out."""
 
     def __init__(self, command, options=()):
@@ -303,10 +305,10 @@ def play_game(engine, opening, go_args, max_plies, resign_score, resign_moves, t
 
 
 def _push_checked(board, usi, where):
-    move = board.move_from_usi(usi)
-    if not move or not board.is_legal(move):
-        raise ValueError(f"{where}: illegal move {usi!r} in {board.sfen()}")
-    board.push(move)
+    try:
+        board.push(encoding.legal_move(board, usi))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error} in {board.sfen()}") from None
 
 
 def _go_args(depth, nodes, byoyomi):
@@ -322,7 +324,7 @@ _worker = {}
 
 def _init_worker(settings):
     _worker.update(settings)
-    _worker["engine"] = UsiEngine(settings["engine_command"], settings["engine_options"])
+    _worker["engine"] = EngineProcess(settings["engine_command"], settings["engine_options"])
 
 
 def _run_spec(spec):
@@ -348,7 +350,7 @@ def _run_spec(spec):
     except (ValueError, EngineError) as e:
         if isinstance(e, EngineError):  # a fresh process for the next game
             s["engine"].close()
-            s["engine"] = UsiEngine(s["engine_command"], s["engine_options"])
+            s["engine"] = EngineProcess(s["engine_command"], s["engine_options"])
         return spec.index, None, f"game {spec.index} ({spec.opening_label}) dropped: {e}"
     label = spec.opening_label if spec.opening else f"random:{len(opening)}"
     source = f"{s['engine_name']} {s['limit']} opening={label} game={spec.index}"

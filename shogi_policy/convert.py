@@ -8,6 +8,7 @@ the same game always lands in the same split, even when it occurs in several inp
 Bad games are skipped and counted in the manifest with the first few "file:line: message" errors.
 """
 
+import dataclasses
 import hashlib
 import os
 
@@ -20,6 +21,61 @@ from shogi_policy import encoding, records, shards
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw")
 MAX_ERROR_EXAMPLES = 10
 _BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """Which games to keep (the flags of the same names); the defaults keep every game with a move."""
+
+    min_rating: float | None = None  # both known ratings at least this
+    require_ratings: bool = False
+    min_plies: int = 0
+    endings: tuple = ()  # allowed endings; empty allows all
+    drop_draws: bool = False
+
+    def skip_reason(self, game):
+        """Why a game is filtered out (one of SKIP_REASONS), or None."""
+        ratings = (game.black_rating, game.white_rating)
+        if not game.moves:
+            return "empty"
+        if self.require_ratings and None in ratings:
+            return "no_rating"
+        if self.min_rating is not None and any(r is not None and r < self.min_rating for r in ratings):
+            return "rating"
+        if len(game.moves) < self.min_plies:
+            return "min_plies"
+        if self.endings and game.ending not in self.endings:
+            return "ending"
+        if self.drop_draws and game.result == records.DRAW:
+            return "draw"
+        return None
+
+
+class _SplitOutput:
+    """One split's shard writer, its game count and the games not yet turned into records."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.games = 0
+        self._pending, self._pending_positions = [], 0  # (game id, Game)
+
+    def add(self, game_id, game):
+        self.games += 1
+        self._pending.append((game_id, game))
+        self._pending_positions += len(game.moves)
+        if self._pending_positions >= _BATCH_POSITIONS:
+            self.flush()
+
+    def flush(self):
+        if self._pending:
+            ids, games = zip(*self._pending, strict=True)
+            self.writer.add(records.games_to_records(games, ids))
+            self._pending, self._pending_positions = [], 0
+
+    def close(self):
+        """Writes the shards; the split's manifest entry."""
+        self.flush()
+        return {**self.writer.close(), "games": self.games}
 
 
 def expand_inputs(inputs):
@@ -49,26 +105,6 @@ def expand_inputs(inputs):
     return sorted(paths)
 
 
-def skip_reason(game, filters):
-    """Why a game is filtered out (one of SKIP_REASONS), or None."""
-    ratings = (game.black_rating, game.white_rating)
-    if not game.moves:
-        return "empty"
-    if filters["require_ratings"] and None in ratings:
-        return "no_rating"
-    if filters["min_rating"] is not None and any(
-        r is not None and r < filters["min_rating"] for r in ratings
-    ):
-        return "rating"
-    if len(game.moves) < filters["min_plies"]:
-        return "min_plies"
-    if filters["endings"] and game.ending not in filters["endings"]:
-        return "ending"
-    if filters["drop_draws"] and game.result == records.DRAW:
-        return "draw"
-    return None
-
-
 def game_split(game, seed, test_fraction):
     """'test' or 'train' for a game, from a hash of (seed, start position, moves)."""
     digest = hashlib.blake2b(digest_size=8, key=str(seed).encode())
@@ -81,7 +117,7 @@ def convert(
     paths,
     output_dir,
     *,
-    filters,
+    filters=Filters(),
     test_fraction=0.1,
     positions_per_shard=1 << 20,
     seed=0,
@@ -94,72 +130,47 @@ def convert(
     Args:
       paths: record file paths (see records.read_games).
       output_dir: shard directory (local or gs://).
-      filters: dict with min_rating (float or None), require_ratings, min_plies, endings (list; empty =
-        all), drop_draws.
+      filters: Filters of the games to keep.
       test_fraction, positions_per_shard, seed, log_every: as the flags.
       inputs: the input entries to record in the manifest (default: paths).
       tmp_dir: local directory for the writers' temporary buckets.
     """
-    writers = {
-        split: shards.ShardWriter(output_dir, split, positions_per_shard, seed, tmp_dir=tmp_dir)
+    outputs = {
+        split: _SplitOutput(shards.ShardWriter(output_dir, split, positions_per_shard, seed, tmp_dir=tmp_dir))
         for split in shards.SPLITS
     }
-    games = dict.fromkeys(shards.SPLITS, 0)
-    batches = {split: [] for split in shards.SPLITS}  # (game id, Game) not yet converted
-    batch_positions = dict.fromkeys(shards.SPLITS, 0)
     skipped, errors = dict.fromkeys(SKIP_REASONS, 0), []
-    game_id = seen = 0
-
-    def flush(split):
-        batch = batches[split]
-        if batch:
-            ids = [gid for gid, _ in batch]
-            writers[split].add(records.games_to_records([game for _, game in batch], ids))
-            batch.clear()
-            batch_positions[split] = 0
-
+    kept = 0
     try:
-        for path in paths:
-            for item in records.read_games(path):
-                seen += 1
-                if seen % log_every == 0:
-                    logging.info("%d games read, %d kept (%s)", seen, game_id, path)
-                if isinstance(item, records.RecordError):
-                    skipped["error"] += 1
-                    if len(errors) < MAX_ERROR_EXAMPLES:
-                        errors.append(str(item))
-                    logging.warning("%s", item)
-                    continue
-                reason = skip_reason(item, filters)
-                if reason:
-                    skipped[reason] += 1
-                    continue
-                split = game_split(item, seed, test_fraction)
-                batches[split].append((game_id % (encoding.MAX_GAME_ID + 1), item))
-                game_id += 1
-                games[split] += 1
-                batch_positions[split] += len(item.moves)
-                if batch_positions[split] >= _BATCH_POSITIONS:
-                    flush(split)
-        splits = {}
-        for split in shards.SPLITS:
-            flush(split)
-            splits[split] = {**writers[split].close(), "games": games[split]}
+        games = ((path, item) for path in paths for item in records.read_games(path))
+        for seen, (path, item) in enumerate(games, 1):
+            if seen % log_every == 0:
+                logging.info("%d games read, %d kept (%s)", seen, kept, path)
+            if isinstance(item, records.RecordError):
+                skipped["error"] += 1
+                if len(errors) < MAX_ERROR_EXAMPLES:
+                    errors.append(str(item))
+                logging.warning("%s", item)
+                continue
+            reason = filters.skip_reason(item)
+            if reason:
+                skipped[reason] += 1
+                continue
+            outputs[game_split(item, seed, test_fraction)].add(kept % (encoding.MAX_GAME_ID + 1), item)
+            kept += 1
+        splits = {split: output.close() for split, output in outputs.items()}
     finally:
-        for writer in writers.values():
-            writer.discard()
-    manifest = {
-        "format": shards.FORMAT,
-        "format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
-        "splits": splits,
-        "filters": {**filters, "test_fraction": test_fraction},
-        "skipped": {**skipped, "error_examples": errors},
-        "inputs": list(inputs if inputs is not None else paths),
-        "input_files": len(paths),
-        "seed": seed,
-        "positions_per_shard": positions_per_shard,
-    }
+        for output in outputs.values():
+            output.writer.discard()
+    manifest = shards.make_manifest(
+        splits,
+        filters={**dataclasses.asdict(filters), "test_fraction": test_fraction},
+        skipped={**skipped, "error_examples": errors},
+        inputs=list(inputs if inputs is not None else paths),
+        input_files=len(paths),
+        seed=seed,
+        positions_per_shard=positions_per_shard,
+    )
     shards.write_manifest(output_dir, manifest)
     if not splits["train"]["positions"]:
         logging.warning("no training positions: hcpe and plain USI games have ending 'unknown', no ratings")
@@ -221,13 +232,13 @@ def convert_with_options(options):
     convert(
         paths,
         options.output_dir,
-        filters={
-            "min_rating": options.min_rating,
-            "require_ratings": options.require_ratings,
-            "min_plies": options.min_plies,
-            "endings": list(options.endings),
-            "drop_draws": options.drop_draws,
-        },
+        filters=Filters(
+            min_rating=options.min_rating,
+            require_ratings=options.require_ratings,
+            min_plies=options.min_plies,
+            endings=tuple(options.endings),
+            drop_draws=options.drop_draws,
+        ),
         test_fraction=options.test_fraction,
         positions_per_shard=options.positions_per_shard,
         seed=options.seed,

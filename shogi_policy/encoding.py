@@ -12,7 +12,11 @@ One position is a fixed-length record of RECORD_BYTES = 100 bytes (uint8):
 
 The board is stored as played (not rotated); the in-graph feature layer rotates it for White.
 Move labels follow cshogi.dlshogi.make_move_label: direction * 81 + to_square, squares
-rotated (sq -> 80 - sq) when White moves.
+rotated (sq -> 80 - sq) when White moves. The training target of a position packs its label and
+result into one int (pack_policy_targets).
+
+Positions enter as SFEN or USI position text through one parser (parse_position): board_from_sfen
+checks the start position and a move is legal exactly when it is in cshogi's legal move list.
 """
 
 import re
@@ -22,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 RECORD_BYTES = 100
+RECORD_FORMAT_VERSION = 1  # the layout above; shard manifests and exports record it
 BOARD_BYTES = 81
 HAND_BYTES = 14
 BOARD_OFFSET = 0
@@ -36,6 +41,7 @@ NUM_MOVE_LABELS = NUM_MOVE_DIRECTIONS * NUM_SQUARES  # 2187
 
 RESULT_LOSS, RESULT_DRAW, RESULT_WIN = 0, 1, 2
 BLACK, WHITE = 0, 1
+_POLICY_TARGET_RESULT_FACTOR = 1 << 12  # labels < 2187 < 4096: target = label | result << 12
 
 # dlshogi direction order: UP, UP_LEFT, UP_RIGHT, LEFT, RIGHT, DOWN, DOWN_LEFT, DOWN_RIGHT,
 # UP2_LEFT, UP2_RIGHT. Indexed here by (sign(dx) + 1, sign(dy) + 1) with dx = from_file - to_file
@@ -170,6 +176,19 @@ def unpack_records_tf(records):
     }
 
 
+def pack_policy_targets(labels, results):
+    """Training targets label | result << 12 of int labels [N] and results [N] (0 loss, 1 draw, 2 win).
+
+    Plain arithmetic, so numpy arrays, TF tensors and Keras tensors all work: int [N] -> int [N].
+    """
+    return labels + results * _POLICY_TARGET_RESULT_FACTOR
+
+
+def unpack_policy_targets(targets):
+    """(labels, results) of int targets [N] made by pack_policy_targets (numpy, TF or Keras)."""
+    return targets % _POLICY_TARGET_RESULT_FACTOR, targets // _POLICY_TARGET_RESULT_FACTOR
+
+
 def encode_boards(boards):
     """Records (label, result and game id zero) of cshogi.Boards, for inference: uint8 [N, 100]."""
     arrays = [board_arrays(board) for board in boards]
@@ -199,47 +218,145 @@ _SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
 _SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
 # Pieces of each kind in a shogi set (board, promoted or not, plus hands).
 _PIECE_SET = {"P": 18, "L": 4, "N": 4, "S": 4, "G": 4, "B": 2, "R": 2}
+# Unpromoted pieces that could never move again, by the SFEN rows (0 = rank a, Black's far end) they may not stand on.
+_DEAD_ROWS = {"P": (0,), "L": (0,), "N": (0, 1), "p": (8,), "l": (8,), "n": (7, 8)}
+
+
+def _sfen_rows(board):
+    """The 9 rows (rank a first) of an SFEN board as lists of 9 tokens ('' empty, else 'P', '+p', ...)."""
+    ranks = board.split("/")
+    if len(ranks) != 9:
+        raise ValueError(f"SFEN board needs 9 ranks separated by '/', got {len(ranks)}")
+    rows = []
+    for index, rank in enumerate(ranks):
+        if not _SFEN_RANK.fullmatch(rank):
+            raise ValueError(f"bad SFEN rank {index + 1} {rank!r}")
+        row = []
+        for token in re.findall(_SFEN_PIECE, rank):
+            row += [""] * int(token) if token.isdigit() else [token]
+        if len(row) != 9:
+            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {len(row)} squares, not 9")
+        rows.append(row)
+    return rows
+
+
+def _check_placement(rows):
+    """ValueError for a piece that could never move (pawn, lance, knight too far) or two pawns of one side on a file."""
+    for row_index, row in enumerate(rows):
+        for column, token in enumerate(row):
+            if row_index in _DEAD_ROWS.get(token, ()):
+                raise ValueError(f"{token!r} on rank {row_index + 1}, file {9 - column} could never move")
+    for column in range(9):
+        for pawn in "Pp":
+            if sum(row[column] == pawn for row in rows) > 1:
+                raise ValueError(f"two unpromoted pawns {pawn!r} on file {9 - column} (nifu)")
 
 
 def board_from_sfen(sfen):
     """A cshogi.Board at `sfen` ("board side hands [move_number]"); ValueError naming what is wrong.
 
-    cshogi's set_sfen aborts the process on some malformed strings and silently accepts others
-    (missing kings, a king that can be captured), so the text is checked before cshogi sees it.
+    cshogi's set_sfen aborts the process on some malformed strings and silently accepts impossible
+    positions, so the text is checked first: 9 ranks of 9 squares, one king per side, no more pieces
+    of a kind than a set holds, no pawn, lance or knight where it could never move, no two unpromoted
+    pawns of one side on a file, and the side not to move not in check.
     """
     fields = sfen.split()
     if len(fields) not in (3, 4):
         raise ValueError(f"SFEN needs 'board side hands [move_number]', got {sfen!r}")
     board, side, hands = fields[:3]
-    ranks = board.split("/")
-    if len(ranks) != 9:
-        raise ValueError(f"SFEN board needs 9 ranks separated by '/', got {len(ranks)} in {sfen!r}")
-    counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
-    for index, rank in enumerate(ranks):
-        if not _SFEN_RANK.fullmatch(rank):
-            raise ValueError(f"bad SFEN rank {index + 1} {rank!r} in {sfen!r}")
-        squares = 0
-        for token in re.findall(_SFEN_PIECE, rank):
-            if token.isdigit():
-                squares += int(token)
-            else:
-                squares += 1
-                counts[token[-1]] += 1
-        if squares != 9:
-            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {squares} squares, not 9, in {sfen!r}")
-    if side not in ("b", "w"):
-        raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r} in {sfen!r}")
-    if not _SFEN_HANDS.fullmatch(hands):
-        raise ValueError(f"bad SFEN hands {hands!r} in {sfen!r}")
-    for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
-        counts[piece] += int(number or 1)
-    if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
-        raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r} in {sfen!r}")
-    if counts["K"] != 1 or counts["k"] != 1:
-        raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']} in {sfen!r}")
-    for piece, limit in _PIECE_SET.items():
-        if counts[piece] + counts[piece.lower()] > limit:
-            raise ValueError(f"SFEN has more than {limit} pieces of kind {piece} in {sfen!r}")
-    if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
-        raise ValueError(f"SFEN position leaves the king of the side not to move in check: {sfen!r}")
+    try:
+        rows = _sfen_rows(board)
+        if side not in ("b", "w"):
+            raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r}")
+        if not _SFEN_HANDS.fullmatch(hands):
+            raise ValueError(f"bad SFEN hands {hands!r}")
+        if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
+            raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r}")
+        counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
+        for token in (token for row in rows for token in row if token):
+            counts[token[-1]] += 1
+        for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
+            counts[piece] += int(number or 1)
+        if counts["K"] != 1 or counts["k"] != 1:
+            raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']}")
+        for piece, limit in _PIECE_SET.items():
+            if counts[piece] + counts[piece.lower()] > limit:
+                raise ValueError(f"SFEN has more than {limit} pieces of kind {piece}")
+        _check_placement(rows)
+        if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
+            raise ValueError("SFEN position leaves the king of the side not to move in check")
+    except ValueError as error:
+        raise ValueError(f"{error} in {sfen!r}") from None
     return cshogi.Board(sfen)
+
+
+def split_usi_position(text):
+    """(sfen, usi_moves) of a USI position string.
+
+    Accepts "[position ]startpos[ moves m1 m2 ...]", "[position ]sfen <sfen>[ moves ...]" and a
+    bare SFEN optionally followed by "moves ...". The SFEN is not checked here (board_from_sfen).
+    """
+    tokens = text.split()
+    if tokens[:1] == ["position"]:
+        tokens = tokens[1:]
+    if not tokens:
+        raise ValueError(f"empty position {text!r}")
+    moves_at = tokens.index("moves") if "moves" in tokens else len(tokens)
+    head, moves = tokens[:moves_at], tokens[moves_at + 1 :]
+    if head[0] == "startpos":
+        if len(head) > 1:
+            raise ValueError(f"expected 'moves' after 'startpos', got {head[1]!r} in {text!r}")
+        return cshogi.STARTING_SFEN, moves
+    return " ".join(head[1:] if head[0] == "sfen" else head), moves
+
+
+def is_legal_move(board, move):
+    """Whether the cshogi move (int) is legal on board: membership in cshogi's legal move list.
+
+    cshogi's own is_legal is not exact: it accepts promotions of pieces outside the promotion
+    zone (7g7f+), unpromoted pawns, lances and knights that could never move again, and drops
+    carrying a promotion flag.
+    """
+    return bool(move) and move in board.legal_moves
+
+
+def legal_move(board, usi):
+    """The cshogi move (int) of a USI move string on board; ValueError unless it is legal."""
+    try:
+        move = board.move_from_usi(usi)  # 0 for malformed text
+    except UnicodeEncodeError:
+        move = 0
+    if not is_legal_move(board, move):
+        raise ValueError(f"illegal move {usi!r}")
+    return move
+
+
+def replay(board, usi_moves):
+    """Plays USI moves on board (in place); the cshogi moves. ValueError naming the first illegal move's ply."""
+    moves = []
+    for ply, usi in enumerate(usi_moves, start=1):
+        try:
+            move = legal_move(board, usi)
+        except ValueError as error:
+            raise ValueError(f"{error} at ply {ply}") from None
+        board.push(move)
+        moves.append(move)
+    return moves
+
+
+def parse_position(position):
+    """A cshogi.Board from an SFEN, a USI position string (see split_usi_position) or a cshogi.Board (copied).
+
+    Raises ValueError naming the bad SFEN or the first illegal move and its ply.
+    """
+    if isinstance(position, cshogi.Board):
+        return position.copy()
+    if not isinstance(position, str):
+        raise ValueError(f"a position must be a string or cshogi.Board, got {type(position).__name__}")
+    sfen, usi_moves = split_usi_position(position)
+    board = board_from_sfen(sfen)
+    try:
+        replay(board, usi_moves)
+    except ValueError as error:
+        raise ValueError(f"{error} of the moves in {position!r}") from None
+    return board

@@ -11,7 +11,6 @@ per line. As a yardstick the report also gives the expected score of a uniformly
 import json
 import time
 
-import cshogi
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
@@ -43,31 +42,16 @@ def read_tsv(path, split=None):
             if split is not None and line_split != split:
                 continue
             try:
-                board = inference.parse_position(position)
+                board = encoding.parse_position(position)
             except ValueError as error:
                 raise ValueError(f"{path}:{line_number}: {error}") from None
-            legal = {cshogi.move_to_usi(move): move for move in board.legal_moves}
-            if usi_move not in legal:
-                raise ValueError(f"{path}:{line_number}: played move {usi_move!r} is not legal")
+            try:
+                move = encoding.legal_move(board, usi_move)
+            except ValueError:
+                raise ValueError(f"{path}:{line_number}: played move {usi_move!r} is not legal") from None
             boards.append(board)
-            moves.append(legal[usi_move])
+            moves.append(move)
     return boards, moves
-
-
-def read_shard_records(data_dir, split, limit=None):
-    """The records uint8 [N, 100] of one split of a shard directory, in manifest order (at most limit)."""
-    chunks, total = [], 0
-    for path in shards.shard_paths(data_dir, split):
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read()
-        if len(data) % encoding.RECORD_BYTES:
-            raise ValueError(f"{path}: size {len(data)} is not a multiple of {encoding.RECORD_BYTES}")
-        chunks.append(np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES))
-        total += len(chunks[-1])
-        if limit is not None and total >= limit:
-            break
-    records = np.concatenate(chunks) if chunks else np.zeros((0, encoding.RECORD_BYTES), np.uint8)
-    return records[:limit]
 
 
 def move_match(logits, mask, labels, ks=TOP_K):
@@ -122,20 +106,25 @@ def tsv_inputs(path, split):
 
 def shard_inputs(data_dir, split, limit=None):
     """(records, mask, labels) of a shard split; the legal mask is rebuilt with cshogi per record."""
-    records = read_shard_records(data_dir, split, limit)
+    records = shards.read_records(data_dir, split, limit)
     mask, _, _ = inference.legal_move_mask([encoding.record_to_board(record) for record in records])
     return records, mask, encoding.unpack_records(records)["label"]
 
 
-def define_flags():
-    """Declares the app's flags (in run(), so that importing the module defines none)."""
-    flags.DEFINE_string("model", None, "Export directory (shogi-policy-export --export_dir).", required=True)
-    flags.DEFINE_string("tsv", None, "A 'split<TAB>sfen<TAB>usi_move' file.")
-    flags.DEFINE_string("data_dir", None, "A shard directory (shogi-policy-convert output), instead.")
-    flags.DEFINE_string("split", None, "TSV split column value (default: all lines) or shard split (test).")
-    flags.DEFINE_integer("limit", None, "At most this many shard positions.")
-    flags.DEFINE_integer("batch_size", inference.DEFAULT_BATCH_SIZE, "Inference batch size.")
-    flags.DEFINE_string("json_out", None, "Also write the report as JSON here.")
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_string(
+        "model", None, "Export directory (shogi-policy-export --export_dir).", required=True, **kw
+    )
+    flags.DEFINE_string("tsv", None, "A 'split<TAB>sfen<TAB>usi_move' file.", **kw)
+    flags.DEFINE_string("data_dir", None, "A shard directory (shogi-policy-convert output), instead.", **kw)
+    flags.DEFINE_string(
+        "split", None, "TSV split column value (default: all lines) or shard split (test).", **kw
+    )
+    flags.DEFINE_integer("limit", None, "At most this many shard positions.", **kw)
+    flags.DEFINE_integer("batch_size", inference.DEFAULT_BATCH_SIZE, "Inference batch size.", **kw)
+    flags.DEFINE_string("json_out", None, "Also write the report as JSON here.", **kw)
 
 
 def main(argv):

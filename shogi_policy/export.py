@@ -20,10 +20,9 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import encoding, features, shards, train
+from shogi_policy import encoding, features, policy_ops
+from shogi_policy.model_dir import read_network_config, restore_model
 
-METADATA_FILENAME = "shogi_policy_export.json"
-LABEL_SCHEME = "dlshogi-2187"
 # Input planes computed in-graph by features.DlshogiFeatures (cshogi.dlshogi.make_input_features order).
 FEATURE_SCHEME = f"dlshogi-{features.NUM_FEATURES}"
 
@@ -45,59 +44,10 @@ def _check_inputs(legal_mask, temperature):
     ]
 
 
-def tempered_legal_logits(logits, legal_mask, temperature):
-    """(logits - max over legal) / T on legal moves, -inf elsewhere: float32 [N, 2187].
-
-    Subtracting the legal maximum before dividing keeps the best move at 0 however small T is
-    (only worse moves can overflow, to -inf), so the softmax never sees inf - inf.
-    T == 0 is treated as T == 1 here; callers take the greedy branch for it.
-    """
-    masked = tf.where(legal_mask, logits, tf.constant(-float("inf"), logits.dtype))
-    shifted = masked - tf.reduce_max(masked, axis=1, keepdims=True)
-    return shifted / tf.where(temperature > 0, temperature, tf.ones_like(temperature))
-
-
-def greedy_labels(logits, legal_mask):
-    """Argmax of the logits over the legal moves: int32 [N]."""
-    masked = tf.where(legal_mask, logits, tf.constant(-float("inf"), logits.dtype))
-    return tf.argmax(masked, axis=1, output_type=tf.int32)
-
-
-def legal_probabilities(logits, legal_mask, temperature):
-    """softmax(logits / T) over the legal moves, 0 on illegal ones; one-hot argmax when T == 0.
-
-    Args:
-      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0.
-    Returns:
-      float32 [N, 2187], rows summing to 1.
-    """
-    boltzmann = tf.nn.softmax(tempered_legal_logits(logits, legal_mask, temperature), axis=1)
-    greedy = tf.one_hot(greedy_labels(logits, legal_mask), encoding.NUM_MOVE_LABELS, dtype=logits.dtype)
-    return tf.where(temperature > 0, boltzmann, greedy)
-
-
-def sample_labels(logits, legal_mask, temperature, seed):
-    """One label per row drawn from legal_probabilities, with stateless (reproducible) random ops.
-
-    Args:
-      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0;
-      seed: int64 scalar (the same seed and inputs give the same labels).
-    Returns:
-      int32 [N] labels; the greedy argmax when T == 0.
-    """
-    drawn = tf.random.stateless_categorical(
-        tempered_legal_logits(logits, legal_mask, temperature),
-        1,
-        seed=tf.stack([seed, tf.constant(0, tf.int64)]),
-        dtype=tf.int32,
-    )[:, 0]
-    return tf.where(temperature > 0, drawn, greedy_labels(logits, legal_mask))
-
-
 def policy_logits(model, records):
     """The model's policy logits float32 [N, 2187] (the "policy" output of a two-headed model).
 
-    records: uint8 (the serving form) or int32 [N, 100]; the model takes int32, what a TPU accepts.
+    records: uint8 (the serving form) or int32 [N, 100], the model's input dtype.
     """
     outputs = model(tf.cast(records, tf.int32), training=False)
     if isinstance(outputs, dict):
@@ -117,6 +67,9 @@ def export_model(model, export_dir, network_config=None, source=None):
     Returns:
       The metadata dict that was written.
     """
+    for layer in model.layers:
+        if isinstance(layer, features.DlshogiFeatures):
+            layer.nested_xla = False  # an XLA-must-compile function fails on hosts without XLA
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -126,12 +79,12 @@ def export_model(model, export_dir, network_config=None, source=None):
     def probabilities_fn(records, legal_mask, temperature):
         with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
             logits = policy_logits(model, records)
-        return {"probabilities": legal_probabilities(logits, legal_mask, temperature)}
+        return {"probabilities": policy_ops.legal_probabilities(logits, legal_mask, temperature)}
 
     def sample_fn(records, legal_mask, temperature, seed):
         with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
             logits = policy_logits(model, records)
-        return {"label": sample_labels(logits, legal_mask, temperature, seed)}
+        return {"label": policy_ops.sample_labels(logits, legal_mask, temperature, seed)}
 
     archive.add_endpoint("logits", logits_fn, input_signature=[_RECORDS_SPEC])
     archive.add_endpoint(
@@ -144,10 +97,7 @@ def export_model(model, export_dir, network_config=None, source=None):
 
     metadata = {
         "format": "shogi_policy.export",
-        "label_scheme": LABEL_SCHEME,
-        "num_labels": encoding.NUM_MOVE_LABELS,
-        "record_format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
+        **policy_ops.format_metadata(),
         "feature_scheme": FEATURE_SCHEME,
         "network": network_config,
         "signatures": ["logits", "probabilities", "sample"],
@@ -155,18 +105,9 @@ def export_model(model, export_dir, network_config=None, source=None):
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
-    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILENAME), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, policy_ops.METADATA_FILENAME), "w") as f:
         f.write(json.dumps(metadata, indent=1) + "\n")
     return metadata
-
-
-def read_network_config(directory):
-    """NetworkConfig dict of a trainer output directory (network.json), or None where it is absent."""
-    path = os.path.join(directory, train.NETWORK_JSON)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.loads(f.read())
 
 
 def float32_model(model):
@@ -186,11 +127,12 @@ def float32_model(model):
     return clone
 
 
-def define_flags():
-    """Declares the app's flags (in run(), so that importing the module defines none)."""
-    flags.DEFINE_string("model_dir", None, "Trainer output directory (uses train.restore_model).")
-    flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.")
-    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True)
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    kw = {"flag_values": flag_values}
+    flags.DEFINE_string("model_dir", None, "Trainer output directory (its latest checkpoint).", **kw)
+    flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -203,14 +145,15 @@ def load_model(model_dir=None, keras_model=None):
     if (model_dir is None) == (keras_model is None):
         raise ValueError("give exactly one of model_dir (--model_dir) and keras_model (--keras_model)")
     if model_dir is not None:
-        model, directory = train.restore_model(model_dir), model_dir
+        model, directory = restore_model(model_dir), model_dir
     else:
         if not tf.io.gfile.exists(keras_model):
             raise ValueError(f"keras model {keras_model} does not exist")
         model, directory = keras.models.load_model(keras_model, compile=False), os.path.dirname(keras_model)
     if tuple(model.inputs[0].shape[1:]) != (encoding.RECORD_BYTES,):
         raise ValueError(f"{model_dir or keras_model}: input {model.inputs[0].shape} is not records [N, 100]")
-    return float32_model(model), read_network_config(directory)
+    config = read_network_config(directory)
+    return float32_model(model), config.to_dict() if config else None
 
 
 def main(argv):

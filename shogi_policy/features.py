@@ -23,10 +23,12 @@ knight jumps) at most one piece attacks a square from that direction, so the per
 each colour feed 3-bit saturating counters: the 'attacked by >= 1, 2, 3' planes. Every plane ends
 as a rank mask per (position, file) and one elementwise op spreads the masks into float planes.
 
-On CPU and GPU the layer runs as two XLA computations of its own, even in a model that is not
+With nested_xla the layer runs as two XLA computations of its own, even in a model that is not
 compiled: one computes the masks [B, 9, 119] (small), one writes the float planes (large). A
 boundary between them matters: fused, XLA recomputes mask arithmetic for each of the 9 ranks of
-the output (2-3x slower on CPU). Under TPUStrategy the whole step is one XLA program anyway.
+the output (2-3x slower on CPU). The trainer asks for it on CPU and GPU; under TPUStrategy the
+whole step is one XLA program anyway, and exported SavedModels use plain ops, because a host
+without XLA (the tensorflow-tpu wheel's) cannot run an XLA-must-compile function.
 """
 
 import keras
@@ -311,14 +313,14 @@ _plane_masks_xla = tf.function(_plane_masks, jit_compile=True)
 _spread_planes_xla = tf.function(_spread_planes, jit_compile=True)
 
 
-def dlshogi_feature_planes(records, dtype=tf.float32):
+def dlshogi_feature_planes(records, dtype=tf.float32, nested_xla=False):
     """dlshogi planes [B, 9, 9, 119] (NHWC, H = file, W = rank) of records uint8/int32 [B, 100].
 
-    Two XLA computations of their own on CPU and GPU; plain ops under TPUStrategy, whose step is compiled whole.
+    nested_xla: run as two XLA computations of their own (fastest on CPU and GPU); else plain ops.
     """
-    if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
-        return _spread_planes(_plane_masks(records), dtype)
-    return _spread_planes_xla(_plane_masks_xla(records), dtype)
+    if nested_xla:
+        return _spread_planes_xla(_plane_masks_xla(records), dtype)
+    return _spread_planes(_plane_masks(records), dtype)
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
@@ -326,28 +328,43 @@ class DlshogiFeatures(keras.layers.Layer):
     """Compact records uint8/int32 [B, 100] -> dlshogi planes [B, 9, 9, 119] in the compute dtype.
 
     NHWC with H = file, W = rank: out[b, f, r, c] == cshogi planes[b, c, f, r].
+
+    Args:
+      nested_xla: compute as two XLA computations of their own (dlshogi_feature_planes). A property
+        of the process that runs the layer, not of the model: it is not saved in the config, so a
+        loaded model computes with plain ops unless its loader asks otherwise.
     """
 
+    def __init__(self, nested_xla=False, **kwargs):
+        super().__init__(**kwargs)
+        self.nested_xla = nested_xla
+
     def call(self, records):
-        return dlshogi_feature_planes(records, tf.as_dtype(self.compute_dtype))
+        return dlshogi_feature_planes(records, tf.as_dtype(self.compute_dtype), self.nested_xla)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 9, 9, NUM_FEATURES)
 
+    def get_config(self):
+        config = super().get_config()
+        config.pop("nested_xla", None)  # decided by whoever loads the model
+        return config
 
-def dlshogi_planes(sfens, batch_size=1024):
+
+def dlshogi_planes(sfens, batch_size=1024, nested_xla=False):
     """dlshogi planes of SFEN positions through DlshogiFeatures, channels-first like cshogi.
 
     Args:
       sfens: iterable of SFEN strings.
       batch_size: positions per call of the layer.
+      nested_xla: as DlshogiFeatures.
     Returns:
       np.float32 [N, 119, 9, 9].
     Raises:
       ValueError: a malformed or impossible SFEN (encoding.board_from_sfen).
     """
     records = encoding.encode_boards([encoding.board_from_sfen(sfen) for sfen in sfens])
-    compute = tf.function(DlshogiFeatures(dtype="float32"))
+    compute = tf.function(DlshogiFeatures(nested_xla=nested_xla, dtype="float32"))
     planes = np.zeros((len(records), 9, 9, NUM_FEATURES), np.float32)
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]

@@ -17,51 +17,16 @@ import cshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding, export, shards
+from shogi_policy import encoding, policy_ops
 
 DEFAULT_BATCH_SIZE = 256
 
 
-def parse_position(position):
-    """A cshogi.Board from an SFEN, a USI position string or a cshogi.Board (copied).
-
-    Accepts "lnsgkgsnl/... b - 1", "[position ]startpos[ moves m1 m2 ...]" and
-    "[position ]sfen <sfen>[ moves ...]" (also a bare SFEN followed by "moves ...").
-    Raises ValueError naming the bad SFEN or the first illegal move and its ply.
-    """
-    if isinstance(position, cshogi.Board):
-        return position.copy()
-    if not isinstance(position, str):
-        raise ValueError(f"a position must be a string or cshogi.Board, got {type(position).__name__}")
-    tokens = position.split()
-    if tokens[:1] == ["position"]:
-        tokens = tokens[1:]
-    if not tokens:
-        raise ValueError(f"empty position {position!r}")
-    moves_at = tokens.index("moves") if "moves" in tokens else len(tokens)
-    head, moves = tokens[:moves_at], tokens[moves_at + 1 :]
-    if head == ["startpos"]:
-        sfen = cshogi.STARTING_SFEN
-    else:
-        sfen = " ".join(head[1:] if head[0] == "sfen" else head)
-    board = encoding.board_from_sfen(sfen)
-    for ply, usi in enumerate(moves, start=1):
-        try:
-            move = board.move_from_usi(usi)  # 0 for malformed text
-        except UnicodeEncodeError:
-            move = 0
-        # cshogi's is_legal accepts some impossible promotions (7g7f+), so look in the legal list.
-        if move not in set(board.legal_moves):
-            raise ValueError(f"illegal move {usi!r} at ply {ply} of the moves in {position!r}")
-        board.push(move)
-    return board
-
-
 def parse_positions(positions):
-    """cshogi.Boards of one position or a list of them (see parse_position)."""
+    """cshogi.Boards of one position or a list of them (see encoding.parse_position)."""
     if isinstance(positions, (str, cshogi.Board)):
         positions = [positions]
-    return [parse_position(position) for position in positions]
+    return [encoding.parse_position(position) for position in positions]
 
 
 def legal_move_mask(boards):
@@ -117,17 +82,12 @@ def _check_seed(seed):
 
 def read_metadata(export_dir):
     """The shogi_policy_export.json of an export, checked against this package's record and label layout."""
-    path = os.path.join(export_dir, export.METADATA_FILENAME)
+    path = os.path.join(export_dir, policy_ops.METADATA_FILENAME)
     if not tf.io.gfile.exists(path):
         raise ValueError(f"{path} not found: {export_dir} is not a shogi_policy export")
     with tf.io.gfile.GFile(path) as f:
         metadata = json.loads(f.read())
-    expected = {
-        "label_scheme": export.LABEL_SCHEME,
-        "record_format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
-    }
-    for key, value in expected.items():
+    for key, value in policy_ops.format_metadata().items():
         if metadata.get(key) != value:
             raise ValueError(f"{path}: {key} is {metadata.get(key)!r}, this package reads {value!r}")
     return metadata

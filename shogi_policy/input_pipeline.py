@@ -24,27 +24,6 @@ DEFAULT_CYCLE_LENGTH = 16
 _READ_BUFFER_BYTES = 4 << 20  # larger reads help gs://
 
 
-def num_positions(data_dir, split):
-    """Positions of split in the shard directory data_dir (from its manifest)."""
-    manifest = shards.read_manifest(data_dir)
-    if split not in manifest["splits"]:
-        raise ValueError(f"{data_dir}: no split {split!r}; the manifest has {sorted(manifest['splits'])}")
-    return int(manifest["splits"][split]["positions"])
-
-
-def _shard_lengths(paths):
-    """Records in each shard file; ValueError naming a file whose size is not a whole number of records."""
-    lengths = []
-    for path in paths:
-        size = tf.io.gfile.stat(path).length
-        if size % encoding.RECORD_BYTES:
-            raise ValueError(
-                f"{path}: {size} bytes is not a multiple of {encoding.RECORD_BYTES}-byte records"
-            )
-        lengths.append(size // encoding.RECORD_BYTES)
-    return lengths
-
-
 def _read_chunks(path, length, chunk_records):
     """Dataset of the byte strings of one shard in chunks of chunk_records records, then its shorter tail."""
     chunk_bytes = chunk_records * encoding.RECORD_BYTES
@@ -69,11 +48,11 @@ def targets(records, value_targets=False):
     """Training targets of records uint8 [B, 100].
 
     Returns:
-      int32 [B] policy target = label | result << 12, or with value_targets the dict
+      int32 [B] policy target (encoding.pack_policy_targets), or with value_targets the dict
       {"policy": that, "value": float32 [B] result / 2}.
     """
     fields = encoding.unpack_records_tf(records)
-    policy = fields["label"] | tf.bitwise.left_shift(fields["result"], 12)
+    policy = encoding.pack_policy_targets(fields["label"], fields["result"])
     if not value_targets:
         return policy
     return {"policy": policy, "value": tf.cast(fields["result"], tf.float32) / encoding.RESULT_WIN}
@@ -112,7 +91,7 @@ def make_dataset(
     if batch_size < 1 or chunk_records < 1:
         raise ValueError(f"batch_size ({batch_size}) and chunk_records ({chunk_records}) must be positive")
     paths = shards.shard_paths(data_dir, split)
-    lengths = _shard_lengths(paths)
+    lengths = shards.shard_lengths(paths)
     if sum(lengths) < batch_size:
         raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")
     deterministic = seed is not None or not shuffle
@@ -142,7 +121,7 @@ def make_dataset(
             deterministic=deterministic,
         )
     dataset = batches.map(
-        # int32 from here on: TPUs take no uint8 tensors, and 400 bytes a position is nothing to infeed.
+        # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.
         lambda records: (tf.cast(records, tf.int32), targets(records, value_targets)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,

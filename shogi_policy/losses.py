@@ -1,4 +1,4 @@
-"""Policy loss and metrics on packed int32 policy targets (label | result << 12).
+"""Policy loss and metrics on packed int32 policy targets (encoding.pack_policy_targets).
 
 Targets carry the game result beside the move label so that the loss can weight positions by
 outcome (e.g. winner-only training) while staying a plain serializable keras.losses.Loss, and the
@@ -10,15 +10,11 @@ from keras import ops
 
 from shogi_policy import encoding
 
-_LABEL_MASK = 0xFFF
-_RESULT_SHIFT = 12
-
 
 def split_targets(targets):
     """int [B] (or [B, 1]) packed targets -> (label int32 [B], result int32 [B])."""
     # Keras losses hand y_true over as float32; packed targets (< 2**14) are exact there.
-    targets = ops.reshape(ops.cast(targets, "int32"), (-1,))
-    return ops.bitwise_and(targets, _LABEL_MASK), ops.right_shift(targets, _RESULT_SHIFT)
+    return encoding.unpack_policy_targets(ops.reshape(ops.cast(targets, "int32"), (-1,)))
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")

@@ -120,15 +120,17 @@ def _value_head(x, config):
     return keras.layers.Dense(1, name="value", dtype="float32")(x)
 
 
-def build_policy_model(config):
+def build_policy_model(config, nested_xla=False):
     """The policy (and optional value) network of a NetworkConfig.
 
-    Input: records int32 [B, 100] (bytes 0..255; TPUs take no uint8 tensors). Output: policy logits float32 [B, 2187], or with
+    nested_xla: the feature layer's own XLA computations (features.DlshogiFeatures), for CPU/GPU training.
+
+    Input: records int32 [B, 100] (bytes 0..255). Output: policy logits float32 [B, 2187], or with
     config.value_head a dict {"policy": float32 [B, 2187], "value": float32 [B, 1]}.
     Layers run in the global Keras dtype policy (e.g. mixed_bfloat16); the output layers stay float32.
     """
     records = keras.Input(shape=(encoding.RECORD_BYTES,), dtype="int32", name="records")
-    x = residual_tower(DlshogiFeatures(name="features")(records), config)
+    x = residual_tower(DlshogiFeatures(nested_xla=nested_xla, name="features")(records), config)
     policy = _policy_head(x)
     if not config.value_head:
         return keras.Model(records, policy, name="shogi_policy")

@@ -126,7 +126,7 @@ def _read_text(path):
 def _first_illegal(board, moves):
     """Pushes moves on board; the index of the first illegal (or null) move, else None."""
     for index, move in enumerate(moves):
-        if not move or not board.is_legal(move):
+        if not encoding.is_legal_move(board, move):
             return index
         board.push(move)
     return None
@@ -251,7 +251,7 @@ def read_kif(path):
             ending, rule = _KIF_ENDINGS[match.group(1)]
             break
         move, _, _ = cshogi.KIF.Parser.parse_move_str(line, board)
-        if not move or not board.is_legal(move):
+        if not encoding.is_legal_move(board, move):
             yield RecordError(path, number, f"illegal or unreadable move {line.strip()!r}")
             return
         board.push(move)
@@ -282,36 +282,19 @@ def read_usi(path):
 def _usi_game(line, path, number):
     """One USI move-list line -> Game or RecordError."""
     fields = [field.strip() for field in line.split("\t")]
-    tokens = fields[0].split()
-    if tokens[:1] == ["position"]:
-        tokens = tokens[1:]
-    if tokens[:1] == ["startpos"]:
-        sfen, rest = cshogi.STARTING_SFEN, tokens[1:]
-    elif tokens[:1] == ["sfen"] and len(tokens) >= 5:
-        sfen, rest = " ".join(tokens[1:5]), tokens[5:]
-    else:
-        return RecordError(path, number, f"expected 'startpos' or 'sfen ...', got {fields[0][:40]!r}")
-    if rest and rest[0] != "moves":
-        return RecordError(path, number, f"expected 'moves' after the position, got {rest[0]!r}")
-    usi_moves = rest[1:]
     result = fields[1] if len(fields) > 1 and fields[1] else None
     if result is not None and result not in RESULTS:
         return RecordError(path, number, f"bad result {result!r}; expected one of {RESULTS}")
     try:
+        sfen, usi_moves = encoding.split_usi_position(fields[0])
         board = encoding.board_from_sfen(sfen)
+        start_sfen = board.sfen()
+        moves = encoding.replay(board, usi_moves)
     except ValueError as error:
         return RecordError(path, number, str(error))
-    start_sfen = board.sfen()
-    try:  # fast path: cshogi replays the whole line in C++ and raises on a bad move
-        board.set_position(f"sfen {sfen} moves {' '.join(usi_moves)}")
-    except RuntimeError:
-        board = encoding.board_from_sfen(sfen)
-        moves = [board.move_from_usi(usi) if len(usi) in (4, 5) else 0 for usi in usi_moves]
-        bad = _first_illegal(board, moves)
-        return RecordError(path, number, f"illegal move {usi_moves[bad or 0]!r} at ply {(bad or 0) + 1}")
     return Game(
         sfen=start_sfen,
-        moves=list(board.history),
+        moves=moves,
         result=result,
         ending=fields[3] if len(fields) > 3 and fields[3] else "unknown",
         source=f"{path}:{number}",
@@ -360,7 +343,7 @@ def read_hcpe(path):
                     return
             if isinstance(game, Game):
                 move = board.move_from_move16(move16 & 0xFFFF)
-                if board.is_legal(move):
+                if encoding.is_legal_move(board, move):
                     board.push(move)
                     board.to_hcp(after)
                     game.moves.append(move)

@@ -5,7 +5,7 @@ shogi-policy-sample --model=export/cpu --position="startpos moves 7g7f 3c3d" --t
 
 from absl import app, flags
 
-from shogi_policy import inference
+from shogi_policy import encoding, inference
 
 
 def format_report(position, sampled, top_moves, temperature, seed):
@@ -18,15 +18,18 @@ def format_report(position, sampled, top_moves, temperature, seed):
     return "\n".join(lines)
 
 
-def define_flags():
-    """Declares the app's flags (in run(), so that importing the module defines none)."""
-    flags.DEFINE_string("model", None, "Export directory (shogi-policy-export --export_dir).", required=True)
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    kw = {"flag_values": flag_values}
     flags.DEFINE_string(
-        "position", "startpos", "SFEN or USI position ('startpos moves ...', 'sfen ... moves ...')."
+        "model", None, "Export directory (shogi-policy-export --export_dir).", required=True, **kw
     )
-    flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 plays the most probable move.")
-    flags.DEFINE_integer("seed", 0, "Seed of the stateless sampler (same seed, same move).")
-    flags.DEFINE_integer("top_k", 5, "How many of the most probable moves to print.")
+    flags.DEFINE_string(
+        "position", "startpos", "SFEN or USI position ('startpos moves ...', 'sfen ... moves ...').", **kw
+    )
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 plays the most probable move.", **kw)
+    flags.DEFINE_integer("seed", 0, "Seed of the stateless sampler (same seed, same move).", **kw)
+    flags.DEFINE_integer("top_k", 5, "How many of the most probable moves to print.", **kw)
 
 
 def main(argv):
@@ -34,7 +37,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     try:
-        board = inference.parse_position(args.position)
+        board = encoding.parse_position(args.position)
         model = inference.PolicyModel(args.model)
         (sampled,) = model.sample([board], args.temperature, args.seed)
         (top_moves,) = model.top_k([board], args.top_k, args.temperature)

@@ -26,7 +26,6 @@ import tensorflow as tf
 from shogi_policy import encoding
 
 FORMAT = "shogi_policy.records"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
 _SHARD_NAME = re.compile(r"^(train|test)-\d{5}-of-\d{5}\.rec$")
@@ -49,6 +48,17 @@ def write_file_atomic(path, data):
             tf.io.gfile.remove(tmp)
 
 
+def make_manifest(splits, **details):
+    """A manifest dict: format fields, splits ({split: {"files", "positions", "games"}}) and details (filters...)."""
+    return {
+        "format": FORMAT,
+        "format_version": encoding.RECORD_FORMAT_VERSION,
+        "record_bytes": encoding.RECORD_BYTES,
+        "splits": splits,
+        **details,
+    }
+
+
 def write_manifest(data_dir, manifest):
     """Writes manifest (a dict) as data_dir/manifest.json, atomically."""
     write_file_atomic(os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=1).encode("utf-8"))
@@ -64,19 +74,74 @@ def read_manifest(data_dir):
         raise ValueError(f"{path} not found: not a shard directory (run shogi-policy-convert)")
     with tf.io.gfile.GFile(path, "rb") as stream:
         manifest = json.loads(stream.read().decode("utf-8"))
-    expected = {"format": FORMAT, "format_version": FORMAT_VERSION, "record_bytes": encoding.RECORD_BYTES}
-    for key, value in expected.items():
-        if manifest.get(key) != value:
+    for key, value in make_manifest({}).items():
+        if key != "splits" and manifest.get(key) != value:
             raise ValueError(f"{path}: {key} is {manifest.get(key)!r}, this code reads {value!r}")
     return manifest
 
 
-def shard_paths(data_dir, split):
-    """Full paths of the shard files of split listed in the manifest of data_dir."""
+def split_manifest(data_dir, split):
+    """The manifest entry {"files", "positions", ...} of one split of data_dir; ValueError if it has none."""
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
         raise ValueError(f"{data_dir}: no split {split!r}; the manifest has {sorted(manifest['splits'])}")
-    return [os.path.join(data_dir, name) for name in manifest["splits"][split]["files"]]
+    return manifest["splits"][split]
+
+
+def num_positions(data_dir, split):
+    """Positions of split in the shard directory data_dir (from its manifest)."""
+    return int(split_manifest(data_dir, split)["positions"])
+
+
+def shard_paths(data_dir, split):
+    """Full paths of the shard files of split listed in the manifest of data_dir."""
+    return [os.path.join(data_dir, name) for name in split_manifest(data_dir, split)["files"]]
+
+
+def shard_lengths(paths):
+    """Records in each shard file; ValueError naming a file whose size is not a whole number of records."""
+    lengths = []
+    for path in paths:
+        size = tf.io.gfile.stat(path).length
+        if size % encoding.RECORD_BYTES:
+            raise ValueError(
+                f"{path}: {size} bytes is not a multiple of {encoding.RECORD_BYTES}-byte records"
+            )
+        lengths.append(size // encoding.RECORD_BYTES)
+    return lengths
+
+
+def read_records(data_dir, split, limit=None):
+    """The records uint8 [N, 100] of one split, in manifest order (the first `limit` of them)."""
+    chunks, total = [], 0
+    paths = shard_paths(data_dir, split)
+    for path, length in zip(paths, shard_lengths(paths), strict=True):
+        if limit is not None and total >= limit:
+            break
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+        if len(data) != length * encoding.RECORD_BYTES:
+            raise ValueError(f"{path} changed while it was read")
+        chunks.append(np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES))
+        total += length
+    records = np.concatenate(chunks) if chunks else np.zeros((0, encoding.RECORD_BYTES), np.uint8)
+    return records[:limit]
+
+
+def write_records(data_dir, records_by_split, positions_per_shard=1 << 20, seed=0):
+    """A shard directory of in-memory records {split: uint8 [n, 100]}, shuffled, with its manifest.
+
+    For records made outside the converter (tests, benchmarks, generated positions). Returns the manifest.
+    """
+    splits = {}
+    for split, records in records_by_split.items():
+        writer = ShardWriter(data_dir, split, positions_per_shard, seed)
+        writer.add(records)
+        games = len(np.unique(encoding.unpack_records(records)["game_id"]))
+        splits[split] = {**writer.close(), "games": games}
+    manifest = make_manifest(splits)
+    write_manifest(data_dir, manifest)
+    return manifest
 
 
 def existing_outputs(data_dir):

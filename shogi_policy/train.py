@@ -6,7 +6,8 @@
 Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
 
 model_dir receives network.json, train_flags.json, checkpoints/ (tf.train.CheckpointManager,
-every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras and metrics.json.
+every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras and metrics.json
+(shogi_policy.model_dir). What is trained (model, data, loss) comes from a task (shogi_policy.tasks).
 Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
 optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
 --seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
@@ -17,21 +18,16 @@ preemption mid-epoch would repeat the whole epoch and overshoot --steps.
 import json
 import math
 import os
+import sys
 import time
 
 import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import input_pipeline, losses, mnist, network
+from shogi_policy import model_dir, network
 from shogi_policy.strategy import STRATEGIES, make_strategy
-
-NETWORK_JSON = "network.json"
-FLAGS_JSON = "train_flags.json"
-METRICS_JSON = "metrics.json"
-MODEL_KERAS = "model.keras"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
+from shogi_policy.tasks import TASKS
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -41,7 +37,7 @@ def define_flags(flag_values=flags.FLAGS):
         "data_dir", None, "Shard directory (shogi-policy-convert output); local or gs://.", **kw
     )
     flags.DEFINE_enum(
-        "dataset", "shogi", ["shogi", "mnist"], "shogi shards, or MNIST via tensorflow-datasets.", **kw
+        "dataset", "shogi", list(TASKS), "shogi shards, or MNIST via tensorflow-datasets.", **kw
     )
     flags.DEFINE_string("model_dir", None, "Output and checkpoint directory; local or gs://.", **kw)
     flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy.", **kw)
@@ -184,53 +180,9 @@ def _jit_compile(options):
     return {"auto": "auto", "true": True, "false": False}[options.jit_compile]
 
 
-def _compile_args(options, config):
-    """loss, loss_weights and metrics of Model.compile for the dataset and heads."""
-    if options.dataset == "mnist":
-        return {"loss": mnist.loss(), "metrics": mnist.metrics()}
-    policy_loss = losses.PolicyLoss(
-        label_smoothing=options.label_smoothing,
-        loser_weight=options.loser_weight,
-        draw_weight=options.draw_weight,
-    )
-    if not config.value_head:
-        return {"loss": policy_loss, "metrics": losses.policy_metrics()}
-    return {
-        "loss": {"policy": policy_loss, "value": losses.value_loss()},
-        "loss_weights": {"policy": 1.0, "value": options.value_loss_weight},
-        "metrics": {"policy": losses.policy_metrics(), "value": losses.value_metrics()},
-    }
-
-
-def _build_model(options, config):
-    if options.dataset == "mnist":
-        return mnist.build_model(config)
-    return network.build_policy_model(config)
-
-
-def _make_dataset(options, config, split):
-    """Global batches of a split, repeated; shuffled (with --seed) for training only."""
-    training = split == "train"
-    seed = options.seed if training else None
-    if options.dataset == "mnist":
-        return mnist.make_dataset(split, options.batch_size, shuffle=training, repeat=True, seed=seed)
-    return input_pipeline.make_dataset(
-        options.data_dir,
-        split,
-        options.batch_size,
-        shuffle=training,
-        repeat=True,
-        seed=seed,
-        value_targets=config.value_head,
-    )
-
-
-def _eval_steps(options):
+def _eval_steps(options, task):
     """Evaluation batches per epoch: --eval_steps, or one pass over the test split; 0 for none."""
-    if options.dataset == "mnist":
-        examples = mnist.num_examples("test")
-    else:
-        examples = input_pipeline.num_positions(options.data_dir, "test")
+    examples = task.num_examples("test")
     full_pass = examples // options.batch_size
     steps = full_pass if options.eval_steps is None else options.eval_steps
     if steps > 0 and full_pass == 0:
@@ -245,31 +197,19 @@ def _check_options(options):
             raise app.UsageError(f"--{name} must be >= 1, got {getattr(options, name)}")
     if not options.model_dir:
         raise app.UsageError("--model_dir is required")
-    if options.dataset == "shogi" and not options.data_dir:
-        raise app.UsageError("--data_dir is required for --dataset=shogi")
     if not 0 <= options.warmup_steps < options.steps:
         raise app.UsageError(f"--warmup_steps must lie in [0, --steps), got {options.warmup_steps}")
-
-
-def _write_json(path, value):
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
-
-
-def _read_json(path):
-    with tf.io.gfile.GFile(path) as f:
-        return json.loads(f.read())
 
 
 def _claim_model_dir(options, config):
     """Writes network.json, or checks that a resumed model_dir holds the same network."""
     tf.io.gfile.makedirs(options.model_dir)
-    path = os.path.join(options.model_dir, NETWORK_JSON)
-    if tf.io.gfile.exists(path) and _read_json(path) != config.to_dict():
-        raise ValueError(f"{path} describes {_read_json(path)}, not this run's {config.to_dict()}")
-    _write_json(path, config.to_dict())
+    existing = model_dir.read_network_config(options.model_dir)
+    if existing is not None and existing != config:
+        raise ValueError(f"{options.model_dir} holds a {existing} run, not this run's {config}")
+    model_dir.write_json(os.path.join(options.model_dir, model_dir.NETWORK_JSON), config.to_dict())
     flag_values = {flag.name: flag.value for flag in options.get_flags_for_module(__name__)}
-    _write_json(os.path.join(options.model_dir, FLAGS_JSON), flag_values)
+    model_dir.write_json(os.path.join(options.model_dir, model_dir.FLAGS_JSON), flag_values)
 
 
 def train(options, callbacks=()):
@@ -282,6 +222,10 @@ def train(options, callbacks=()):
       dict of final metrics (also written to model_dir/metrics.json).
     """
     _check_options(options)
+    task = TASKS[options.dataset](options)
+    problem = task.check_options()
+    if problem:
+        raise app.UsageError(problem)
     config = network_config(options)
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
@@ -299,22 +243,24 @@ def train(options, callbacks=()):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if options.mixed_bfloat16 else "float32")
     try:
         with strategy.scope():
-            model = _build_model(options, config)
+            # The feature layer's own XLA computations pay on CPU and GPU; a TPU compiles the whole step.
+            nested_xla = not isinstance(strategy, tf.distribute.TPUStrategy)
+            model = task.build_model(config, nested_xla=nested_xla)
             optimizer = make_optimizer(options)
             model.compile(
                 optimizer=optimizer,
                 steps_per_execution=steps_per_execution,
                 jit_compile=_jit_compile(options),
-                **_compile_args(options, config),
+                **task.compile_args(config),
             )
             optimizer.build(model.trainable_variables)
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(options.model_dir, CHECKPOINT_DIR), max_to_keep=3
+            checkpoint, os.path.join(options.model_dir, model_dir.CHECKPOINT_DIR), max_to_keep=3
         )
         if manager.latest_checkpoint:
             _resume(checkpoint, manager.latest_checkpoint)
-        return _fit(options, model, manager, steps_per_execution, config, callbacks)
+        return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -328,11 +274,15 @@ def _resume(checkpoint, path):
     logging.info("resumed from %s at step %d", path, step)
 
 
-def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
+def _fit(options, task, model, manager, steps_per_execution, config, extra_callbacks):
     initial_step = int(model.optimizer.iterations.numpy())
-    train_data = _make_dataset(options, config, "train")
-    eval_steps = _eval_steps(options)
-    eval_data = _make_dataset(options, config, "test") if eval_steps else None
+    train_data = task.make_dataset("train", options.batch_size, config, shuffle=True, seed=options.seed)
+    eval_steps = _eval_steps(options, task)
+    eval_data = (
+        task.make_dataset("test", options.batch_size, config, shuffle=False, seed=None)
+        if eval_steps
+        else None
+    )
     if options.seed is not None and initial_step:
         # Same seed, same order: skip the batches the interrupted run consumed.
         train_data = train_data.skip(initial_step)
@@ -352,11 +302,14 @@ def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
                 Throughput(options.batch_size),
                 StepCheckpoint(manager, options.checkpoint_every, options.steps),
                 # The graph (feature ops included) is large to write and of little use.
-                keras.callbacks.TensorBoard(os.path.join(options.model_dir, LOG_DIR), write_graph=False),
+                keras.callbacks.TensorBoard(
+                    os.path.join(options.model_dir, model_dir.LOG_DIR), write_graph=False
+                ),
                 *extra_callbacks,
             ],
             shuffle=False,  # the dataset shuffles itself
-            verbose=1,
+            # A live bar on a terminal; one line per epoch in logs (CI, nohup, Colab '!' cells).
+            verbose=1 if sys.stdout.isatty() else 2,
         )
     elapsed = time.perf_counter() - start
     final_step = int(model.optimizer.iterations.numpy())
@@ -368,32 +321,10 @@ def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
     if eval_data is not None:
         results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
         metrics.update({f"eval_{name}": float(value) for name, value in results.items()})
-    model.save(os.path.join(options.model_dir, MODEL_KERAS))
-    _write_json(os.path.join(options.model_dir, METRICS_JSON), metrics)
+    model.save(os.path.join(options.model_dir, model_dir.MODEL_KERAS))
+    model_dir.write_json(os.path.join(options.model_dir, model_dir.METRICS_JSON), metrics)
     logging.info("final metrics: %s", json.dumps(metrics))
     return metrics
-
-
-def restore_model(model_dir):
-    """The latest checkpointed weights of a trainer output directory as a float32 keras.Model.
-
-    Built under the default strategy and the float32 dtype policy, whatever the run used
-    (the checkpoint holds float32 variables even under mixed_bfloat16).
-    """
-    checkpoint_path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-    if checkpoint_path is None:
-        raise FileNotFoundError(f"no checkpoint under {os.path.join(model_dir, CHECKPOINT_DIR)}")
-    config = network.NetworkConfig.from_dict(_read_json(os.path.join(model_dir, NETWORK_JSON)))
-    flags_path = os.path.join(model_dir, FLAGS_JSON)
-    dataset = _read_json(flags_path).get("dataset", "shogi") if tf.io.gfile.exists(flags_path) else "shogi"
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        model = mnist.build_model(config) if dataset == "mnist" else network.build_policy_model(config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-    tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
-    return model
 
 
 def main(argv):
@@ -406,3 +337,7 @@ def main(argv):
 def run():
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

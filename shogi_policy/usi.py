@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from shogi_policy import __version__, inference
+from shogi_policy import __version__, encoding, inference
 
 ENGINE_NAME = f"shogi_policy {__version__}"
 ENGINE_AUTHOR = "shogi_policy developers"
@@ -89,7 +89,7 @@ class UsiEngine:
 
     def _position(self, args):
         self._board = None  # a bad position must not leave the previous one in play
-        self._board = inference.parse_position(" ".join(args))
+        self._board = encoding.parse_position(" ".join(args))
 
     def choose_move(self, board):
         """The USI reply to 'go' on a cshogi.Board: a legal move, 'win' or 'resign'."""
@@ -177,9 +177,11 @@ def main(argv):
             break
 
 
-def define_flags():
-    """Declares the app's flags (in run(), so that importing the module defines none)."""
-    flags.DEFINE_string("model", "", "Export directory; the initial value of the ModelPath option.")
+def define_flags(flag_values=flags.FLAGS):
+    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
+    flags.DEFINE_string(
+        "model", "", "Export directory; the initial value of the ModelPath option.", flag_values=flag_values
+    )
 
 
 def run():

@@ -31,7 +31,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 from absl import flags  # noqa: E402
 
-from shogi_policy import encoding, export, network, train  # noqa: E402
+from shogi_policy import encoding, model_dir, network, policy_ops, train  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -103,22 +103,22 @@ def tiny_export(tmp_path_factory):
     The model dir holds what the trainer leaves: network.json, a checkpoint and model.keras.
     Shared by the export, inference, evaluate and USI tests.
     """
-    model_dir = tmp_path_factory.mktemp("tiny_policy")
-    export_dir = model_dir / "export"
+    run_dir = tmp_path_factory.mktemp("tiny_policy")
+    export_dir = run_dir / "export"
     keras.utils.set_random_seed(0)
     model = network.build_policy_model(TINY_CONFIG)
     bias = model.get_layer("policy")
     bias.set_weights([np.random.default_rng(0).normal(0, POLICY_BIAS_STDDEV, bias.bias.shape)])
-    model.save(model_dir / "model.keras")
-    (model_dir / train.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
-    tf.train.Checkpoint(model=model).save(model_dir / train.CHECKPOINT_DIR / "ckpt")
-    command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={model_dir}"]
+    model.save(run_dir / model_dir.MODEL_KERAS)
+    (run_dir / model_dir.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
+    tf.train.Checkpoint(model=model).save(run_dir / model_dir.CHECKPOINT_DIR / "ckpt")
+    command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={run_dir}"]
     result = subprocess.run(
         [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (export_dir / export.METADATA_FILENAME).exists()
-    return model_dir, export_dir
+    assert (export_dir / policy_ops.METADATA_FILENAME).exists()
+    return run_dir, export_dir
 
 
 def numpy_probabilities(logits, mask, temperature):

@@ -85,11 +85,7 @@ def write_test_shards(data_dir, positions):
     records = encoding.pack_records(
         [a[0] for a in arrays], [a[1] for a in arrays], [b.turn for b in boards], labels, [0] * n, range(n)
     )
-    writer = shards.ShardWriter(str(data_dir), "test", positions_per_shard=300, seed=0)
-    writer.add(records)
-    split = writer.close()
-    manifest = {"format": shards.FORMAT, "format_version": shards.FORMAT_VERSION, "splits": {"test": split}}
-    shards.write_manifest(str(data_dir), {**manifest, "record_bytes": encoding.RECORD_BYTES})
+    shards.write_records(str(data_dir), {"test": records}, positions_per_shard=300)
 
 
 def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_CONFIG, numpy_probabilities
 
-from shogi_policy import encoding, export, network, shards
+from shogi_policy import encoding, export, network, policy_ops
 
 OPENINGS = [
     "startpos",
@@ -103,11 +103,11 @@ def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path
 
 
 def test_metadata_describes_layout_and_network(tiny_export):
-    metadata = json.loads((tiny_export[1] / export.METADATA_FILENAME).read_text())
+    metadata = json.loads((tiny_export[1] / policy_ops.METADATA_FILENAME).read_text())
     assert metadata["label_scheme"] == "dlshogi-2187"
     assert metadata["num_labels"] == encoding.NUM_MOVE_LABELS
     assert metadata["record_bytes"] == encoding.RECORD_BYTES
-    assert metadata["record_format_version"] == shards.FORMAT_VERSION
+    assert metadata["record_format_version"] == encoding.RECORD_FORMAT_VERSION
     assert network.NetworkConfig.from_dict(metadata["network"]) == TINY_CONFIG
 
 
@@ -161,7 +161,7 @@ def test_sampling_frequencies_follow_tempered_softmax(saved_model, temperature):
     draws = 10000
     records, mask = cshogi_inputs([OPENINGS[2]])
     logits = saved_model.logits(records)["logits"].numpy()
-    labels = export.sample_labels(
+    labels = policy_ops.sample_labels(
         tf.repeat(logits, draws, axis=0),
         tf.repeat(mask, draws, axis=0),
         tf.constant(temperature),

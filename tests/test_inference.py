@@ -42,13 +42,13 @@ def test_parse_position_forms_match_cshogi(shared_data):
         f"position sfen {sfen} moves {moves}",
         f"{sfen} moves {moves}",
     ):
-        assert inference.parse_position(text).sfen() == expected, text
-    assert inference.parse_position(sfen).sfen() == sfen
+        assert encoding.parse_position(text).sfen() == expected, text
+    assert encoding.parse_position(sfen).sfen() == sfen
     board = cshogi_board("startpos moves 7g7f")
-    copy = inference.parse_position(board)
+    copy = encoding.parse_position(board)
     assert copy is not board and copy.sfen() == board.sfen()
     for game in floodgate_games(shared_data, 30):  # whole real games, drops and promotions included
-        assert inference.parse_position(game).sfen() == cshogi_board(game).sfen()
+        assert encoding.parse_position(game).sfen() == cshogi_board(game).sfen()
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_parse_position_forms_match_cshogi(shared_data):
 def test_parse_position_rejects_bad_input(position, message):
     # Several of these abort the whole process inside cshogi's set_sfen if they reach it.
     with pytest.raises(ValueError, match=message):
-        inference.parse_position(position)
+        encoding.parse_position(position)
 
 
 def test_move_probabilities_are_softmax_over_cshogi_legal_moves(policy, shared_data):

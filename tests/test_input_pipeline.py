@@ -39,17 +39,8 @@ def write_shards(directory, records, lengths=SHARD_LENGTHS, split="train"):
         name = shards.shard_name(split, index, len(lengths))
         (directory / name).write_bytes(records[start:end].tobytes())
         names.append(name)
-    manifest = {
-        "format": shards.FORMAT,
-        "format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
-        "splits": {split: {"files": names, "positions": int(offsets[-1]), "games": 1}},
-        "filters": {},
-        "skipped": {},
-        "inputs": [],
-        "seed": 0,
-    }
-    shards.write_manifest(str(directory), manifest)
+    splits = {split: {"files": names, "positions": int(offsets[-1]), "games": 1}}
+    shards.write_manifest(str(directory), shards.make_manifest(splits))
     return records
 
 
@@ -131,7 +122,7 @@ def test_static_shapes_and_targets(shard_dir, value_targets):
 
 def test_num_positions_and_errors(shard_dir, tmp_path):
     directory, records = shard_dir
-    assert input_pipeline.num_positions(str(directory), "train") == len(records)
+    assert shards.num_positions(str(directory), "train") == len(records)
     with pytest.raises(ValueError, match="test"):
         input_pipeline.make_dataset(str(directory), "test", 8)
     with pytest.raises(ValueError, match="fewer than a batch"):

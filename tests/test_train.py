@@ -10,25 +10,14 @@ import tensorflow as tf
 from absl import flags
 from conftest import parse_flags, random_game_records
 
-from shogi_policy import encoding, losses, shards, strategy, train
+from shogi_policy import encoding, losses, model_dir, shards, strategy, train
 
 UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
 
 
 def write_shards(directory, splits):
     """A shard directory (shogi_policy.shards layout) of uint8 [n, 100] records per split."""
-    manifest = {
-        "format": shards.FORMAT,
-        "format_version": shards.FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
-        "splits": {},
-    }
-    for split, split_records in splits.items():
-        writer = shards.ShardWriter(str(directory), split, positions_per_shard=len(split_records), seed=0)
-        writer.add(split_records)
-        games = len(np.unique(encoding.unpack_records(split_records)["game_id"]))
-        manifest["splits"][split] = {**writer.close(), "games": games}
-    shards.write_manifest(str(directory), manifest)
+    shards.write_records(str(directory), splits)
     return directory
 
 
@@ -135,7 +124,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train.train(parse_flags(model_dir=resumed, **common), callbacks=[Interrupt(6)])
-    assert train.restore_model(resumed) is not None  # the step-4 checkpoint
+    assert model_dir.restore_model(resumed) is not None  # the step-4 checkpoint
     batches_seen = []
     counter = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: batches_seen.append(batch)
@@ -143,7 +132,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
     metrics = train.train(parse_flags(model_dir=resumed, **common), callbacks=[counter])
     assert metrics["step"] == 12
     assert len(batches_seen) == 8  # steps 4..11: the interrupted steps 4 and 5 are redone
-    for a, b in zip(train.restore_model(straight).weights, train.restore_model(resumed).weights, strict=True):
+    for a, b in zip(
+        model_dir.restore_model(straight).weights, model_dir.restore_model(resumed).weights, strict=True
+    ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
 
 
@@ -162,7 +153,7 @@ def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path
     assert metrics["step"] == 6
     for name in ("eval_policy_loss", "eval_value_loss", "eval_policy_accuracy", "eval_value_accuracy"):
         assert np.isfinite(metrics[name]), name
-    outputs = train.restore_model(tmp_path / "run")(random_game_records(1, 4, seed=4))
+    outputs = model_dir.restore_model(tmp_path / "run")(random_game_records(1, 4, seed=4))
     assert outputs["policy"].shape == (4, 2187) and outputs["value"].shape == (4, 1)
 
 
@@ -187,7 +178,7 @@ def test_jit_compile_mixed_bfloat16_and_saved_loss_config(random_shards, tmp_pat
     saved = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert isinstance(saved.loss, losses.PolicyLoss)
     assert (saved.loss.label_smoothing, saved.loss.loser_weight, saved.loss.draw_weight) == (0.1, 0.0, 0.5)
-    restored = train.restore_model(tmp_path / "run")
+    restored = model_dir.restore_model(tmp_path / "run")
     assert all(layer.compute_dtype == "float32" for layer in restored.layers)
     for a, b in zip(saved.weights, restored.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -1,0 +1,82 @@
+"""What the trainer trains: a task bundles the model builder, the datasets, the loss and metrics.
+
+  ShogiTask  policy (and optional value) network on record shards (--data_dir)
+  MnistTask  the residual tower on MNIST from tensorflow-datasets: the smoke test of a runtime
+
+The trainer picks one by --dataset (TASKS) and never asks which it holds.
+"""
+
+from shogi_policy import input_pipeline, losses, mnist, network, shards
+
+
+class ShogiTask:
+    """Shogi policy training on a shard directory, with the trainer's loss flags."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def check_options(self):
+        """A problem with the flags this task needs, as a message, or None."""
+        return None if self.options.data_dir else "--data_dir is required for --dataset=shogi"
+
+    def build_model(self, config, nested_xla=False):
+        return network.build_policy_model(config, nested_xla=nested_xla)
+
+    def num_examples(self, split):
+        return shards.num_positions(self.options.data_dir, split)
+
+    def make_dataset(self, split, batch_size, config, *, shuffle, seed):
+        """Global batches of a split, repeated: (records int32 [B, 100], targets)."""
+        return input_pipeline.make_dataset(
+            self.options.data_dir,
+            split,
+            batch_size,
+            shuffle=shuffle,
+            repeat=True,
+            seed=seed,
+            value_targets=config.value_head,
+        )
+
+    def compile_args(self, config):
+        """loss, loss_weights and metrics of Model.compile for the network's heads."""
+        options = self.options
+        policy_loss = losses.PolicyLoss(
+            label_smoothing=options.label_smoothing,
+            loser_weight=options.loser_weight,
+            draw_weight=options.draw_weight,
+        )
+        if not config.value_head:
+            return {"loss": policy_loss, "metrics": losses.policy_metrics()}
+        return {
+            "loss": {"policy": policy_loss, "value": losses.value_loss()},
+            "loss_weights": {"policy": 1.0, "value": options.value_loss_weight},
+            "metrics": {"policy": losses.policy_metrics(), "value": losses.value_metrics()},
+        }
+
+
+class MnistTask:
+    """MNIST digits through the same trainer, strategies and checkpoints."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def check_options(self):
+        return None
+
+    def build_model(self, config, nested_xla=False):
+        del nested_xla  # images need no feature layer
+        return mnist.build_model(config)
+
+    def num_examples(self, split):
+        return mnist.num_examples(split)
+
+    def make_dataset(self, split, batch_size, config, *, shuffle, seed):
+        del config
+        return mnist.make_dataset(split, batch_size, shuffle=shuffle, repeat=True, seed=seed)
+
+    def compile_args(self, config):
+        del config
+        return {"loss": mnist.loss(), "metrics": mnist.metrics()}
+
+
+TASKS = {"shogi": ShogiTask, "mnist": MnistTask}
