@@ -135,3 +135,18 @@ def build_policy_model(config, nested_xla=False):
     if not config.value_head:
         return keras.Model(records, policy, name="shogi_policy")
     return keras.Model(records, {"policy": policy, "value": _value_head(x, config)}, name="shogi_policy")
+
+
+def non_finite_weights(variables):
+    """Paths of the floating-point variables (keras.Variables) that hold a NaN or an infinity.
+
+    The trainer checks the model and optimizer before each checkpoint and the export checks the model,
+    so that a diverged run never becomes the latest checkpoint or a served model. One reduction per
+    variable on its device, one bool to the host.
+    """
+    return [
+        variable.path
+        for variable in variables
+        if keras.backend.is_float_dtype(variable.dtype)
+        and not bool(keras.ops.all(keras.ops.isfinite(variable)))
+    ]
