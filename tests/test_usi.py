@@ -20,10 +20,10 @@ FAIRY_STOCKFISH = Path("/usr/games/fairy-stockfish")
 MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
 # Black king in the enemy camp with 20 pieces there and 40 points: declarable (CSA 27-point rule).
 NYUGYOKU_SFEN = "GGGGK4/SSSS1LLL1/PPPPPPPPP/9/9/9/9/9/k8 b RRBB 1"
-# Impossible: a black pawn on rank 1 (it could never move) and, in the second, two black pawns on file 5.
+# Impossible: a black pawn on rank 1 (it could never move); two black pawns on file 5 (nifu).
 IMPOSSIBLE_SFENS = [
     "lnsgkgsnP/1r5b1/ppppppppp/9/9/9/PPPPPPPP1/1B5R1/LNSGKGSNL b - 1",
-    "lnsgkgsnl/1r5b1/ppppppppp/9/4P4/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1",
+    "lnsgkgsnl/1r5b1/ppppppppp/9/4P4/9/PPPPPPPP1/1B5R1/LNSGKGSNL b - 1",
 ]
 
 
