@@ -10,7 +10,7 @@ Options (dlshogi's policy player conventions):
 'go' answers 'bestmove win' on a declarable entering-king position (cshogi is_nyugyoku) and
 'bestmove resign' when there is no legal move. Unknown commands are ignored (logged on stderr).
 'isready' loads the model and plays one move with it, so that the first 'go' does not pay for TensorFlow
-preparing the graphs (2-3 s for the cpu preset's network).
+preparing the graphs (1-3 s for the cpu preset's network).
 
 Bad input never stops the engine: a command that fails answers 'info string error: ...', and still
 'readyok' for 'isready' and 'bestmove resign' for 'go'. A position that fails encoding.parse_position
@@ -91,7 +91,7 @@ class UsiEngine:
     def _warm_up(self):
         """Runs what 'go' runs (sample and top_k at batch size 1) once on the start position.
 
-        TensorFlow prepares a loaded signature's graph on its first call: 2-3 s for the cpu preset, longer
+        TensorFlow prepares a loaded signature's graph on its first call: 1-3 s for the cpu preset, longer
         than a 1-second byoyomi. Loading happens on isready, where the GUI waits without a clock.
         """
         start = cshogi.Board()
