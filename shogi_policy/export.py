@@ -2,6 +2,7 @@
 
   shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu
   shogi-policy-export --keras_model=runs/cpu/model.keras --export_dir=export/cpu
+  shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu --format=onnx   # dlshogi's ONNX (onnx_export)
 
 Signatures (all loadable with tf.saved_model.load alone, no shogi_policy import):
   "logits"(records uint8 [N, 100]) -> {"logits": float32 [N, 2187]}
@@ -133,6 +134,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("model_dir", None, "Trainer output directory (its latest checkpoint).", **kw)
     flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
     flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
+    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "onnx"], "onnx: export_dir/model.onnx.", **kw)
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -165,9 +167,17 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from error
     source = args.model_dir or args.keras_model
-    metadata = export_model(model, args.export_dir, network_config, source)
-    logging.info("Exported %s to %s: %s", source, args.export_dir, json.dumps(metadata))
-    print(f"exported {source} -> {args.export_dir}")
+    if args.format == "onnx":
+        from shogi_policy import onnx_export  # imported here: it imports this module
+
+        try:
+            path, metadata = onnx_export.export_onnx(model, args.export_dir, network_config, source)
+        except ImportError as error:
+            raise app.UsageError(str(error)) from error
+    else:
+        path, metadata = args.export_dir, export_model(model, args.export_dir, network_config, source)
+    logging.info("Exported %s to %s: %s", source, path, json.dumps(metadata))
+    print(f"exported {source} -> {path}")
 
 
 def run():
