@@ -266,8 +266,11 @@ def engine1_points(index, result):
     return float((result == "black_win") == (index % 2 == 0))
 
 
-def summarize(finished, settings, names):
-    """The summary dict of the finished games {index: line} (engine 1's point of view)."""
+def summarize(finished, settings, names, wall_seconds):
+    """The summary dict of the finished games {index: line} (engine 1's point of view).
+
+    wall_seconds: the match's wall time so far, over all its runs (engine start-ups included).
+    """
     counts = collections.Counter()
     by_colour = {"engine1_black": collections.Counter(), "engine1_white": collections.Counter()}
     endings, faults, plies = collections.Counter(), [], 0
@@ -296,6 +299,7 @@ def summarize(finished, settings, names):
         "endings": dict(sorted(endings.items())),
         "mean_plies": plies / len(finished) if finished else None,
         "faults": faults,
+        "wall_seconds": round(wall_seconds, 1),
         "settings": {key: value for key, value in settings.items() if not key.startswith("engine")},
     }
 
@@ -439,6 +443,10 @@ def main(argv):
     ]  # fmt: skip
     for n, player in enumerate(players, 1):
         player.name = getattr(args, f"engine{n}_name") or None
+    summary_path = output_dir / SUMMARY_FILE
+    # A resumed match adds this run's time to the time its summary recorded before.
+    earlier = json.loads(summary_path.read_text())["wall_seconds"] if summary_path.exists() else 0.0
+    start = time.monotonic()
     try:
         for player in players:
             try:
@@ -446,9 +454,8 @@ def main(argv):
             except (EngineError, ValueError) as error:
                 raise app.UsageError(f"{player.label} does not start: {error}") from error
         names = [player.name for player in players]
-        summary = summarize(finished, settings, names)
-        write_json(output_dir / SUMMARY_FILE, summary)
-        start = time.monotonic()
+        summary = summarize(finished, settings, names, earlier + time.monotonic() - start)
+        write_json(summary_path, summary)
         with open(games_path, "a", encoding="utf-8") as out:
             for spec in todo:
                 moves, result, ending, reason = play_game(spec, *players, args.max_plies, args.move_timeout)
@@ -457,8 +464,8 @@ def main(argv):
                 out.flush()
                 os.fsync(out.fileno())  # a killed run keeps every finished game
                 finished[spec.index] = line
-                summary = summarize(finished, settings, names)
-                write_json(output_dir / SUMMARY_FILE, summary)
+                summary = summarize(finished, settings, names, earlier + time.monotonic() - start)
+                write_json(summary_path, summary)
                 logging.info("%s", progress_line(spec, args.games, line, summary))
         logging.info("%d games in %.0f s", len(todo), time.monotonic() - start)
     finally:

@@ -241,3 +241,22 @@ def test_elo_estimate(wins, draws, losses, elo, low, high):
         [elo, low, high], abs=0.1
     )
     assert match.elo_estimate(0, 0, 0)["elo"] is None
+
+
+@pytest.mark.skipif(not os.access(FAIRY_STOCKFISH, os.X_OK), reason="fairy-stockfish not installed")
+def test_strength_table_script(tiny_export, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "strength_table.py"
+    command = [
+        sys.executable,
+        str(script),
+        f"--model={tiny_export[1]}",
+        f"--output_dir={tmp_path}",
+        "--games=2",
+    ]
+    result = run_match([*command, "--opponents=fsf_d1", "--temperatures=T1"])
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].startswith("| fairy-stockfish depth 1 | T1 | 2 | ")
+    assert rows[2] in result.stdout
+    summary = read_summary(tmp_path / "fsf_d1_T1")
+    assert summary["engine1"]["options"] == ["Softmax_Temperature=100", "Temperature_Cutoff_Ply=10000"]
+    assert summary["engine2"]["go"] == "depth 1" and summary["wall_seconds"] > 0
