@@ -169,7 +169,7 @@ def _fault(player, color, error, ply):
     """Stops the faulty engine; (ending, reason) of the fault: 'timeout' or 'crash', naming the engine."""
     ending = "timeout" if isinstance(error, EngineTimeout) else "crash"
     player.stop(grace=0.0 if ending == "timeout" else 5.0)  # a hung engine will not quit by itself
-    return ending, f"{player.label} ({COLOR_NAMES[color]}) at ply {ply}: {error}"
+    return ending, f"{player.label} ({COLOR_NAMES[color]}): ply {ply}: {error}"
 
 
 def play_game(spec, engine1, engine2, max_plies, move_timeout):
@@ -188,30 +188,38 @@ def play_game(spec, engine1, engine2, max_plies, move_timeout):
         except EngineError as error:
             ending, reason = _fault(player, color, error, len(game.moves) + 1)
             return game.moves, referee.loser(color), ending, reason
-    end, reason = None, ""
-    while end is None and (end := game.adjudicate(max_plies)) is None:
-        color = game.board.turn
-        player = sides[color]
-        try:
-            bestmove, _ = player.engine.search(game.moves, player.go_args, move_timeout)
-        except EngineError as error:
-            ending, reason = _fault(player, color, error, len(game.moves) + 1)
-            end = game.mover_loses(ending)
-        else:
-            where = f"{player.label} ({COLOR_NAMES[color]})"
-            if bestmove == "resign":
-                end = game.mover_loses("resign")
-            elif bestmove == "win":
-                end = game.declare()
-                unjustified = f"{where}: ply {len(game.moves) + 1}: unjustified 'win' in {game.board.sfen()}"
-                reason = unjustified if end[1] == "illegal" else ""
-            else:
-                try:
-                    end = game.play(bestmove)
-                except ValueError as error:
-                    end, reason = game.mover_loses("illegal"), f"{where}: {error}"
+    end, reason = game.adjudicate(max_plies), ""
+    while end is None:
+        end, reason = _take_turn(game, sides[game.board.turn], move_timeout)
+        end = end or game.adjudicate(max_plies)
     _send_gameover(sides, end[0])
     return game.moves, *end, reason
+
+
+def _take_turn(game, player, move_timeout):
+    """Asks the side to move's engine for its move and referees it.
+
+    Returns:
+      (end, reason): end is (result, ending) when the move ended the game, else None (the move was played);
+      reason names the engine, colour, move and position of a fault or illegal reply, else ''.
+    """
+    color = game.board.turn
+    try:
+        bestmove, _ = player.engine.search(game.moves, player.go_args, move_timeout)
+    except EngineError as error:
+        ending, reason = _fault(player, color, error, len(game.moves) + 1)
+        return game.mover_loses(ending), reason
+    where = f"{player.label} ({COLOR_NAMES[color]})"
+    if bestmove == "resign":
+        return game.mover_loses("resign"), ""
+    if bestmove == "win":
+        end = game.declare()
+        unjustified = f"{where}: ply {len(game.moves) + 1}: unjustified 'win' in {game.board.sfen()}"
+        return end, (unjustified if end[1] == "illegal" else "")
+    try:
+        return game.play(bestmove), ""
+    except ValueError as error:
+        return game.mover_loses("illegal"), f"{where}: {error}"
 
 
 def _send_gameover(sides, result):
