@@ -31,7 +31,7 @@ OPPONENTS = {
     "fsf_d3": ("fairy-stockfish depth 3", FAIRY_STOCKFISH, [], "depth 3"),
     # LimitDepth's minimum is 4; no opening book, one thread; the depth ends the search before the byoyomi.
     "gps_d4": (
-        "gpsshogi LimitDepth 4",
+        "gpsshogi LimitDepth 4 (its lowest), no book",
         GPSSHOGI,
         ["LimitDepth=4", "BookDepth=0", "Thread=1"],
         "btime 0 wtime 0 byoyomi 10000",
