@@ -2,6 +2,7 @@
 
   shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu
   shogi-policy-export --keras_model=runs/cpu/model.keras --export_dir=export/cpu
+  shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu --format=onnx   # dlshogi's ONNX (onnx_export)
 
 Signatures (all loadable with tf.saved_model.load alone, no shogi_policy import):
   "logits"(records uint8 [N, 100]) -> {"logits": float32 [N, 2187]}
@@ -23,11 +24,8 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import encoding, features, network, policy_ops
+from shogi_policy import encoding, features, network, onnx_export, policy_ops
 from shogi_policy.model_dir import read_network_config, restore_model
-
-# Input planes computed in-graph by features.DlshogiFeatures (cshogi.dlshogi.make_input_features order).
-FEATURE_SCHEME = f"dlshogi-{features.NUM_FEATURES}"
 
 _RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
 _MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
@@ -87,12 +85,7 @@ def export_model(model, export_dir, network_config=None, source=None):
     Raises:
       ValueError, before anything is written, if a weight holds NaN or inf (a diverged training run).
     """
-    bad = network.non_finite_weights(model.weights)
-    if bad:
-        raise ValueError(
-            f"the model's weights are not finite (NaN or inf in {', '.join(bad[:3])}): its training diverged; "
-            "export an earlier checkpoint or retrain with a lower learning rate"
-        )
+    network.check_finite_weights(model)
     for layer in model.layers:
         if isinstance(layer, features.DlshogiFeatures):
             layer.nested_xla = False  # an XLA-must-compile function fails on hosts without XLA
@@ -124,7 +117,7 @@ def export_model(model, export_dir, network_config=None, source=None):
     metadata = {
         "format": "shogi_policy.export",
         **policy_ops.format_metadata(),
-        "feature_scheme": FEATURE_SCHEME,
+        "feature_scheme": features.FEATURE_SCHEME,
         "network": network_config,
         "signatures": ["logits", "probabilities", "sample"],
         "source": source,
@@ -159,6 +152,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("model_dir", None, "Trainer output directory (its latest checkpoint).", **kw)
     flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
     flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
+    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "onnx"], "onnx: export_dir/model.onnx.", **kw)
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -189,11 +183,14 @@ def main(argv):
     source = args.model_dir or args.keras_model
     try:
         model, network_config = load_model(args.model_dir, args.keras_model)
-        metadata = export_model(model, args.export_dir, network_config, source)
-    except (ValueError, FileNotFoundError) as error:
+        if args.format == "onnx":
+            path, metadata = onnx_export.export_onnx(model, args.export_dir, network_config, source)
+        else:
+            path, metadata = args.export_dir, export_model(model, args.export_dir, network_config, source)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         raise app.UsageError(str(error)) from error
-    logging.info("Exported %s to %s: %s", source, args.export_dir, json.dumps(metadata))
-    print(f"exported {source} -> {args.export_dir}")
+    logging.info("Exported %s to %s: %s", source, path, json.dumps(metadata))
+    print(f"exported {source} -> {path}")
 
 
 def run():

@@ -137,6 +137,16 @@ def build_policy_model(config, nested_xla=False):
     return keras.Model(records, {"policy": policy, "value": _value_head(x, config)}, name="shogi_policy")
 
 
+def check_finite_weights(model):
+    """ValueError naming the weights of a model that hold NaN or inf (a diverged run): nothing to serve."""
+    bad = non_finite_weights(model.weights)
+    if bad:
+        raise ValueError(
+            f"the model's weights are not finite (NaN or inf in {', '.join(bad[:3])}): its training diverged; "
+            "export an earlier checkpoint or retrain with a lower learning rate"
+        )
+
+
 def non_finite_weights(variables):
     """Paths of the floating-point variables (keras.Variables) that hold a NaN or an infinity.
 
