@@ -197,6 +197,19 @@ def _check_options(options):
         raise app.UsageError(f"--warmup_steps must lie in [0, --steps), got {options.warmup_steps}")
 
 
+def _check_steps_per_execution(options, steps_per_execution):
+    """Keras runs whole executions of steps_per_execution steps on a repeated dataset, even past the end of an
+    epoch: with an epoch of 125 steps and 100 per execution, each epoch runs 200 steps, and --steps is
+    overshot. So both must be multiples of it."""
+    for name in ("steps", "steps_per_epoch"):
+        value = min(getattr(options, name), options.steps)
+        if value % steps_per_execution:
+            raise app.UsageError(
+                f"--{name}={value} must be a multiple of --steps_per_execution={steps_per_execution}: Keras "
+                "runs whole executions, so training would overshoot"
+            )
+
+
 def _claim_model_dir(options, config):
     """Writes network.json, or checks that a resumed model_dir holds the same network."""
     tf.io.gfile.makedirs(options.model_dir)
@@ -237,6 +250,7 @@ def train(options, callbacks=()):
             "steps_per_execution=%d is unsupported under MirroredStrategy: using 1", steps_per_execution
         )
         steps_per_execution = 1
+    _check_steps_per_execution(options, steps_per_execution)
     _claim_model_dir(options, config)
 
     previous_policy = keras.mixed_precision.global_policy()
