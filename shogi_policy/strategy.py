@@ -135,24 +135,20 @@ def compilation(jit_compile, *, on_tpu, host_xla, default_strategy, has_gpu):
     if jit_compile not in JIT_COMPILE:
         raise ValueError(f"jit_compile must be one of {JIT_COMPILE}, got {jit_compile!r}")
     if on_tpu:
-        return False, jit_compile == "true", "TPUStrategy compiles the whole step; feature layer in plain ops"
+        return False, jit_compile == "true", "TPUStrategy compiles the whole step"
     if not host_xla:
         if jit_compile == "true":
             raise ValueError(
                 "--jit_compile=true needs XLA for the host CPU, which this TensorFlow lacks (the tensorflow-tpu "
                 "wheel has none): use --jit_compile=auto or false here, or the tensorflow wheel"
             )
-        return (
-            False,
-            False,
-            "no XLA for the host CPU (tensorflow-tpu wheel): feature layer in plain ops, no jit",
-        )
+        return False, False, "no XLA for the host CPU: the tensorflow-tpu wheel"
     if jit_compile == "auto":
         jit = has_gpu and default_strategy
         return (
             True,
             jit,
-            f"host XLA available; --jit_compile=auto: {'on (GPU)' if jit else 'off (CPU or distributed)'}",
+            f"host XLA available; --jit_compile=auto: {'on, a GPU' if jit else 'off on CPU and distributed'}",
         )
     return True, jit_compile == "true", f"host XLA available; --jit_compile={jit_compile}"
 

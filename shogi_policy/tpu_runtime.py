@@ -20,12 +20,12 @@ import platform
 from pathlib import Path
 
 # Google's PCI vendor id and the TPU chips' device ids, as jax-ml/jax jax/_src/hardware_utils.py
-# (num_available_tpu_chips_and_device_id) lists them. The vendor alone is not enough: Google's gVNIC
-# network card on GCE VMs has the same vendor id.
+# (num_available_tpu_chips_and_device_id) lists them; a new TPU generation needs its id added here. The
+# vendor alone is not enough: Google's gVNIC network card on GCE VMs has the same vendor id.
 _GOOGLE_PCI_VENDOR = "0x1ae0"
 TPU_PCI_DEVICES = {
     "0x0027": "v2/v3",
-    "0x0056": "v4",
+    "0x0056": "plc",  # jax: "no public name"
     "0x005e": "v4",
     "0x0062": "v5p",
     "0x0063": "v5e",

@@ -145,7 +145,7 @@ def test_preflight(monkeypatch, capsys):
 
 
 def test_auto_strategy_on_cpu_is_quiet(caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # other tests' app.run may have lowered absl's verbosity
     assert strategy.make_strategy("auto") is tf.distribute.get_strategy()
     messages = "\n".join(record.getMessage() for record in caplog.records)
     assert (
@@ -158,14 +158,25 @@ def test_auto_strategy_on_cpu_is_quiet(caplog):
 def test_tpu_strategy_failures_say_what_to_do(monkeypatch, caplog):
     with pytest.raises(strategy.TpuUnavailableError, match="Change runtime type > TPU"):
         strategy.make_strategy("tpu")
-    # A chip that does not answer (here: no TPU runtime in this TensorFlow): a clear error, or under auto
-    # one warning and the next strategy.
+
+    # A chip whose TPU does not initialise, as with libtpu loaded on a host without a TPU. Simulated: a real
+    # initialize_tpu_system in this process would leave it unable to run MirroredStrategy's collectives.
+    def initialize_tpu_system(resolver):
+        raise tf.errors.InternalError(None, None, "RET_CHECK failure (tpu_node_interfaces.cc:432) *platform")
+
     monkeypatch.setattr(tpu_runtime, "local_tpu_chips", lambda *args: {"0000:00:04.0": "v5e"})
-    with pytest.raises(strategy.TpuUnavailableError, match="(?s)did not initialise.*libtpu==0.0.14"):
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda tpu: tpu)
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", initialize_tpu_system)
+    with pytest.raises(
+        strategy.TpuUnavailableError, match="(?s)did not initialise.*InternalError.*libtpu==0.0.14"
+    ):
         strategy.make_strategy("tpu")
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     assert strategy.make_strategy("auto") is tf.distribute.get_strategy()
-    assert "the TPU did not initialise, no GPU" in caplog.text
+    assert (
+        "strategy auto: _DefaultDistributionStrategy with 1 replicas (the TPU did not initialise, no GPU)"
+        in caplog.text
+    )
 
 
 CPU_HOST = {"on_tpu": False, "host_xla": True, "default_strategy": True, "has_gpu": False}
