@@ -101,7 +101,7 @@ def fit_per_step(distribution, initial_weights, options, config, steps):
     return history.history, evaluation
 
 
-def test_mirrored_loss_and_metrics_equal_the_default_strategy(game_shards):
+def test_mirrored_loss_and_metrics_equal_the_default_strategy(game_shards, monkeypatch):
     """Per-step loss and accuracies under MirroredStrategy (2 replicas) equal the default strategy's.
 
     Tolerances: losses relative 1e-5 (the replicas' gradients are summed in another order than one
@@ -114,6 +114,10 @@ def test_mirrored_loss_and_metrics_equal_the_default_strategy(game_shards):
     config = train.network_config(options)
     keras.utils.set_random_seed(3)
     initial_weights = network.build_policy_model(config).get_weights()
+    # Every MirroredStrategy numbers its collective ops from the same key, so a second one in this process
+    # (test_train's) would meet this one's collectives under the same keys with other shapes; TF's own tests
+    # give each strategy a key base of its own ("Only set this in tests").
+    monkeypatch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 10_000)
     mirrored = strategy.make_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2
     default_logs, default_eval = fit_per_step(
