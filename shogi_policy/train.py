@@ -6,7 +6,14 @@
 Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
 
 model_dir receives network.json, train_flags.json, checkpoints/ (tf.train.CheckpointManager,
-every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras and metrics.json.
+every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras, metrics.json and
+history.jsonl (one line of metrics per epoch: step, positions seen, training positions/s, test-split
+and --eval_tsv move-match accuracy).
+
+With --ema_momentum the optimizer keeps an exponential moving average of the weights (Keras use_ema).
+Checkpoints hold the raw weights (and the averages as optimizer variables), so a resume is exact;
+the evaluations during training, the final metrics, model.keras and restore_model (hence the export)
+use the averaged weights.
 Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
 optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
 --seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
@@ -18,8 +25,10 @@ import json
 import math
 import os
 import time
+import types
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -29,6 +38,7 @@ from shogi_policy.strategy import STRATEGIES, make_strategy
 NETWORK_JSON = "network.json"
 FLAGS_JSON = "train_flags.json"
 METRICS_JSON = "metrics.json"
+HISTORY_JSONL = "history.jsonl"
 MODEL_KERAS = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -79,10 +89,23 @@ def define_flags(flag_values=flags.FLAGS):
         "loser_weight", 1.0, "Policy loss weight of the losing side's moves (0: winners only).", **kw
     )
     flags.DEFINE_float("draw_weight", 1.0, "Policy loss weight of moves from drawn games.", **kw)
+    flags.DEFINE_bool(
+        "mirror", False, "Mirror training positions left-right (files 1<->9) with probability 1/2.", **kw
+    )
+    flags.DEFINE_float(
+        "ema_momentum", 0.0, "Exponential moving average of the weights (e.g. 0.999); 0 = off.", **kw
+    )
     flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.", **kw)
     flags.DEFINE_integer(
         "eval_steps", None, "Evaluation batches per epoch (default: the whole test split; 0: none).", **kw
     )
+    flags.DEFINE_string(
+        "eval_tsv",
+        None,
+        "Also measure move match on this 'split<TAB>sfen<TAB>usi_move' file each epoch.",
+        **kw,
+    )
+    flags.DEFINE_string("eval_tsv_split", "val", "Rows of --eval_tsv to use (its first column).", **kw)
     flags.DEFINE_enum(
         "jit_compile",
         "auto",
@@ -150,6 +173,87 @@ class Throughput(keras.callbacks.Callback):
         logging.info("epoch %d: %d steps, %.1f positions/s", epoch + 1, steps, rate)
 
 
+def _uses_ema(optimizer):
+    return bool(getattr(optimizer, "use_ema", False))
+
+
+def swap_ema_weights(optimizer):
+    """Swaps the model's trainable weights and the optimizer's moving averages, exactly (copies, no arithmetic).
+
+    Keras's SwapEMAWeights swaps by adding and subtracting under TF, which rounds both sets of weights;
+    a resumed run must see the same raw weights as an uninterrupted one.
+    """
+    for variable, average in zip(
+        optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
+    ):
+        value = keras.ops.convert_to_numpy(variable)
+        variable.assign(keras.ops.convert_to_numpy(average))
+        average.assign(value)
+
+
+class EmaEvaluation(keras.callbacks.Callback):
+    """Evaluates with the averaged weights (swapped in for evaluation, back for training)."""
+
+    def on_test_begin(self, logs=None):
+        swap_ema_weights(self.model.optimizer)
+
+    def on_test_end(self, logs=None):
+        swap_ema_weights(self.model.optimizer)
+
+
+class TsvEvaluation(keras.callbacks.Callback):
+    """Adds tsv_top1 / tsv_top5 (move match among the legal moves, evaluate.move_match) to each epoch's logs.
+
+    Positions are read once; with EMA the averaged weights are measured.
+    """
+
+    def __init__(self, path, split, batch_size):
+        super().__init__()
+        from shogi_policy import evaluate  # evaluate -> inference -> export -> train: import when used
+
+        self._move_match = evaluate.move_match
+        records, self.mask, self.labels = evaluate.tsv_inputs(path, split)
+        padded = math.ceil(len(records) / batch_size) * batch_size  # static batch shapes (TPU)
+        self.records = np.zeros((padded, records.shape[1]), np.int32)
+        self.records[: len(records)] = records
+        self.batch_size = batch_size
+        logging.info("--eval_tsv: %d positions of %s (split %s)", len(records), path, split)
+
+    def on_epoch_end(self, epoch, logs=None):
+        ema = _uses_ema(self.model.optimizer)
+        if ema:
+            swap_ema_weights(self.model.optimizer)
+        try:
+            outputs = self.model.predict(self.records, batch_size=self.batch_size, verbose=0)
+        finally:
+            if ema:
+                swap_ema_weights(self.model.optimizer)
+        logits = outputs["policy"] if isinstance(outputs, dict) else outputs
+        accuracy = self._move_match(
+            np.asarray(logits, np.float32)[: len(self.labels)], self.mask, self.labels
+        )
+        if logs is not None:
+            logs["tsv_top1"], logs["tsv_top5"] = accuracy[1], accuracy[5]
+        logging.info("epoch %d: --eval_tsv top-1 %.4f, top-5 %.4f", epoch + 1, accuracy[1], accuracy[5])
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Appends each epoch's logs, with the step and positions seen, as a JSON line to a file."""
+
+    def __init__(self, path, batch_size):
+        super().__init__()
+        self.path = path
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        row = {"step": step, "positions": step * self.batch_size}
+        row.update({name: float(value) for name, value in (logs or {}).items()})
+        previous = tf.io.gfile.GFile(self.path).read() if tf.io.gfile.exists(self.path) else ""
+        with tf.io.gfile.GFile(self.path, "w") as f:  # GFile has no append mode on every filesystem
+            f.write(previous + json.dumps(row, sort_keys=True) + "\n")
+
+
 def network_config(options):
     """NetworkConfig of the preset with the --blocks/--filters/--activation/--value_head overrides."""
     values = network.PRESETS[options.preset].to_dict()
@@ -171,13 +275,15 @@ def learning_rate_schedule(options):
 
 
 def make_optimizer(options):
-    clip = {"global_clipnorm": options.clip_norm} if options.clip_norm > 0 else {}
+    extra = {"global_clipnorm": options.clip_norm} if options.clip_norm > 0 else {}
+    if options.ema_momentum:
+        extra.update(use_ema=True, ema_momentum=options.ema_momentum)
     schedule = learning_rate_schedule(options)
     if options.optimizer == "sgd":
         return keras.optimizers.SGD(
-            schedule, momentum=0.9, nesterov=True, weight_decay=options.weight_decay, **clip
+            schedule, momentum=0.9, nesterov=True, weight_decay=options.weight_decay, **extra
         )
-    return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
+    return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **extra)
 
 
 def _jit_compile(options):
@@ -222,6 +328,7 @@ def _make_dataset(options, config, split):
         repeat=True,
         seed=seed,
         value_targets=config.value_head,
+        mirror=training and options.mirror,
     )
 
 
@@ -249,6 +356,10 @@ def _check_options(options):
         raise app.UsageError("--data_dir is required for --dataset=shogi")
     if not 0 <= options.warmup_steps < options.steps:
         raise app.UsageError(f"--warmup_steps must lie in [0, --steps), got {options.warmup_steps}")
+    if not 0 <= options.ema_momentum < 1:
+        raise app.UsageError(f"--ema_momentum must lie in [0, 1), got {options.ema_momentum}")
+    if options.eval_tsv and options.dataset != "shogi":
+        raise app.UsageError("--eval_tsv needs --dataset=shogi")
 
 
 def _write_json(path, value):
@@ -337,6 +448,12 @@ def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
         # Same seed, same order: skip the batches the interrupted run consumed.
         train_data = train_data.skip(initial_step)
     steps_per_epoch = min(options.steps_per_epoch, options.steps)
+    callbacks = [Throughput(options.batch_size)]
+    if _uses_ema(model.optimizer):
+        callbacks.append(EmaEvaluation())
+    if options.eval_tsv:
+        callbacks.append(TsvEvaluation(options.eval_tsv, options.eval_tsv_split, options.batch_size))
+    callbacks.append(EpochHistory(os.path.join(options.model_dir, HISTORY_JSONL), options.batch_size))
     start = time.perf_counter()
     if initial_step < options.steps:
         model.fit(
@@ -349,7 +466,7 @@ def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
             validation_data=eval_data,
             validation_steps=eval_steps or None,
             callbacks=[
-                Throughput(options.batch_size),
+                *callbacks,
                 StepCheckpoint(manager, options.checkpoint_every, options.steps),
                 # The graph (feature ops included) is large to write and of little use.
                 keras.callbacks.TensorBoard(os.path.join(options.model_dir, LOG_DIR), write_graph=False),
@@ -359,6 +476,10 @@ def _fit(options, model, manager, steps_per_execution, config, extra_callbacks):
             verbose=1,
         )
     elapsed = time.perf_counter() - start
+    if _uses_ema(model.optimizer):
+        # fit() already put the averages into the model (Keras finalize_variable_values); a rerun of a
+        # finished run has restored the raw weights. The checkpoints keep the raw ones either way.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     final_step = int(model.optimizer.iterations.numpy())
     metrics = {"step": final_step, "positions": final_step * options.batch_size}
     if final_step > initial_step:
@@ -378,7 +499,8 @@ def restore_model(model_dir):
     """The latest checkpointed weights of a trainer output directory as a float32 keras.Model.
 
     Built under the default strategy and the float32 dtype policy, whatever the run used
-    (the checkpoint holds float32 variables even under mixed_bfloat16).
+    (the checkpoint holds float32 variables even under mixed_bfloat16). For a run with --ema_momentum,
+    the weights are the moving averages kept by the checkpoint's optimizer.
     """
     checkpoint_path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
     if checkpoint_path is None:
@@ -392,7 +514,16 @@ def restore_model(model_dir):
         model = mnist.build_model(config) if dataset == "mnist" else network.build_policy_model(config)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    run_flags = _read_json(flags_path) if tf.io.gfile.exists(flags_path) else {}
+    if not run_flags.get("ema_momentum"):
+        tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+        return model
+    # The same optimizer as the run's (same variables, same checkpoint layout), to read its averages.
+    optimizer = make_optimizer(types.SimpleNamespace(**run_flags))
+    optimizer.build(model.trainable_variables)
+    status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint_path)
+    status.expect_partial().assert_existing_objects_matched()
+    optimizer.finalize_variable_values(model.trainable_variables)
     return model
 
 

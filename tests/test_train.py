@@ -1,5 +1,7 @@
 """Trainer: learning on real and random games, resume after interruption, mirrored, XLA, outputs."""
 
+import itertools
+import json
 import math
 
 import cshogi
@@ -8,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import parse_flags, random_game_records
+from conftest import parse_flags, random_game_plies, random_game_records
 
-from shogi_policy import encoding, losses, shards, strategy, train
+from shogi_policy import encoding, losses, network, shards, strategy, train
 
 UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
 
@@ -127,8 +129,10 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     assert metrics["eval_top5_accuracy"] > 5 / encoding.NUM_MOVE_LABELS
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"mirror": True, "ema_momentum": 0.9}], ids=["plain", "mirror_ema"])
+def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_path, extra):
     common = {"data_dir": random_shards, "steps": 12, "steps_per_epoch": 5, "checkpoint_every": 4, "seed": 3}
+    common.update(extra)
     straight = tmp_path / "straight"
     assert train.train(parse_flags(model_dir=straight, **common))["step"] == 12
 
@@ -145,6 +149,67 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
     assert len(batches_seen) == 8  # steps 4..11: the interrupted steps 4 and 5 are redone
     for a, b in zip(train.restore_model(straight).weights, train.restore_model(resumed).weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    for a, b in zip(raw_weights(straight), raw_weights(resumed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def raw_weights(model_dir):
+    """The model weights of the latest checkpoint as stored (no EMA swap)."""
+    model = network.build_policy_model(
+        network.NetworkConfig(**json.loads((model_dir / "network.json").read_text()))
+    )
+    checkpoint = tf.train.latest_checkpoint(str(model_dir / train.CHECKPOINT_DIR))
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    return [weight.numpy() for weight in model.weights]
+
+
+def test_ema_weights_reach_the_saved_model_and_the_export_path(random_shards, tmp_path):
+    options = {"data_dir": random_shards, "model_dir": tmp_path / "run", "steps": 10, "steps_per_epoch": 5}
+    options.update(checkpoint_every=4, seed=5, ema_momentum=0.8, optimizer="adamw", learning_rate=3e-3)
+    metrics = train.train(parse_flags(**options))
+    restored = train.restore_model(tmp_path / "run")  # what shogi-policy-export exports
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras")
+    raw = raw_weights(tmp_path / "run")
+    trainable = {id(weight) for weight in restored.trainable_weights}
+    moved = 0
+    for restored_weight, saved_weight, raw_weight in zip(restored.weights, saved.weights, raw, strict=True):
+        np.testing.assert_array_equal(
+            restored_weight.numpy(), saved_weight.numpy(), err_msg=saved_weight.path
+        )
+        if id(restored_weight) in trainable:
+            moved += not np.array_equal(restored_weight.numpy(), raw_weight)
+        else:  # BatchNorm statistics are not averaged
+            np.testing.assert_array_equal(restored_weight.numpy(), raw_weight)
+    assert moved == len(trainable), "every trainable weight is the average, not the raw value"
+    # A rerun of the finished run trains nothing and still leaves the averages in model.keras.
+    again = train.train(parse_flags(**options))
+    assert again["step"] == 10 and again["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+    for a, b in zip(
+        keras.models.load_model(tmp_path / "run" / "model.keras").weights, saved.weights, strict=True
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_eval_tsv_and_history(random_shards, tmp_path):
+    tsv = tmp_path / "positions.tsv"
+    rows = []
+    for _, board, move in itertools.islice(random_game_plies(seed=8, max_plies=50), 60):
+        rows.append(f"{'val' if len(rows) % 2 else 'train'}\tsfen {board.sfen()}\t{cshogi.move_to_usi(move)}")
+    tsv.write_text("\n".join(rows) + "\n")
+    options = parse_flags(
+        data_dir=random_shards,
+        model_dir=tmp_path / "run",
+        steps=6,
+        steps_per_epoch=3,
+        eval_tsv=tsv,
+        eval_steps=1,
+    )
+    train.train(options)
+    history = [json.loads(line) for line in (tmp_path / "run" / train.HISTORY_JSONL).read_text().splitlines()]
+    assert [row["step"] for row in history] == [3, 6] and history[-1]["positions"] == 6 * 32
+    for row in history:
+        assert 0 <= row["tsv_top1"] <= row["tsv_top5"] <= 1 and row["positions_per_second"] > 0
+        assert "val_accuracy" in row
 
 
 def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path):
