@@ -56,7 +56,7 @@ def plot(runs, output, metric="tsv", title=None, target=None):
     except ImportError as error:
         raise SystemExit("matplotlib is needed: pip install -e '.[plot]'") from error
     top1_name, top5_name = METRICS[metric]
-    figure, axis = plt.subplots(figsize=(8, 5), dpi=100)
+    figure, axis = plt.subplots(figsize=(11, 5), dpi=100)
     for index, (label, directory) in enumerate(runs):
         positions, top1, top5 = curve(read_history(directory), top1_name, top5_name)
         if not positions:
@@ -71,7 +71,7 @@ def plot(runs, output, metric="tsv", title=None, target=None):
     axis.set_ylabel("move match (%)")
     axis.set_ylim(0, 100)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axis.set_title(title or "Move match on floodgate positions never trained on")
     figure.tight_layout()
     figure.savefig(output)
