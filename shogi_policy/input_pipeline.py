@@ -16,7 +16,7 @@ before batching, so batches straddle epochs and nothing is dropped at all.
 
 import tensorflow as tf
 
-from shogi_policy import encoding, shards
+from shogi_policy import augment, encoding, shards
 
 DEFAULT_CHUNK_RECORDS = 256
 DEFAULT_SHUFFLE_CHUNKS = 1024  # 262,144 records (26 MB) with the default chunk
@@ -67,6 +67,7 @@ def make_dataset(
     repeat=True,
     seed=None,
     value_targets=False,
+    mirror=False,
     chunk_records=DEFAULT_CHUNK_RECORDS,
     shuffle_chunks=DEFAULT_SHUFFLE_CHUNKS,
     cycle_length=DEFAULT_CYCLE_LENGTH,
@@ -81,6 +82,9 @@ def make_dataset(
       repeat: repeat forever (set steps_per_epoch in fit).
       seed: int for a deterministic order (tests); None for the fastest, non-deterministic one.
       value_targets: targets as {"policy", "value"} dict for a model with a value head.
+      mirror: mirror each record left-right (augment.mirror_records: board and move label) with
+        probability 1/2, drawn statelessly from a seeded stream (with seed, the same records are
+        mirrored on every run and a resumed run's skip() lands on the same stream). For training only.
       chunk_records: records read per tf.data element.
       shuffle_chunks: chunks in the shuffle buffer.
       cycle_length: shards read at the same time.
@@ -95,8 +99,8 @@ def make_dataset(
     if sum(lengths) < batch_size:
         raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")
     deterministic = seed is not None or not shuffle
-    # Distinct seeds for the files, chunks and rows shuffles (the same seed would correlate them).
-    seeds = [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
+    # Distinct seeds for the files, chunks and rows shuffles and the mirror draws (one seed would correlate them).
+    seeds = [None] * 4 if seed is None else [seed, seed + 1, seed + 2, seed + 3]
 
     files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(lengths, tf.int64)))
     if shuffle:
@@ -119,6 +123,11 @@ def make_dataset(
             lambda records, row_seed: tf.random.experimental.stateless_shuffle(records, row_seed),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
+        )
+    if mirror:
+        mirror_seeds = tf.data.Dataset.random(seed=seeds[3], rerandomize_each_iteration=True).batch(2)
+        batches = tf.data.Dataset.zip(batches, mirror_seeds).map(
+            augment.random_mirror, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
         )
     dataset = batches.map(
         # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.

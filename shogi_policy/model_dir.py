@@ -5,6 +5,7 @@ model_dir/train_flags.json  the trainer's flags
 model_dir/checkpoints/      tf.train.CheckpointManager: model and optimizer, by optimizer step
 model_dir/logs/             TensorBoard
 model_dir/model.keras       the model at the end of training
+model_dir/history.jsonl     one line of metrics per epoch
 model_dir/metrics.json      final metrics (strict JSON: a value that is not finite is null)
 """
 
@@ -19,6 +20,7 @@ from shogi_policy import network
 NETWORK_JSON = "network.json"
 FLAGS_JSON = "train_flags.json"
 METRICS_JSON = "metrics.json"
+HISTORY_JSONL = "history.jsonl"
 MODEL_KERAS = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"

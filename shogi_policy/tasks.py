@@ -35,6 +35,7 @@ class ShogiTask:
             repeat=True,
             seed=seed,
             value_targets=config.value_head,
+            mirror=self.options.mirror and split == "train",
         )
 
     def compile_args(self, config):
@@ -61,7 +62,7 @@ class MnistTask:
         self.options = options
 
     def check_options(self):
-        return None
+        return "--eval_tsv needs --dataset=shogi" if self.options.eval_tsv else None
 
     def build_model(self, config, nested_xla=False):
         del nested_xla  # images need no feature layer

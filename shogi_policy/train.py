@@ -6,8 +6,10 @@
 Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
 
 model_dir receives network.json, train_flags.json, checkpoints/ (tf.train.CheckpointManager,
-every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras and metrics.json
-(shogi_policy.model_dir). What is trained (model, data, loss) comes from a task (shogi_policy.tasks).
+every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras, metrics.json and
+history.jsonl (shogi_policy.model_dir; history.jsonl has one line per epoch: step, positions seen,
+training positions/s, test-split and --eval_tsv move-match accuracy). What is trained (model, data,
+loss) comes from a task (shogi_policy.tasks).
 Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
 optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
 --seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
@@ -29,10 +31,11 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import model_dir, network
+from shogi_policy import evaluate, model_dir, network
 from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS
 
@@ -82,10 +85,20 @@ def define_flags(flag_values=flags.FLAGS):
         "loser_weight", 1.0, "Policy loss weight of the losing side's moves (0: winners only).", **kw
     )
     flags.DEFINE_float("draw_weight", 1.0, "Policy loss weight of moves from drawn games.", **kw)
+    flags.DEFINE_bool(
+        "mirror", False, "Mirror training positions left-right (files 1<->9) with probability 1/2.", **kw
+    )
     flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint period in steps.", **kw)
     flags.DEFINE_integer(
         "eval_steps", None, "Evaluation batches per epoch (default: the whole test split; 0: none).", **kw
     )
+    flags.DEFINE_string(
+        "eval_tsv",
+        None,
+        "Also measure move match on this 'split<TAB>sfen<TAB>usi_move' file each epoch.",
+        **kw,
+    )
+    flags.DEFINE_string("eval_tsv_split", "val", "Rows of --eval_tsv to use (its first column).", **kw)
     flags.DEFINE_enum(
         "jit_compile",
         "auto",
@@ -175,6 +188,50 @@ class Throughput(keras.callbacks.Callback):
         if logs is not None:
             logs["positions_per_second"] = rate
         logging.info("epoch %d: %d steps, %.1f positions/s", epoch + 1, steps, rate)
+
+
+class TsvEvaluation(keras.callbacks.Callback):
+    """Adds tsv_top1 / tsv_top5 (move match among the legal moves, evaluate.move_match) to each epoch's logs.
+
+    Positions are read once.
+    """
+
+    def __init__(self, path, split, batch_size):
+        super().__init__()
+        self._move_match = evaluate.move_match
+        records, self.mask, self.labels = evaluate.tsv_inputs(path, split)
+        padded = math.ceil(len(records) / batch_size) * batch_size  # static batch shapes (TPU)
+        self.records = np.zeros((padded, records.shape[1]), np.int32)
+        self.records[: len(records)] = records
+        self.batch_size = batch_size
+        logging.info("--eval_tsv: %d positions of %s (split %s)", len(records), path, split)
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = self.model.predict(self.records, batch_size=self.batch_size, verbose=0)
+        logits = outputs["policy"] if isinstance(outputs, dict) else outputs
+        accuracy = self._move_match(
+            np.asarray(logits, np.float32)[: len(self.labels)], self.mask, self.labels
+        )
+        if logs is not None:
+            logs["tsv_top1"], logs["tsv_top5"] = accuracy[1], accuracy[5]
+        logging.info("epoch %d: --eval_tsv top-1 %.4f, top-5 %.4f", epoch + 1, accuracy[1], accuracy[5])
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Appends each epoch's logs, with the step and positions seen, as a JSON line to a file."""
+
+    def __init__(self, path, batch_size):
+        super().__init__()
+        self.path = path
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        row = {"step": step, "positions": step * self.batch_size}
+        row.update({name: float(value) for name, value in (logs or {}).items()})
+        previous = tf.io.gfile.GFile(self.path).read() if tf.io.gfile.exists(self.path) else ""
+        with tf.io.gfile.GFile(self.path, "w") as f:  # GFile has no append mode on every filesystem
+            f.write(previous + json.dumps(row, sort_keys=True) + "\n")
 
 
 def network_config(options):
@@ -395,6 +452,13 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
         # Same seed, same order: skip the batches the interrupted run consumed.
         train_data = train_data.skip(initial_step)
     steps_per_epoch = min(options.steps_per_epoch, options.steps)
+    # DivergenceGuard before StepCheckpoint: a diverged step is never saved.
+    callbacks = [Throughput(options.batch_size), DivergenceGuard()]
+    if options.eval_tsv:
+        callbacks.append(TsvEvaluation(options.eval_tsv, options.eval_tsv_split, options.batch_size))
+    callbacks.append(
+        EpochHistory(os.path.join(options.model_dir, model_dir.HISTORY_JSONL), options.batch_size)
+    )
     start = time.perf_counter()
     if initial_step < options.steps:
         model.fit(
@@ -407,8 +471,7 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
             validation_data=eval_data,
             validation_steps=eval_steps or None,
             callbacks=[
-                Throughput(options.batch_size),
-                DivergenceGuard(),  # before StepCheckpoint: a diverged step is never saved
+                *callbacks,
                 StepCheckpoint(manager, options.checkpoint_every, options.steps),
                 # The graph (feature ops included) is large to write and of little use.
                 keras.callbacks.TensorBoard(

@@ -1,5 +1,7 @@
 """Trainer: learning on real and random games, resume after interruption, mirrored, XLA, outputs, bad flags, divergence."""
 
+import itertools
+import json
 import math
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-from conftest import parse_flags, random_game_records
+from conftest import parse_flags, random_game_plies, random_game_records
 
 from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
 
@@ -118,8 +120,10 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     assert metrics["eval_top5_accuracy"] > 5 / encoding.NUM_MOVE_LABELS
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"mirror": True}], ids=["plain", "mirror"])
+def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_path, extra):
     common = {"data_dir": random_shards, "steps": 12, "steps_per_epoch": 5, "checkpoint_every": 4, "seed": 3}
+    common.update(extra)
     straight = tmp_path / "straight"
     assert train.train(parse_flags(model_dir=straight, **common))["step"] == 12
 
@@ -138,6 +142,30 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
         model_dir.restore_model(straight).weights, model_dir.restore_model(resumed).weights, strict=True
     ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+def test_eval_tsv_and_history(random_shards, tmp_path):
+    tsv = tmp_path / "positions.tsv"
+    rows = []
+    for _, board, move in itertools.islice(random_game_plies(seed=8, max_plies=50), 60):
+        rows.append(f"{'val' if len(rows) % 2 else 'train'}\tsfen {board.sfen()}\t{cshogi.move_to_usi(move)}")
+    tsv.write_text("\n".join(rows) + "\n")
+    options = parse_flags(
+        data_dir=random_shards,
+        model_dir=tmp_path / "run",
+        steps=6,
+        steps_per_epoch=3,
+        eval_tsv=tsv,
+        eval_steps=1,
+    )
+    train.train(options)
+    history = [
+        json.loads(line) for line in (tmp_path / "run" / model_dir.HISTORY_JSONL).read_text().splitlines()
+    ]
+    assert [row["step"] for row in history] == [3, 6] and history[-1]["positions"] == 6 * 32
+    for row in history:
+        assert 0 <= row["tsv_top1"] <= row["tsv_top5"] <= 1 and row["positions_per_second"] > 0
+        assert "val_accuracy" in row
 
 
 def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path):
