@@ -391,10 +391,6 @@ def _hcpe_game_start(board, hcp, result, path, row):
 
 # cshogi Move bit fields: to 0-6, from 7-13 (81 + piece type - 1 for drops), promotion 14,
 # moved piece type 16-19, captured piece type 20-23.
-_WHITE_PIECE_OFFSET = 16
-_PROMOTED_OFFSET = 8
-# Hand slot (P L N S G B R) of an unpromoted piece type (P L N S B R G = 1..7).
-_HAND_SLOT = np.array([-1, 0, 1, 2, 3, 5, 6, 4], dtype=np.int64)
 _RESULT_FOR_BLACK = {
     BLACK_WIN: encoding.RESULT_WIN,
     WHITE_WIN: encoding.RESULT_LOSS,
@@ -429,7 +425,7 @@ def games_to_records(games, game_ids):
     from_sq = (moves >> 7) & 0x7F
     is_drop = from_sq >= encoding.NUM_SQUARES
     moved_type = np.where(is_drop, from_sq - encoding.NUM_SQUARES + 1, (moves >> 16) & 0xF)
-    placed = moved_type + _PROMOTED_OFFSET * ((moves >> 14) & 1) + _WHITE_PIECE_OFFSET * turns
+    placed = moved_type + encoding.PROMOTED_OFFSET * ((moves >> 14) & 1) + encoding.WHITE_PIECE_OFFSET * turns
 
     # written[r, sq]: row of the last write to sq at or before row r (forward-filled below).
     written = np.full((rows, encoding.NUM_SQUARES), -1, dtype=np.int32)
@@ -453,7 +449,9 @@ def games_to_records(games, game_ids):
     hand_type = np.where(is_drop, moved_type, captured & 7)
     delta = np.zeros((rows, encoding.HAND_BYTES), dtype=np.int16)
     changed = np.flatnonzero(is_drop | (captured > 0))
-    delta[changed, turns[changed] * 7 + _HAND_SLOT[hand_type[changed]]] = np.where(is_drop[changed], -1, 1)
+    delta[changed, turns[changed] * 7 + encoding.HAND_SLOT_OF_TYPE[hand_type[changed]]] = np.where(
+        is_drop[changed], -1, 1
+    )
     before = np.cumsum(delta, axis=0) - delta  # sum of the deltas of earlier rows
     hands = start_hands[game_of_row] + before - before[starts[game_of_row]]
 
