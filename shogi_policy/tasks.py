@@ -35,6 +35,7 @@ class ShogiTask:
             repeat=True,
             seed=seed,
             value_targets=config.value_head,
+            bad_records=self.options.bad_records,
         )
 
     def compile_args(self, config):
