@@ -112,20 +112,23 @@ def shard_lengths(paths):
 
 
 def read_records(data_dir, split, limit=None):
-    """The records uint8 [N, 100] of one split, in manifest order (the first `limit` of them)."""
-    chunks, total = [], 0
+    """Yields (path, records uint8 [n, 100]) of each shard file of split in manifest order, `limit` records in all.
+
+    The records are as stored: encoding.check_records or records_to_boards(records, path) validate them.
+    """
     paths = shard_paths(data_dir, split)
+    remaining = limit
     for path, length in zip(paths, shard_lengths(paths), strict=True):
-        if limit is not None and total >= limit:
-            break
+        if remaining is not None and remaining <= 0:
+            return
         with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
         if len(data) != length * encoding.RECORD_BYTES:
             raise ValueError(f"{path} changed while it was read")
-        chunks.append(np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES))
-        total += length
-    records = np.concatenate(chunks) if chunks else np.zeros((0, encoding.RECORD_BYTES), np.uint8)
-    return records[:limit]
+        records = np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)[:remaining]
+        if remaining is not None:
+            remaining -= len(records)
+        yield path, records
 
 
 def write_records(data_dir, records_by_split, positions_per_shard=1 << 20, seed=0):
