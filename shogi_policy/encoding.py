@@ -19,6 +19,7 @@ Positions enter as SFEN or USI position text through one parser (parse_position)
 checks the start position and a move is legal exactly when it is in cshogi's legal move list.
 """
 
+import collections
 import re
 
 import cshogi
@@ -339,9 +340,10 @@ def record_to_board(record):
     return records_to_boards(np.reshape(record, (1, -1)))[0]
 
 
-_SFEN_PIECE = r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]"
-_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
+_SFEN_PIECE = re.compile(r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]")
+_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE.pattern})+")
 _SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
+_SFEN_EMPTY = {str(run): ("",) * run for run in range(1, 10)}  # a digit's empty squares
 
 
 def _sfen_rows(board):
@@ -353,9 +355,7 @@ def _sfen_rows(board):
     for index, rank in enumerate(ranks):
         if not _SFEN_RANK.fullmatch(rank):
             raise ValueError(f"bad SFEN rank {index + 1} {rank!r}")
-        row = []
-        for token in re.findall(_SFEN_PIECE, rank):
-            row += [""] * int(token) if token.isdigit() else [token]
+        row = [square for token in _SFEN_PIECE.findall(rank) for square in _SFEN_EMPTY.get(token, (token,))]
         if len(row) != 9:
             raise ValueError(f"SFEN rank {index + 1} {rank!r} has {len(row)} squares, not 9")
         rows.append(row)
@@ -363,14 +363,18 @@ def _sfen_rows(board):
 
 
 def _check_placement(rows):
-    """ValueError for a piece that could never move (pawn, lance, knight too far) or two pawns of one side on a file."""
-    for row_index, row in enumerate(rows):
-        for column, token in enumerate(row):
-            if row_index in DEAD_RANKS.get(token, ()):
-                raise ValueError(f"{token!r} on rank {row_index + 1}, file {9 - column} could never move")
-    for column in range(9):
+    """ValueError for a piece that could never move (pawn, lance, knight too far) or two pawns of one side on a file.
+
+    Membership and count calls rather than a loop over the squares: every game start of every reader pays this.
+    """
+    for token, ranks in DEAD_RANKS.items():
+        for rank in ranks:
+            if token in rows[rank]:
+                column = rows[rank].index(token)
+                raise ValueError(f"{token!r} on rank {rank + 1}, file {9 - column} could never move")
+    for column, squares in enumerate(zip(*rows, strict=True)):
         for pawn in "Pp":
-            if sum(row[column] == pawn for row in rows) > 1:
+            if squares.count(pawn) > 1:
                 raise ValueError(f"two unpromoted pawns {pawn!r} on file {9 - column} (nifu)")
 
 
@@ -394,9 +398,7 @@ def board_from_sfen(sfen):
             raise ValueError(f"bad SFEN hands {hands!r}")
         if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
             raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r}")
-        counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
-        for token in (token for row in rows for token in row if token):
-            counts[token[-1]] += 1
+        counts = collections.Counter(board)  # one letter a piece, promoted or not
         for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
             counts[piece] += int(number or 1)
         if counts["K"] != 1 or counts["k"] != 1:
