@@ -160,6 +160,8 @@ _CSA_ENDINGS = {
     "%CHUDAN": ("abort", None),
     "%ERROR": ("abort", None),
 }
+# A move line: side, from square (00 for a drop), to square, piece; then optional ',T<seconds>' and the like.
+_CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}(?:,|\s*$)")
 # Floodgate: 'black_rate:NAME+HASH:3512.0 (the rating follows the last colon).
 _CSA_RATE = re.compile(r"^'(black|white)_rate:.*:([-+0-9.eE]+)\s*$", re.MULTILINE)
 
@@ -177,6 +179,13 @@ def read_csa(path):
 
 def _csa_game(lines, path, first_line):
     """The lines of one CSA game (starting at first_line of path) -> Game or RecordError."""
+    move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line.strip()) > 1]
+    # cshogi reads a move line cut short (a truncated file) out of bounds and reports line 1.
+    cut = next((i for i in move_lines if not _CSA_MOVE.match(lines[i])), None)
+    if cut is not None:
+        return RecordError(
+            path, first_line + cut, f"malformed CSA move {lines[cut].strip()!r} (file cut short?)"
+        )
     text = "\n".join(lines)
     parser = cshogi.CSA.Parser()
     try:
@@ -190,7 +199,6 @@ def _csa_game(lines, path, first_line):
     moves = list(parser.moves)
     bad = _first_illegal(board, moves)
     if bad is not None:
-        move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line) > 1]
         index = move_lines[bad]
         return RecordError(path, first_line + index, f"illegal move {lines[index].strip()!r}")
     ending, rule = _CSA_ENDINGS.get(parser.endgame, ("unknown", None))
@@ -369,6 +377,20 @@ def _hcpe_chunks(path):
         yield RecordError(path, 0, f"{len(leftover)} trailing bytes: not a whole {itemsize}-byte row")
 
 
+@functools.lru_cache(maxsize=4096)
+def _position_problem(sfen):
+    """What encoding.board_from_sfen (the placement rules every reader applies) says against sfen, or None.
+
+    Cached: the games of a file mostly start from a few positions, and the check costs as much as reading
+    a hundred hcpe rows.
+    """
+    try:
+        encoding.board_from_sfen(sfen)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def _hcpe_game_start(board, hcp, result, path, row):
     """Sets board to hcp (uint8 [32]); the new (empty) Game starting there, or a RecordError."""
     # Bits 1-7 and 8-14 are the king squares; cshogi writes out of bounds for squares >= 81.
@@ -380,6 +402,9 @@ def _hcpe_game_start(board, hcp, result, path, row):
         board.set_hcp(hcp)
     except RuntimeError as error:
         return RecordError(path, row, f"bad HuffmanCodedPos: {error}")
+    problem = _position_problem(board.sfen())
+    if problem:
+        return RecordError(path, row, f"impossible HuffmanCodedPos position: {problem}")
     if not board.is_ok():
         return RecordError(path, row, "inconsistent HuffmanCodedPos position")
     if result not in _HCPE_RESULTS:
