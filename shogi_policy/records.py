@@ -162,6 +162,12 @@ _CSA_ENDINGS = {
 }
 # A move line: side, from square (00 for a drop), to square, piece; then optional ',T<seconds>' and the like.
 _CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}(?:,|\s*$)")
+# Position lines, as cshogi reads them without crashing: the initial position less some pieces, nine
+# board rows, or pieces placed ('00' in hand, 'AL' for the rest) once one of those two has set the board.
+_CSA_PIECE = "(?:FU|KY|KE|GI|KI|KA|HI|OU|TO|NY|NK|NG|UM|RY)"
+_CSA_INITIAL = re.compile(rf"PI(?:[1-9]{{2}}{_CSA_PIECE})*\s*$")
+_CSA_ROW = re.compile(rf"P([1-9])(?: \* |[+-]{_CSA_PIECE}){{9}}\s*$")
+_CSA_PLACED = re.compile(rf"P[+-](?:[0-9]{{2}}(?:{_CSA_PIECE}|AL))+\s*$")
 # Floodgate: 'black_rate:NAME+HASH:3512.0 (the rating follows the last colon).
 _CSA_RATE = re.compile(r"^'(black|white)_rate:.*:([-+0-9.eE]+)\s*$", re.MULTILINE)
 
@@ -177,6 +183,42 @@ def read_csa(path):
         start = end + 1
 
 
+def _csa_position_problem(lines):
+    """(line index, message) of the first line of a CSA game that cshogi could crash on, or None.
+
+    cshogi's parser segfaults on a missing board row, on pieces placed before the board is set and on
+    a side to move or moves before it, and reports a short row as line 1 with a C++ message.
+    """
+    rows, board_set, moved = [], False, False
+    for index, line in enumerate(lines):
+        if line[:1] in "+-":  # the side to move, or a move
+            if rows and not board_set:
+                break
+            if not board_set:
+                return index, f"{line.strip()!r} before the start position is set (PI or P1..P9)"
+            moved |= len(line.strip()) > 1
+        if line[:1] != "P":
+            continue
+        row = _CSA_ROW.match(line)
+        if moved:
+            return index, f"a CSA position line after the moves: {line.strip()!r}"
+        if row and int(row.group(1)) != len(rows) + 1:
+            return index, f"CSA board row out of order (P{len(rows) + 1} expected): {line.strip()!r}"
+        if row:
+            rows.append(index)
+            board_set |= len(rows) == 9
+        elif _CSA_INITIAL.match(line) and not rows:
+            board_set = True
+        elif not (_CSA_PLACED.match(line) and board_set):
+            what = (
+                "pieces placed before the board is set (PI or P1..P9)" if _CSA_PLACED.match(line) else "line"
+            )
+            return index, f"malformed CSA position {what}: {line.strip()!r}"
+    if rows and not board_set:
+        return rows[-1], f"CSA board rows end at P{len(rows)}: P1..P9 are needed"
+    return None
+
+
 def _csa_game(lines, path, first_line):
     """The lines of one CSA game (starting at first_line of path) -> Game or RecordError."""
     move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line.strip()) > 1]
@@ -186,6 +228,9 @@ def _csa_game(lines, path, first_line):
         return RecordError(
             path, first_line + cut, f"malformed CSA move {lines[cut].strip()!r} (file cut short?)"
         )
+    problem = _csa_position_problem(lines)
+    if problem:
+        return RecordError(path, first_line + problem[0], problem[1])
     text = "\n".join(lines)
     parser = cshogi.CSA.Parser()
     try:
@@ -230,6 +275,9 @@ _KIF_ENDINGS = {
     "中断": ("abort", None),
 }
 _KIF_MOVE_LINE = re.compile(r"^\s*[0-9]+\s+(\S+)")
+# A start position drawn as a board (BOD: hands, rows, side to move): cshogi's KIF parser skips it and
+# would read the moves from the initial position.
+_KIF_BOARD_DIAGRAM = re.compile(r"\s*(?:[先後上下]手の持駒：|[先後上下]手番\s*$|\+-{9}|\|.*\|)")
 _KIF_RESULTS = {cshogi.BLACK_WIN: BLACK_WIN, cshogi.WHITE_WIN: WHITE_WIN, cshogi.DRAW: DRAW}
 
 
@@ -242,6 +290,10 @@ def read_kif(path):
     lines = _read_text(path).split("\n")
     # Variations follow the main line after a "変化：" line.
     lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("変化")), len(lines))]
+    diagram = next((i for i, line in enumerate(lines) if _KIF_BOARD_DIAGRAM.match(line)), None)
+    if diagram is not None:
+        yield RecordError(path, diagram + 1, "a board diagram (BOD) start position is not supported")
+        return
     try:
         parser = cshogi.KIF.Parser.parse_str("\n".join(lines))
         board = encoding.board_from_sfen(parser.sfen)

@@ -359,3 +359,64 @@ def test_csa_cut_mid_line_names_the_cut_line(tmp_path):
         (error,) = list(records.read_games(str(tmp_path / "cut.csa")))
         assert isinstance(error, records.RecordError) and error.line == cut_at + 1, error
         assert "cut short" in error.message and "basic_string" not in error.message
+
+
+BOARD_ROWS = [
+    "P1-KY-KE-GI-KI-OU-KI-GI-KE-KY",
+    "P2 * -HI *  *  *  *  * -KA * ",
+    "P3-FU-FU-FU-FU-FU-FU-FU-FU-FU",
+    *[f"P{rank} *  *  *  *  *  *  *  *  * " for rank in (4, 5, 6)],
+    "P7+FU+FU+FU+FU+FU+FU+FU+FU+FU",
+    "P8 * +KA *  *  *  *  * +HI * ",
+    "P9+KY+KE+GI+KI+OU+KI+GI+KE+KY",
+]
+
+
+@pytest.mark.parametrize(
+    "position, line, message",
+    [
+        (BOARD_ROWS[:3] + BOARD_ROWS[4:], 6, "board row out of order (P4 expected)"),  # cshogi: SIGSEGV
+        (BOARD_ROWS[:8], 10, "board rows end at P8"),
+        (["P+00KI"], 3, "pieces placed before the board is set"),  # cshogi: SIGSEGV
+        (["P+56KY", "P-00AL"], 3, "pieces placed before the board is set"),  # cshogi: SIGSEGV
+        ([], 3, "'+' before the start position is set"),  # cshogi: SIGSEGV
+        (["+", "PI"], 3, "'+' before the start position is set"),  # cshogi: SIGSEGV
+        (["PI", "+", "+7776FU", "PI"], 6, "a CSA position line after the moves"),
+        (["P1"], 3, "malformed CSA position line: 'P1'"),  # cshogi: line 1, basic_string::substr
+        ([BOARD_ROWS[0] + "P2 * "], 3, "malformed CSA position line"),  # two rows run together
+    ],
+)
+def test_csa_position_lines_that_crash_cshogi_are_errors_at_their_line(tmp_path, position, line, message):
+    """Found by tests/test_fuzz_inputs.py: cshogi's CSA parser segfaults on these."""
+    (tmp_path / "p.csa").write_text("\n".join(["N+a", "N-b", *position, "+", "+7776FU", "%TORYO", ""]))
+    (error,) = list(records.read_games(str(tmp_path / "p.csa")))
+    assert isinstance(error, records.RecordError) and error.line == line and message in error.message, error
+
+
+def test_csa_board_rows_and_removals_from_the_initial_position_still_read(tmp_path):
+    for position, sfen in (
+        (BOARD_ROWS, cshogi.STARTING_SFEN),
+        (["PI82HI22KA"], "lnsgkgsnl/9/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1"),
+    ):
+        (tmp_path / "p.csa").write_text("\n".join(["N+a", "N-b", *position, "+", "+7776FU", "%TORYO", ""]))
+        (game,) = games_only(list(records.read_games(str(tmp_path / "p.csa"))))
+        assert game.sfen == sfen and len(game.moves) == 1
+
+
+def test_kif_board_diagram_start_is_refused_not_read_from_the_initial_position(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: cshogi's KIF parser skips a board diagram (BOD), so the moves were
+    replayed from the initial position: garbage when they happen to be legal there."""
+    board = cshogi.Board("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B1G3R1/LNS1KGSNL b - 1")
+    exporter = cshogi.KIF.Exporter(str(tmp_path / "bod.kifu"))
+    exporter.header(["a", "b"], handicap=board)
+    exporter.move(board.move_from_usi("7g7f"))  # legal from the initial position too
+    exporter.end("resign")
+    exporter.close()
+    (error,) = list(records.read_games(str(tmp_path / "bod.kifu")))
+    assert isinstance(error, records.RecordError) and "board diagram (BOD)" in error.message
+    assert (
+        (tmp_path / "bod.kifu")
+        .read_text(encoding="utf-8")
+        .split("\n")[error.line - 1]
+        .startswith("後手の持駒")
+    )
