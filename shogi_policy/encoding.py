@@ -411,7 +411,8 @@ def board_from_sfen(sfen):
             raise ValueError("SFEN position leaves the king of the side not to move in check")
     except ValueError as error:
         raise ValueError(f"{error} in {sfen!r}") from None
-    return cshogi.Board(sfen)
+    # Without one, cshogi numbers the position 0, which its sfen() then writes and this function refuses.
+    return cshogi.Board(" ".join(fields if len(fields) == 4 else [*fields, "1"]))
 
 
 def split_usi_position(text):

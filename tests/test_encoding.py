@@ -159,3 +159,10 @@ def test_records_to_boards_apply_the_position_rules_and_name_the_record(sfen, me
     else:
         with pytest.raises(ValueError, match=f"x.rec: record 1: .*{message}"):
             encoding.records_to_boards(records, "x.rec")
+
+
+def test_an_sfen_without_move_number_gives_a_board_whose_sfen_reads_back():
+    """Found by tests/test_fuzz_inputs.py: cshogi numbered such a position 0, which its sfen() then wrote."""
+    board = encoding.board_from_sfen(cshogi.STARTING_SFEN.rsplit(" ", 1)[0])
+    assert board.sfen() == cshogi.STARTING_SFEN
+    assert encoding.board_from_sfen(board.sfen()).sfen() == board.sfen()
