@@ -113,15 +113,18 @@ def _count_dropped(state, batch, limit):
 
     def log():
         # To stderr: TF's C++ log (absl's output stream in tf.print) hides warnings at TF_CPP_MIN_LOG_LEVEL=2.
-        logged = tf.print(
-            "WARNING: skipped",
-            dropped,
-            "invalid records (",
-            total,
-            "so far); the first:",
-            first,
-            output_stream=sys.stderr,
+        as_string = tf.strings.as_string
+        line = tf.strings.join(
+            [
+                "WARNING: skipped ",
+                as_string(dropped),
+                " invalid records (",
+                as_string(total),
+                " so far); the first: ",
+                first,
+            ]
         )
+        logged = tf.print(line, output_stream=sys.stderr)
         with tf.control_dependencies([logged]):
             return tf.identity(dropped)
 
