@@ -123,46 +123,44 @@ def test_usi_lines_and_positions(scratch, data, game):
         assert_legal_board(board)
 
 
-def exported(exporter_class, path, start, moves, **info):
-    """The text cshogi's CSA or KIF exporter writes for a game (KIF: UTF-8 under .kifu)."""
-    exporter = exporter_class(str(path))
-    if exporter_class is cshogi.CSA.Exporter:
-        exporter.info(start, ["a", "b"])  # a Board: cshogi fails on an SFEN string other than the start
-    else:
-        drawn = None if start.sfen() == cshogi.STARTING_SFEN else start  # a board diagram (BOD)
-        exporter.header(["a", "b"], datetime.datetime(2026, 1, 1), handicap=drawn)
+def csa_text(path, start, moves):
+    """The text cshogi's CSA exporter writes for a game."""
+    exporter = cshogi.CSA.Exporter(str(path))
+    exporter.info(start, ["a", "b"])  # a Board: cshogi fails on an SFEN string other than the start
     for move in moves:
         exporter.move(move)
-    if exporter_class is cshogi.CSA.Exporter:
-        exporter.endgame("%TORYO")
-    else:
-        exporter.end("resign")
+    exporter.endgame("%TORYO")
     exporter.close()
     return path.read_text(encoding="utf-8")
 
 
-@FUZZ
-@given(data=st.data(), game=random_games())
-def test_csa_files(scratch, data, game):
-    start, moves = game
-    text = exported(cshogi.CSA.Exporter, scratch / "g.csa", start, moves)
-    (item,) = read_all(scratch / "g.csa", text)
-    assert isinstance(item, records.Game) and item.moves == moves
-    for item in read_all(scratch / "m.csa", data.draw(mutated(text, CSA_ALPHABET))):
-        assert_legal_result(item)
+def kif_text(path, start, moves):
+    """The text cshogi's KIF exporter writes for a game (UTF-8 under .kifu; a board diagram unless initial)."""
+    exporter = cshogi.KIF.Exporter(str(path))
+    drawn = None if start.sfen() == cshogi.STARTING_SFEN else start
+    exporter.header(["a", "b"], datetime.datetime(2026, 1, 1), handicap=drawn)
+    for move in moves:
+        exporter.move(move)
+    exporter.end("resign")
+    exporter.close()
+    return path.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    "write, name, alphabet", [(csa_text, "g.csa", CSA_ALPHABET), (kif_text, "g.kifu", KIF_ALPHABET)]
+)
 @FUZZ
 @given(data=st.data(), game=random_games())
-def test_kif_files(scratch, data, game):
+def test_csa_and_kif_files(scratch, write, name, alphabet, data, game):
     start, moves = game
-    text = exported(cshogi.KIF.Exporter, scratch / "g.kifu", start, moves)
-    (item,) = read_all(scratch / "g.kifu", text)
-    if start.sfen() == cshogi.STARTING_SFEN:
-        assert isinstance(item, records.Game) and item.moves == moves
-    else:  # drawn as a board, which the reader refuses (cshogi would read it as the initial position)
+    text = write(scratch / name, start, moves)
+    (item,) = read_all(scratch / name, text)
+    if name.endswith(".kifu") and start.sfen() != cshogi.STARTING_SFEN:
+        # Drawn as a board, which the reader refuses (cshogi's KIF parser would read the initial position).
         assert isinstance(item, records.RecordError) and "board diagram" in item.message
-    for item in read_all(scratch / "m.kifu", data.draw(mutated(text, KIF_ALPHABET))):
+    else:
+        assert isinstance(item, records.Game) and item.moves == moves
+    for item in read_all(scratch / f"m{name}", data.draw(mutated(text, alphabet))):
         assert_legal_result(item)
 
 
