@@ -147,7 +147,9 @@ def kif_text(path, start, moves):
 
 
 @pytest.mark.parametrize(
-    "write, name, alphabet", [(csa_text, "g.csa", CSA_ALPHABET), (kif_text, "g.kifu", KIF_ALPHABET)]
+    "write, name, alphabet",
+    [(csa_text, "g.csa", CSA_ALPHABET), (kif_text, "g.kifu", KIF_ALPHABET)],
+    ids=["csa", "kif"],
 )
 @FUZZ
 @given(data=st.data(), game=random_games())

@@ -1,7 +1,6 @@
 """Trainer: learning on real and random games, resume after interruption, mirrored, XLA, outputs."""
 
 import math
-import re
 
 import cshogi
 import keras
@@ -91,7 +90,7 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
     common = {"data_dir": directory, "steps": 3, "steps_per_epoch": 3, "eval_steps": 0, "batch_size": 16}
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{re.escape(shard)}: record 7: {problem}"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard}: record 7: {problem}"):
         train.train(parse_flags(model_dir=tmp_path / "fail", **common))
     assert train.train(parse_flags(model_dir=tmp_path / "skip", bad_records="skip", **common))["step"] == 3
 
