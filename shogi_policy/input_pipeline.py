@@ -13,11 +13,12 @@ full batches, so no record is skipped; only the last partial batch of a finite (
 pass is dropped, as batching with drop_remainder requires. With repeat=True the chunk stream repeats
 before batching, so batches straddle epochs and nothing is dropped at all.
 
-Every record is validated (encoding.record_problems_tf) right after rebatching, where tf.data's cost
-per op is shared by a whole batch. Each record carries its location (shard number and index in the
-shard) that far, so an invalid record stops the pipeline with an error naming the file and the record's
-index in it ("fail"), or is dropped with a logged warning and a running count and the batches are
-refilled ("skip"; a split without valid records then fails instead of being read forever).
+Every record is validated (encoding.record_problems_tf) once rebatched, where tf.data's cost per op
+is shared by a whole batch, in the map that also shuffles rows and casts ("fail"; one stage fewer
+to pay). Each record carries its location (shard number and index in the shard) that far, so an
+invalid record stops the pipeline with an error naming the file and the record's index in it
+("fail"), or is dropped with a logged warning and a running count and the batches are refilled
+("skip"; a split without valid records then fails instead of being read forever).
 """
 
 import sys
@@ -218,10 +219,7 @@ def make_dataset(
     names = tf.constant(paths)
     batches = chunks.map(_decode, **parallel)
     if bad_records == "fail":
-        batches = batches.rebatch(batch_size, drop_remainder=True)
-        batches = batches.map(
-            lambda records, locations: _fail_on_invalid(records, locations, names), **parallel
-        )
+        batches = batches.rebatch(batch_size, drop_remainder=True)  # checked in finish()
     else:
         # Dropping shortens batches: they are cut to size again after the check.
         batches = batches.rebatch(batch_size).map(
@@ -233,14 +231,15 @@ def make_dataset(
         zero = tf.constant(0, tf.int64)
         batches = batches.scan((zero, zero), lambda state, batch: _count_dropped(state, batch, limit))
         batches = batches.rebatch(batch_size, drop_remainder=True)
-    if shuffle:
-        row_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
-        batches = tf.data.Dataset.zip(batches, row_seeds).map(
-            lambda records, row_seed: tf.random.experimental.stateless_shuffle(records, row_seed), **parallel
-        )
-    dataset = batches.map(
+
+    def finish(batch, row_seed):
+        """(int32 records, targets) of a batch: checked ("fail"), rows shuffled; one map, as tf.data pays per stage."""
+        records = _fail_on_invalid(*batch, names) if bad_records == "fail" else batch
+        if shuffle:
+            records = tf.random.experimental.stateless_shuffle(records, row_seed)
         # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.
-        lambda records: (tf.cast(records, tf.int32), targets(records, value_targets)),
-        **parallel,
-    )
+        return tf.cast(records, tf.int32), targets(records, value_targets)
+
+    row_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip(batches, row_seeds).map(finish, **parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)
