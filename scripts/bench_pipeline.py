@@ -44,14 +44,18 @@ def write_shard_dir(directory, lengths, seed=0):
 
 
 def positions_per_second(dataset, batch_size, batches, warmup=20):
-    """Positions/s of iterating `batches` batches after a warm-up (fills shuffle buffers)."""
+    """(positions/s, process CPU microseconds a position) of iterating `batches` batches after a warm-up.
+
+    The CPU cost is the figure that stays comparable on a shared machine, where the wall rate follows the load.
+    """
     iterator = iter(dataset)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    positions = batches * batch_size
+    return positions / (time.perf_counter() - start), (time.process_time() - cpu_start) / positions * 1e6
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -67,7 +71,7 @@ def run(quick: bool = False) -> list[dict]:
                 directory, "train", batch_size, shuffle=shuffle, value_targets=value_targets
             )
             batches = (total // batch_size) // (4 if quick else 1)  # about one epoch (full run)
-            rate = positions_per_second(dataset, batch_size, batches)
+            rate, cpu_us = positions_per_second(dataset, batch_size, batches)
             rows.append(
                 {
                     "benchmark": f"make_dataset batch {batch_size}"
@@ -76,7 +80,8 @@ def run(quick: bool = False) -> list[dict]:
                     "value": round(rate),
                     "unit": "positions/s",
                     "note": f"{total} records in {len(QUICK_SHARDS if quick else FULL_SHARDS)} shards, "
-                    f"{os.cpu_count()} cores, iterated without a model",
+                    f"{os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}), iterated without a model, "
+                    f"{cpu_us:.2f} us CPU a position",
                 }
             )
     return rows
