@@ -17,6 +17,9 @@ result into one int (pack_policy_targets).
 
 Positions enter as SFEN or USI position text through one parser (parse_position): board_from_sfen
 checks the start position and a move is legal exactly when it is in cshogi's legal move list.
+Records are checked by one rule set in two implementations, record_problems (numpy, the host) and
+record_problems_tf (tf.data); records_to_boards checks them before cshogi sees them, then applies
+board_from_sfen to each position.
 """
 
 import collections
