@@ -23,11 +23,8 @@ import collections
 import gzip
 import multiprocessing
 import os
-import queue
 import random
 import re
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +32,8 @@ from pathlib import Path
 import cshogi
 from absl import app, flags, logging
 
-from shogi_policy import encoding
-
-_DEFAULT_OPENINGS = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "floodgate_openings" / "records2016_10818.sfen"
-)
+from shogi_policy import referee
+from shogi_policy.usi_client import EngineError, EngineProcess
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "data/engine_games.usi.gz", "Output games file (gzip, USI game lines).")
@@ -50,7 +44,9 @@ flags.DEFINE_integer("depth", 6, "Search depth per move ('go depth N'); 0 = no d
 flags.DEFINE_integer("nodes", 0, "Search node limit per move ('go nodes N'); 0 = no node limit.")
 flags.DEFINE_integer("byoyomi", 0, "Milliseconds per move ('go byoyomi N', not deterministic); 0 = none.")
 flags.DEFINE_integer("max_plies", 256, "Plies (opening included) after which the game is a draw.")
-flags.DEFINE_string("openings", str(_DEFAULT_OPENINGS), "Opening lines file (USI positions); '' = random.")
+flags.DEFINE_string(
+    "openings", str(referee.DEFAULT_OPENINGS), "Opening lines file (USI positions); '' = random."
+)
 flags.DEFINE_integer("min_opening_plies", 8, "Shortest opening prefix.")
 flags.DEFINE_integer("max_opening_plies", 24, "Longest opening prefix.")
 flags.DEFINE_integer("random_opening_depth", 2, "Search depth that vets random opening moves.")
@@ -63,107 +59,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the opening choice and cut.")
 flags.DEFINE_integer("workers", 1, "Engine processes playing games in parallel.")
 flags.DEFINE_float("move_timeout", 60.0, "Seconds to wait for a bestmove before the game is dropped.")
 
-MATE_SCORE = 100_000
-BLACK_WIN, WHITE_WIN, DRAW = "black_win", "white_win", "draw"
 _GAME_INDEX = re.compile(r"(?:^|\s)game=(\d+)(?:\s|$)")
-
-
-class EngineError(RuntimeError):
-    """The engine died, hung or broke the protocol."""
-
-
-class EngineProcess:
-    """Minimal USI driver: one engine process, lines read by a thread so reads can time out."""
-
-    def __init__(self, command, options=()):
-        self._proc = subprocess.Popen(
-            [command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        self._lines = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.name = Path(command).name
-        self.id_name = self._send_and_wait("usi", "usiok", timeout=30.0, id_prefix="id name ")
-        for option in options:
-            name, sep, value = option.partition("=")
-            if not sep:
-                raise ValueError(f"--engine_options entry {option!r} is not NAME=VALUE")
-            self._send(f"setoption name {name} value {value}")
-        self._send_and_wait("isready", "readyok", timeout=30.0)
-
-    def _pump(self):
-        for line in self._proc.stdout:
-            self._lines.put(line.strip())
-        self._lines.put(None)
-
-    def _send(self, command):
-        try:
-            self._proc.stdin.write(command + "\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            raise EngineError(f"{self.name}: cannot send {command!r}: {e}") from e
-
-    def _readline(self, deadline):
-        try:
-            line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty as e:
-            raise EngineError(f"{self.name}: no answer in time") from e
-        if line is None:
-            raise EngineError(f"{self.name}: engine exited")
-        return line
-
-    def _send_and_wait(self, command, answer, timeout, id_prefix=None):
-        self._send(command)
-        deadline = time.monotonic() + timeout
-        found = None
-        while (line := self._readline(deadline)) != answer:
-            if id_prefix and line.startswith(id_prefix):
-                found = line[len(id_prefix) :]
-        return found
-
-    def new_game(self):
-        """Clears the engine's hash and history so that each game is reproducible."""
-        self._send("usinewgame")
-        self._send_and_wait("isready", "readyok", timeout=30.0)
-
-    def search(self, moves, go_args, timeout):
-        """Best move and score of the position after `moves` (USI strings) from startpos.
-
-        Returns (bestmove str, score int or None): score in centipawns from the side to move,
-        +-MATE_SCORE for a mate score, None when the engine printed no score.
-        """
-        self._send("position startpos" + (" moves " + " ".join(moves) if moves else ""))
-        self._send("go " + go_args)
-        deadline = time.monotonic() + timeout
-        score = None
-        while not (line := self._readline(deadline)).startswith("bestmove"):
-            score = _parse_score(line, score)
-        return line.split()[1], score
-
-    def close(self):
-        try:
-            self._send("quit")
-            self._proc.wait(timeout=5)
-        except (EngineError, subprocess.TimeoutExpired):
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _parse_score(info_line, previous):
-    """The score of a USI 'info ... score cp N | score mate N' line, else `previous`."""
-    tokens = info_line.split()
-    if not tokens or tokens[0] != "info" or "score" not in tokens:
-        return previous
-    kind, value = tokens[tokens.index("score") + 1 : tokens.index("score") + 3]
-    if kind == "cp":
-        return int(value)
-    if kind == "mate":  # 'mate 3', 'mate -2', 'mate +', 'mate -'
-        return -MATE_SCORE if value.startswith("-") else MATE_SCORE
-    return previous
 
 
 @dataclass(frozen=True)
@@ -174,20 +70,6 @@ class GameSpec:
     opening: tuple  # USI moves from startpos; empty when a random opening is to be built
     opening_label: str  # e.g. 'records2016_10818.sfen:1234:16' or 'random'
     random_plies: int = 0  # plies of the random opening to build (when opening is empty)
-
-
-def read_opening_lines(path):
-    """USI move lists of an openings file: one 'startpos moves ...' line each (line number, moves)."""
-    lines = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if tokens[:2] != ["startpos", "moves"] and tokens != ["startpos"]:
-                raise ValueError(f"{path}:{number}: expected 'startpos moves ...', got {line[:60]!r}")
-            lines.append((number, tuple(tokens[2:])))
-    return lines
 
 
 def plan_games(num_games, seed, opening_lines, label, min_plies, max_plies):
@@ -248,67 +130,30 @@ def random_opening(engine, plies, rng, go_args, margin, timeout):
     return tuple(moves)
 
 
-def _winner(color):
-    return BLACK_WIN if color == cshogi.BLACK else WHITE_WIN
-
-
-def _loser(color):
-    return WHITE_WIN if color == cshogi.BLACK else BLACK_WIN
-
-
-def _position_key(board):
-    """Board, side to move and hands: the SFEN without its move number."""
-    return board.sfen().rsplit(" ", 1)[0]
-
-
 def play_game(engine, opening, go_args, max_plies, resign_score, resign_moves, timeout):
-    """Plays one game from the opening moves; cshogi referees.
+    """Plays one game from the opening moves; cshogi referees (referee.Game).
 
     Returns (moves list of USI str, result, ending) or raises ValueError for an illegal move
     (the engine's or the opening's), naming it.
     """
-    board, moves = cshogi.Board(), []
-    counts = collections.Counter([_position_key(board)])
+    game = referee.Game(opening)
     bad_streak = [0, 0]  # consecutive own moves with score <= -resign_score, by colour
     engine.new_game()
-    for ply, usi in enumerate(opening):
-        _push_checked(board, usi, f"opening ply {ply + 1}")
-        moves.append(usi)
-        counts[_position_key(board)] += 1
-    while True:
-        turn = board.turn
-        if board.is_game_over():  # no legal move: mated (shogi has no stalemate)
-            return moves, _loser(turn), "mate"
-        if board.is_nyugyoku():
-            return moves, _winner(turn), "declare"
-        if len(moves) >= max_plies:
-            return moves, DRAW, "max_plies"
-        bestmove, score = engine.search(moves, go_args, timeout)
+    while (end := game.adjudicate(max_plies, auto_declare=True)) is None:
+        turn = game.board.turn
+        bestmove, score = engine.search(game.moves, go_args, timeout)
         if bestmove == "resign":
-            return moves, _loser(turn), "resign"
-        if bestmove == "win":  # a declaration cshogi does not uphold
-            raise ValueError(f"ply {len(moves) + 1}: unjustified 'win' declaration")
+            end = game.mover_loses("resign")
+            break
+        if bestmove == "win":  # a declaration cshogi does not uphold (a valid one was adjudicated above)
+            raise ValueError(f"ply {len(game.moves) + 1}: unjustified 'win' declaration")
         bad_streak[turn] = bad_streak[turn] + 1 if score is not None and score <= -resign_score else 0
         if resign_moves and bad_streak[turn] >= resign_moves:
-            return moves, _loser(turn), "resign"
-        _push_checked(board, bestmove, f"ply {len(moves) + 1}")
-        moves.append(bestmove)
-        key = _position_key(board)
-        counts[key] += 1
-        if counts[key] >= 4:  # sennichite; is_draw tells whether one side checked throughout
-            repetition = board.is_draw()
-            if repetition == cshogi.REPETITION_WIN:  # the opponent (the side that moved) checked
-                return moves, _winner(board.turn), "perpetual_check"
-            if repetition == cshogi.REPETITION_LOSE:
-                return moves, _loser(board.turn), "perpetual_check"
-            return moves, DRAW, "repetition"
-
-
-def _push_checked(board, usi, where):
-    try:
-        board.push(encoding.legal_move(board, usi))
-    except ValueError as error:
-        raise ValueError(f"{where}: {error} in {board.sfen()}") from None
+            end = game.mover_loses("resign")
+            break
+        if (end := game.play(bestmove)) is not None:
+            break
+    return game.moves, *end
 
 
 def _go_args(depth, nodes, byoyomi):
@@ -402,7 +247,7 @@ def main(argv):
     output.parent.mkdir(parents=True, exist_ok=True)
     go_args = _go_args(FLAGS.depth, FLAGS.nodes, FLAGS.byoyomi)
     if FLAGS.openings and Path(FLAGS.openings).exists():
-        opening_lines, label = read_opening_lines(FLAGS.openings), Path(FLAGS.openings).name
+        opening_lines, label = referee.read_opening_lines(FLAGS.openings), Path(FLAGS.openings).name
     else:
         logging.warning("openings file %r absent: random openings vetted by the engine", FLAGS.openings)
         opening_lines, label = [], "random"

@@ -399,7 +399,8 @@ def board_from_sfen(sfen):
             raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r}")
         if not _SFEN_HANDS.fullmatch(hands):
             raise ValueError(f"bad SFEN hands {hands!r}")
-        if len(fields) == 4 and not (fields[3].isdigit() and int(fields[3]) > 0):
+        # isdigit() alone passes non-ASCII digits ('١'), which int() reads and cshogi cannot encode.
+        if len(fields) == 4 and not (fields[3].isascii() and fields[3].isdigit() and int(fields[3]) > 0):
             raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r}")
         counts = collections.Counter(board)  # one letter a piece, promoted or not
         for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):

@@ -2,13 +2,17 @@
 
   shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu
   shogi-policy-export --keras_model=runs/cpu/model.keras --export_dir=export/cpu
+  shogi-policy-export --model_dir=runs/cpu --export_dir=export/cpu --format=onnx   # dlshogi's ONNX (onnx_export)
 
 Signatures (all loadable with tf.saved_model.load alone, no shogi_policy import):
   "logits"(records uint8 [N, 100]) -> {"logits": float32 [N, 2187]}
   "probabilities"(records, legal_mask bool [N, 2187], temperature float32 []) -> {"probabilities": f32 [N, 2187]}
   "sample"(records, legal_mask, temperature, seed int64 []) -> {"label": int32 [N]}
 Probabilities are the Boltzmann softmax(logits / T) over the legal moves only (zero elsewhere);
-T == 0 means greedy (one-hot argmax over the legal moves). Every row needs at least one legal move.
+T == 0 means greedy (one-hot argmax over the legal moves). The signatures check their inputs in the graph
+(InvalidArgumentError naming the rule): T finite in float32 and >= 0 (policy_ops.TEMPERATURE_RULE), records
+and legal_mask of the same batch size, at least one legal move per row. An empty batch (N = 0) gives empty
+outputs. A model whose weights hold NaN or inf is not exported.
 Beside the SavedModel, shogi_policy_export.json records the label scheme, record and feature layout
 and the network config, so that readers can check they speak the same format.
 """
@@ -20,11 +24,8 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import encoding, features, policy_ops
+from shogi_policy import encoding, features, network, onnx_export, policy_ops
 from shogi_policy.model_dir import read_network_config, restore_model
-
-# Input planes computed in-graph by features.DlshogiFeatures (cshogi.dlshogi.make_input_features order).
-FEATURE_SCHEME = f"dlshogi-{features.NUM_FEATURES}"
 
 _RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
 _MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
@@ -32,10 +33,17 @@ _TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
 _SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
 
 
-def _check_inputs(legal_mask, temperature):
-    """Graph-side guards, so that a SavedModel caller without shogi_policy gets an error, not NaNs."""
+def _check_inputs(records, legal_mask, temperature):
+    """Graph-side guards, so that a SavedModel caller without shogi_policy gets an error, not NaNs or a broadcast."""
     return [
-        tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0 (and not NaN)"),
+        tf.debugging.assert_equal(
+            policy_ops.temperature_is_valid(temperature), True, message=policy_ops.TEMPERATURE_RULE
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(records)[0],
+            tf.shape(legal_mask)[0],
+            message="records and legal_mask must hold the same number of positions",
+        ),
         tf.debugging.assert_equal(
             tf.reduce_all(tf.reduce_any(legal_mask, axis=1)),
             True,
@@ -47,12 +55,20 @@ def _check_inputs(legal_mask, temperature):
 def policy_logits(model, records):
     """The model's policy logits float32 [N, 2187] (the "policy" output of a two-headed model).
 
-    records: uint8 (the serving form) or int32 [N, 100], the model's input dtype.
+    records: uint8 (the serving form) or int32 [N, 100], the model's input dtype. An empty batch gives
+    empty logits without running the model (TF's CPU convolution fails on a batch of 0).
     """
-    outputs = model(tf.cast(records, tf.int32), training=False)
-    if isinstance(outputs, dict):
-        outputs = outputs["policy"]
-    return tf.cast(outputs, tf.float32)
+
+    def run_model():
+        outputs = model(tf.cast(records, tf.int32), training=False)
+        if isinstance(outputs, dict):
+            outputs = outputs["policy"]
+        return tf.cast(outputs, tf.float32)
+
+    def no_positions():
+        return tf.zeros([0, encoding.NUM_MOVE_LABELS], tf.float32)
+
+    return tf.cond(tf.shape(records)[0] > 0, run_model, no_positions)
 
 
 def export_model(model, export_dir, network_config=None, source=None):
@@ -66,7 +82,10 @@ def export_model(model, export_dir, network_config=None, source=None):
       source: where the model came from, recorded in the metadata.
     Returns:
       The metadata dict that was written.
+    Raises:
+      ValueError, before anything is written, if a weight holds NaN or inf (a diverged training run).
     """
+    network.check_finite_weights(model)
     for layer in model.layers:
         if isinstance(layer, features.DlshogiFeatures):
             layer.nested_xla = False  # an XLA-must-compile function fails on hosts without XLA
@@ -77,12 +96,12 @@ def export_model(model, export_dir, network_config=None, source=None):
         return {"logits": policy_logits(model, records)}
 
     def probabilities_fn(records, legal_mask, temperature):
-        with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
+        with tf.control_dependencies(_check_inputs(records, legal_mask, temperature)):
             logits = policy_logits(model, records)
         return {"probabilities": policy_ops.legal_probabilities(logits, legal_mask, temperature)}
 
     def sample_fn(records, legal_mask, temperature, seed):
-        with tf.control_dependencies(_check_inputs(legal_mask, temperature)):
+        with tf.control_dependencies(_check_inputs(records, legal_mask, temperature)):
             logits = policy_logits(model, records)
         return {"label": policy_ops.sample_labels(logits, legal_mask, temperature, seed)}
 
@@ -98,7 +117,7 @@ def export_model(model, export_dir, network_config=None, source=None):
     metadata = {
         "format": "shogi_policy.export",
         **policy_ops.format_metadata(),
-        "feature_scheme": FEATURE_SCHEME,
+        "feature_scheme": features.FEATURE_SCHEME,
         "network": network_config,
         "signatures": ["logits", "probabilities", "sample"],
         "source": source,
@@ -133,6 +152,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("model_dir", None, "Trainer output directory (its latest checkpoint).", **kw)
     flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
     flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
+    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "onnx"], "onnx: export_dir/model.onnx.", **kw)
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -160,14 +180,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
+    source = args.model_dir or args.keras_model
     try:
         model, network_config = load_model(args.model_dir, args.keras_model)
-    except (ValueError, FileNotFoundError) as error:
+        if args.format == "onnx":
+            path, metadata = onnx_export.export_onnx(model, args.export_dir, network_config, source)
+        else:
+            path, metadata = args.export_dir, export_model(model, args.export_dir, network_config, source)
+    except (ValueError, FileNotFoundError, ImportError) as error:
         raise app.UsageError(str(error)) from error
-    source = args.model_dir or args.keras_model
-    metadata = export_model(model, args.export_dir, network_config, source)
-    logging.info("Exported %s to %s: %s", source, args.export_dir, json.dumps(metadata))
-    print(f"exported {source} -> {args.export_dir}")
+    logging.info("Exported %s to %s: %s", source, path, json.dumps(metadata))
+    print(f"exported {source} -> {path}")
 
 
 def run():

@@ -44,6 +44,7 @@ HAND_MAX = (8, 4, 4, 4, 4, 2, 2)  # P L N S G B R, the record's hand order
 HAND_PLANES = sum(HAND_MAX)  # 28
 FEATURES2_NUM = 2 * HAND_PLANES + 1  # 57
 NUM_FEATURES = FEATURES1_NUM + FEATURES2_NUM  # 119
+FEATURE_SCHEME = f"dlshogi-{NUM_FEATURES}"  # what exports record: cshogi.dlshogi.make_input_features' planes
 
 _WHITE_FLAG = 16  # cshogi piece code of a White piece = Black code + 16
 _KING = 8

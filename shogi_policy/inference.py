@@ -7,10 +7,11 @@
 Positions are SFEN strings, USI position strings ("position startpos moves ...", "startpos moves ...",
 "sfen ... moves ...") or cshogi.Boards. The legal-move mask is built on the host with cshogi
 (encoding.legal_moves_and_labels); the softmax, masking and sampling run inside the SavedModel.
+Bad input raises ValueError naming it (a position, a temperature, a seed, k, array shapes); no positions
+give an empty result.
 """
 
 import json
-import math
 import os
 
 import cshogi
@@ -62,14 +63,42 @@ def encode_positions(positions):
 
 
 def check_temperature(temperature):
-    """The temperature as a float; ValueError unless it is a finite number >= 0 (0 = greedy)."""
+    """The temperature as a float; ValueError unless the SavedModel signatures accept it too.
+
+    The rule is policy_ops.TEMPERATURE_RULE, applied to the float32 value the signatures receive: NaN,
+    negative numbers and anything beyond float32's range (1e39 becomes inf) are refused; 0 is greedy.
+    """
     try:
         value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond any float
+        raise ValueError(f"{policy_ops.TEMPERATURE_RULE}, got {temperature!r}") from None
+    if not policy_ops.temperature_is_valid(tf.constant(value, tf.float32)):
+        raise ValueError(f"{policy_ops.TEMPERATURE_RULE}, got {temperature!r}")
     return value
+
+
+def check_records(records):
+    """records as a numpy array; ValueError unless it is uint8 [N, 100] (N may be 0)."""
+    records = np.asarray(records)
+    if records.dtype != np.uint8 or records.ndim != 2 or records.shape[1] != encoding.RECORD_BYTES:
+        raise ValueError(
+            f"records must be uint8 [N, {encoding.RECORD_BYTES}], got {records.dtype} {list(records.shape)}"
+        )
+    return records
+
+
+def check_legal_mask(records, mask):
+    """mask as a numpy array; ValueError unless it is bool [N, 2187] for N records, each row with a legal move."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (len(records), encoding.NUM_MOVE_LABELS):
+        raise ValueError(
+            f"legal_mask must be bool [{len(records)}, {encoding.NUM_MOVE_LABELS}] for {len(records)} records, "
+            f"got {mask.dtype} {list(mask.shape)}"
+        )
+    no_move = np.flatnonzero(~mask.any(axis=1))
+    if len(no_move):
+        raise ValueError(f"legal_mask row {no_move[0]} has no legal move")
+    return mask
 
 
 def _check_seed(seed):
@@ -108,12 +137,18 @@ class PolicyModel:
 
     def record_logits(self, records):
         """Raw logits of records uint8 [N, 100] -> float32 [N, 2187]."""
+        records = check_records(records)
         out = [self._saved_model.logits(batch)["logits"].numpy() for (batch,) in self._batches(records)]
         return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
 
     def record_probabilities(self, records, mask, temperature=1.0):
-        """softmax(logits / T) over the legal moves: records uint8 [N, 100], mask bool [N, 2187] -> f32."""
+        """softmax(logits / T) over the legal moves: records uint8 [N, 100], mask bool [N, 2187] -> f32 [N, 2187].
+
+        ValueError for a bad temperature, shapes or dtypes that do not match, or a row without a legal move.
+        """
         temperature = check_temperature(temperature)
+        records = check_records(records)
+        mask = check_legal_mask(records, mask)
         out = [
             self._saved_model.probabilities(batch, batch_mask, tf.constant(temperature, tf.float32))[
                 "probabilities"
@@ -123,9 +158,14 @@ class PolicyModel:
         return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
 
     def sample_record_labels(self, records, mask, temperature=1.0, seed=0):
-        """One label per row drawn at temperature T (0 = greedy): int32 [N]. Same seed, same labels."""
+        """One label per row drawn at temperature T (0 = greedy): int32 [N]. Same seed, same labels.
+
+        ValueError as record_probabilities, and for a seed that is not an integer within int64.
+        """
         temperature = check_temperature(temperature)
         seed = _check_seed(seed)
+        records = check_records(records)
+        mask = check_legal_mask(records, mask)
         out = []
         for index, (batch, batch_mask) in enumerate(self._batches(records, mask)):
             # Later batches get seeds derived from (seed, index), so batches draw independently.
@@ -155,8 +195,8 @@ class PolicyModel:
 
     def top_k(self, positions, k=5, temperature=1.0):
         """Per position, the k most probable legal moves [(usi_move, probability)]."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         return [moves[:k] for moves in self.move_probabilities(positions, temperature)]
 
     def sample(self, positions, temperature=1.0, seed=0):

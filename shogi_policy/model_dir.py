@@ -5,7 +5,7 @@ model_dir/train_flags.json  the trainer's flags
 model_dir/checkpoints/      tf.train.CheckpointManager: model and optimizer, by optimizer step
 model_dir/logs/             TensorBoard
 model_dir/model.keras       the model at the end of training
-model_dir/metrics.json      final metrics
+model_dir/metrics.json      final metrics (strict JSON: a value that is not finite is null)
 """
 
 import json
@@ -25,9 +25,14 @@ LOG_DIR = "logs"
 
 
 def write_json(path, value):
-    """Writes value as indented, key-sorted JSON (local or gs://)."""
+    """Writes value as indented, key-sorted JSON (local or gs://).
+
+    Raises ValueError on a NaN or infinity: JSON has no such numbers and json.dumps would write bare
+    NaN/Infinity that strict readers refuse, so callers write them as null.
+    """
+    text = json.dumps(value, indent=1, sort_keys=True, allow_nan=False)
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
+        f.write(text + "\n")
 
 
 def read_json(path):

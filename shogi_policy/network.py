@@ -135,3 +135,28 @@ def build_policy_model(config, nested_xla=False):
     if not config.value_head:
         return keras.Model(records, policy, name="shogi_policy")
     return keras.Model(records, {"policy": policy, "value": _value_head(x, config)}, name="shogi_policy")
+
+
+def check_finite_weights(model):
+    """ValueError naming the weights of a model that hold NaN or inf (a diverged run): nothing to serve."""
+    bad = non_finite_weights(model.weights)
+    if bad:
+        raise ValueError(
+            f"the model's weights are not finite (NaN or inf in {', '.join(bad[:3])}): its training diverged; "
+            "export an earlier checkpoint or retrain with a lower learning rate"
+        )
+
+
+def non_finite_weights(variables):
+    """Paths of the floating-point variables (keras.Variables) that hold a NaN or an infinity.
+
+    The trainer checks the model and optimizer before each checkpoint and the export checks the model,
+    so that a diverged run never becomes the latest checkpoint or a served model. One reduction per
+    variable on its device, one bool to the host.
+    """
+    return [
+        variable.path
+        for variable in variables
+        if keras.backend.is_float_dtype(variable.dtype)
+        and not bool(keras.ops.all(keras.ops.isfinite(variable)))
+    ]

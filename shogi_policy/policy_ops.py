@@ -23,6 +23,16 @@ def format_metadata():
     }
 
 
+# A temperature beyond float32's range would be inf in the graph, and logits / inf are NaN or 0. Refused rather than
+# read as "uniform over the legal moves", so that an overflow in the caller's arithmetic is seen, not served.
+TEMPERATURE_RULE = "temperature must be a number >= 0 (0: greedy) that is finite in float32 (at most 3.4e38)"
+
+
+def temperature_is_valid(temperature):
+    """Whether a float32 scalar temperature is one the serving ops accept (TEMPERATURE_RULE): bool scalar."""
+    return tf.math.is_finite(temperature) & (temperature >= 0)
+
+
 def tempered_legal_logits(logits, legal_mask, temperature):
     """(logits - max over legal) / T on legal moves, -inf elsewhere: float32 [N, 2187].
 
@@ -45,7 +55,8 @@ def legal_probabilities(logits, legal_mask, temperature):
     """softmax(logits / T) over the legal moves, 0 on illegal ones; one-hot argmax when T == 0.
 
     Args:
-      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0.
+      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar, valid
+        (temperature_is_valid).
     Returns:
       float32 [N, 2187], rows summing to 1.
     """
@@ -58,8 +69,8 @@ def sample_labels(logits, legal_mask, temperature, seed):
     """One label per row drawn from legal_probabilities, with stateless (reproducible) random ops.
 
     Args:
-      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar >= 0;
-      seed: int64 scalar (the same seed and inputs give the same labels).
+      logits: float32 [N, 2187]; legal_mask: bool [N, 2187]; temperature: float32 scalar, valid
+        (temperature_is_valid); seed: int64 scalar (the same seed and inputs give the same labels).
     Returns:
       int32 [N] labels; the greedy argmax when T == 0.
     """

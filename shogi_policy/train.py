@@ -13,6 +13,13 @@ optimizer state and step count are restored, so at most --checkpoint_every steps
 --seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
 Keras's BackupAndRestore is not used: in Keras 3.15 it restores only the epoch number, so a
 preemption mid-epoch would repeat the whole epoch and overshoot --steps.
+
+Every numeric flag is checked before anything is built (app.UsageError naming the flag and its range),
+and so is a batch that the strategy's replicas cannot share. A run whose loss or weights stop being
+finite numbers stops with TrainingDiverged (exit status 1) at that step: the broken state is never
+checkpointed, so the latest checkpoint is the last good one and a rerun with a lower --learning_rate
+(or --clip_norm > 0) resumes from it. metrics.json is written when a run completes, as strict JSON:
+a value that is not a finite number (an evaluation loss that overflowed) is written as null.
 """
 
 import json
@@ -98,10 +105,30 @@ def define_flags(flag_values=flags.FLAGS):
     )
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights stopped being finite numbers; nothing of that state was saved."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Raises TrainingDiverged after the first train batch whose logged loss or metric is NaN or infinite.
+
+    Keras logs the epoch's running mean of the loss, already on the host, so the check is free and turns
+    positive at the first bad batch. It must run before StepCheckpoint, which would save that state.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {name: value for name, value in (logs or {}).items() if not math.isfinite(value)}
+        if bad:
+            step = int(self.model.optimizer.iterations.numpy())
+            raise TrainingDiverged(f"training diverged at step {step}: {bad}")
+
+
 class StepCheckpoint(keras.callbacks.Callback):
     """Saves a checkpoint every `every` optimizer steps and stops training at `total_steps`.
 
     Reads optimizer.iterations, so it stays right under steps_per_execution > 1 and after resume.
+    Refuses (TrainingDiverged) to save weights or optimizer slots holding NaN or inf: an update can
+    break them while the loss logged for that step, computed before it, is still finite.
     """
 
     def __init__(self, manager, every, total_steps):
@@ -125,9 +152,13 @@ class StepCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def save(self, step):
-        if step != self._saved_step:
-            logging.info("saved checkpoint %s", self.manager.save(checkpoint_number=step))
-            self._saved_step = step
+        if step == self._saved_step:
+            return
+        bad = network.non_finite_weights([*self.model.weights, *self.model.optimizer.variables])
+        if bad:
+            raise TrainingDiverged(f"training diverged by step {step}: NaN or inf in {', '.join(bad[:3])}")
+        logging.info("saved checkpoint %s", self.manager.save(checkpoint_number=step))
+        self._saved_step = step
 
 
 class Throughput(keras.callbacks.Callback):
@@ -198,14 +229,54 @@ def _eval_steps(options, task):
     return steps
 
 
-def _check_options(options):
-    for name in ("batch_size", "steps", "steps_per_epoch", "steps_per_execution", "checkpoint_every"):
-        if getattr(options, name) < 1:
-            raise app.UsageError(f"--{name} must be >= 1, got {getattr(options, name)}")
-    if not options.model_dir:
-        raise app.UsageError("--model_dir is required")
+_AT_LEAST_ONE = (lambda value: value >= 1, "an integer >= 1")
+_FINITE_NON_NEGATIVE = (lambda value: math.isfinite(value) and value >= 0, "a finite number >= 0")
+# What each numeric flag accepts: (test, the range in words). NaN fails every test. A flag left unset
+# (None: the preset's network, a full evaluation pass, no seed) is not checked.
+_NUMERIC_FLAGS = {
+    **dict.fromkeys(
+        ("batch_size", "steps", "steps_per_epoch", "steps_per_execution", "checkpoint_every", "filters"),
+        _AT_LEAST_ONE,
+    ),
+    "blocks": (lambda value: value >= 0, "an integer >= 0"),
+    "eval_steps": (
+        lambda value: value >= 0,
+        "an integer >= 0 (0: no evaluation; unset: the whole test split)",
+    ),
+    "learning_rate": (lambda value: math.isfinite(value) and value > 0, "a finite number > 0"),
+    **dict.fromkeys(
+        ("weight_decay", "clip_norm", "loser_weight", "draw_weight", "value_loss_weight"),
+        _FINITE_NON_NEGATIVE,
+    ),
+    "label_smoothing": (lambda value: 0 <= value < 1, "a number in [0, 1)"),
+    "seed": (lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)"),  # numpy's seed range
+}
+
+
+def _check_numeric_flags(options):
+    """app.UsageError for the first numeric flag out of its range (a negative --eval_steps used to hang)."""
+    for name, (accepts, expected) in _NUMERIC_FLAGS.items():
+        value = getattr(options, name)
+        if value is not None and not accepts(value):
+            raise app.UsageError(f"--{name} must be {expected}, got {value}")
     if not 0 <= options.warmup_steps < options.steps:
         raise app.UsageError(f"--warmup_steps must lie in [0, --steps), got {options.warmup_steps}")
+
+
+def _check_replicas(options, strategy):
+    """app.UsageError unless --batch_size splits evenly over the strategy's replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if options.batch_size % replicas:
+        raise app.UsageError(
+            f"--batch_size={options.batch_size} must be a multiple of the {replicas} replicas of "
+            f"{type(strategy).__name__}: each replica takes an equal share of the global batch"
+        )
+
+
+def _check_options(options):
+    _check_numeric_flags(options)
+    if not options.model_dir:
+        raise app.UsageError("--model_dir is required")
 
 
 def _claim_model_dir(options, config):
@@ -227,6 +298,8 @@ def train(options, callbacks=()):
       callbacks: extra Keras callbacks, run after the trainer's own (tests use it to interrupt).
     Returns:
       dict of final metrics (also written to model_dir/metrics.json).
+    Raises:
+      app.UsageError for bad flags; TrainingDiverged when the loss or weights stop being finite.
     """
     _check_options(options)
     task = TASKS[options.dataset](options)
@@ -237,6 +310,7 @@ def train(options, callbacks=()):
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
     strategy = make_strategy(options.strategy, options.tpu)
+    _check_replicas(options, strategy)
     steps_per_execution = options.steps_per_execution
     if steps_per_execution > 1 and isinstance(strategy, tf.distribute.MirroredStrategy):
         # Keras 3 fails with steps_per_execution > 1 under MirroredStrategy (keras issue 19246).
@@ -267,7 +341,10 @@ def train(options, callbacks=()):
         )
         if manager.latest_checkpoint:
             _resume(checkpoint, manager.latest_checkpoint)
-        return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
+        try:
+            return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
+        except TrainingDiverged as error:
+            raise TrainingDiverged(f"{error}. {_divergence_advice(options, manager)}") from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -279,6 +356,25 @@ def _resume(checkpoint, path):
     if str(step) != path.rsplit("-", 1)[-1]:
         raise ValueError(f"restoring {path} gave optimizer step {step}: the checkpoint does not match")
     logging.info("resumed from %s at step %d", path, step)
+
+
+def _divergence_advice(options, manager):
+    """What to do after TrainingDiverged: which checkpoint a rerun resumes from and which flags to change."""
+    resume = (
+        f"the latest checkpoint, {manager.latest_checkpoint},"
+        if manager.latest_checkpoint
+        else "no checkpoint"
+    )
+    clip = "a smaller --clip_norm" if options.clip_norm else "--clip_norm > 0 (e.g. 10)"
+    return (
+        f"Nothing of the diverged state was saved: {resume} is the last good state. Rerun the same command "
+        f"with a lower --learning_rate (now {options.learning_rate:g}) or {clip} to resume from it"
+    )
+
+
+def _eval_metrics(results):
+    """Final evaluation results as metrics.json values: eval_<name> -> float, or None (JSON null) if not finite."""
+    return {f"eval_{name}": float(value) if math.isfinite(value) else None for name, value in results.items()}
 
 
 def _fit(options, task, model, manager, steps_per_execution, config, extra_callbacks):
@@ -307,6 +403,7 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
             validation_steps=eval_steps or None,
             callbacks=[
                 Throughput(options.batch_size),
+                DivergenceGuard(),  # before StepCheckpoint: a diverged step is never saved
                 StepCheckpoint(manager, options.checkpoint_every, options.steps),
                 # The graph (feature ops included) is large to write and of little use.
                 keras.callbacks.TensorBoard(
@@ -327,7 +424,7 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
         metrics["wall_positions_per_second"] = (final_step - initial_step) * options.batch_size / elapsed
     if eval_data is not None:
         results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
-        metrics.update({f"eval_{name}": float(value) for name, value in results.items()})
+        metrics.update(_eval_metrics(results))
     model.save(os.path.join(options.model_dir, model_dir.MODEL_KERAS))
     model_dir.write_json(os.path.join(options.model_dir, model_dir.METRICS_JSON), metrics)
     logging.info("final metrics: %s", json.dumps(metrics))
@@ -337,7 +434,10 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    metrics = train(flags.FLAGS)
+    try:
+        metrics = train(flags.FLAGS)
+    except TrainingDiverged as error:
+        sys.exit(f"shogi-policy-train: {error}")
     print(json.dumps(metrics, indent=1, sort_keys=True))
 
 

@@ -9,10 +9,18 @@ Options (dlshogi's policy player conventions):
   ModelPath             string; the export directory, loaded on isready.
 'go' answers 'bestmove win' on a declarable entering-king position (cshogi is_nyugyoku) and
 'bestmove resign' when there is no legal move. Unknown commands are ignored (logged on stderr).
+'isready' loads the model and plays one move with it, so that the first 'go' does not pay for TensorFlow
+preparing the graphs (1-3 s for the cpu preset's network).
+
+Bad input never stops the engine: a command that fails answers 'info string error: ...', and still
+'readyok' for 'isready' and 'bestmove resign' for 'go'. A position that fails encoding.parse_position
+(bad SFEN, impossible placement, illegal move) is dropped, so 'go' on it resigns. Every 'go' gets exactly
+one 'bestmove' ('go ponder' and 'go infinite' on 'stop' or 'ponderhit', or at the next 'go').
 """
 
 import sys
 
+import cshogi
 import numpy as np
 from absl import app, flags, logging
 
@@ -78,6 +86,17 @@ class UsiEngine:
         if self._model is None or self._model_path != path:
             self._model = inference.PolicyModel(path, batch_size=1)
             self._model_path = path
+            self._warm_up()
+
+    def _warm_up(self):
+        """Runs what 'go' runs (sample and top_k at batch size 1) once on the start position.
+
+        TensorFlow prepares a loaded signature's graph on its first call: 1-3 s for the cpu preset, longer
+        than a 1-second byoyomi. Loading happens on isready, where the GUI waits without a clock.
+        """
+        start = cshogi.Board()
+        self._model.sample([start], 1.0, 0)
+        self._model.top_k([start], 3, 1.0)
 
     def _isready(self, _):
         self._load_model()
@@ -106,6 +125,8 @@ class UsiEngine:
         return move
 
     def _go(self, args):
+        # A GUI that sends 'go' while a ponder search is pending skipped 'stop': answer the pending one first.
+        self._stop(None)
         if args[:1] == ["mate"]:
             self._write("checkmate notimplemented")
             return

@@ -5,6 +5,7 @@ the numpy softmax oracle and the trainer's flags (test modules import them from 
 each other).
 """
 
+import collections
 import itertools
 import json
 import operator
@@ -94,6 +95,48 @@ def random_game_records(num_games, max_plies, seed):
             )
         game_ids.extend([game] * (len(turns) - start))
     return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
+
+
+def referee_game_line(line, max_plies=None):
+    """Replays one game line ('startpos moves ...<TAB>result<TAB>source<TAB>ending[<TAB>reason]') with cshogi
+    and checks its result against its ending (the side to move lost a resign, timeout, crash or illegal).
+
+    Returns the number of moves. Fails on an illegal move, on an ending the final position does
+    not support, or on a game that went on past a fourfold repetition.
+    """
+    position, result, source, ending = line.split("\t")[:4]  # a match's line adds a reason
+    tokens = position.split()
+    assert tokens[:2] == ["startpos", "moves"], line[:80]
+    assert result in ("black_win", "white_win", "draw"), result
+    assert "game=" in source
+    board, seen = cshogi.Board(), collections.Counter()
+    seen[board.zobrist_hash()] += 1
+    for ply, usi in enumerate(tokens[2:], start=1):
+        assert seen[board.zobrist_hash()] < 4, f"played on after a fourfold repetition at ply {ply}"
+        move = board.move_from_usi(usi)
+        assert encoding.is_legal_move(board, move), f"illegal {usi} at ply {ply}: {source}"
+        board.push(move)
+        seen[board.zobrist_hash()] += 1
+    mover_won = "black_win" if board.turn == cshogi.BLACK else "white_win"
+    mover_lost = "white_win" if board.turn == cshogi.BLACK else "black_win"
+    if ending == "mate":
+        assert board.is_game_over() and result == mover_lost
+    elif ending == "declare":
+        assert board.is_nyugyoku() and result == mover_won
+    elif ending in ("repetition", "perpetual_check"):
+        assert seen[board.zobrist_hash()] >= 4
+        expected = {
+            cshogi.REPETITION_WIN: mover_won,
+            cshogi.REPETITION_LOSE: mover_lost,
+        }.get(board.is_draw(), "draw")
+        assert result == expected and (ending == "perpetual_check") == (expected != "draw")
+    elif ending == "max_plies":
+        assert result == "draw" and not board.is_game_over()
+        assert max_plies is None or len(tokens) - 2 == max_plies
+    else:
+        assert ending in ("resign", "timeout", "crash", "illegal"), ending
+        assert result == mover_lost and not board.is_game_over()
+    return len(tokens) - 2
 
 
 @pytest.fixture(scope="session")

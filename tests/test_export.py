@@ -195,7 +195,12 @@ def test_sampling_is_reproducible_and_only_legal(saved_model, shared_data):
 
 @pytest.mark.parametrize(
     "temperature, row_mask, message",
-    [(-1.0, True, "temperature"), (float("nan"), True, "temperature"), (1.0, False, "legal move")],
+    [
+        (-1.0, True, "temperature"),
+        (float("nan"), True, "temperature"),
+        (float("inf"), True, "finite in float32"),  # used to give NaN probabilities (1e39 is inf in float32)
+        (1.0, False, "legal move"),
+    ],
 )
 def test_signatures_reject_bad_inputs(saved_model, temperature, row_mask, message):
     records, mask = cshogi_inputs(OPENINGS[:1])
@@ -247,3 +252,40 @@ def test_policy_logits_of_a_two_headed_model():
     model = network.build_policy_model(network.NetworkConfig(blocks=1, filters=8, value_head=True))
     logits = export.policy_logits(model, tf.constant(records))
     np.testing.assert_array_equal(logits.numpy(), keras.ops.convert_to_numpy(model(records)["policy"]))
+
+
+def test_largest_float32_temperature_is_uniform_over_legal_moves(saved_model):
+    records, mask = cshogi_inputs(OPENINGS)
+    largest = tf.constant(np.finfo(np.float32).max)
+    probabilities = saved_model.probabilities(records, mask, largest)["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, mask / mask.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_records, num_masks", [(2, 1), (1, 2), (0, 1)])
+def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
+    # A mask of 1 row used to broadcast over 2 records silently.
+    records, mask = cshogi_inputs(OPENINGS[:2])
+    args = records[:num_records], mask[:num_masks], tf.constant(1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same number of positions"):
+        saved_model.probabilities(*args)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same number of positions"):
+        saved_model.sample(*args, tf.constant(0, tf.int64))
+
+
+def test_empty_batch_gives_empty_outputs(saved_model):
+    # It used to fail inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
+    records, mask = cshogi_inputs([])
+    assert saved_model.logits(records)["logits"].shape == (0, encoding.NUM_MOVE_LABELS)
+    probabilities = saved_model.probabilities(records, mask, tf.constant(1.0))["probabilities"]
+    assert probabilities.shape == (0, encoding.NUM_MOVE_LABELS)
+    label = saved_model.sample(records, mask, tf.constant(1.0), tf.constant(0, tf.int64))["label"]
+    assert label.shape == (0,) and label.dtype == tf.int32
+
+
+def test_export_refuses_weights_that_are_not_finite(tmp_path):
+    model = network.build_policy_model(TINY_CONFIG)
+    kernel = model.get_layer("stem_conv").kernel
+    kernel.assign(np.where(np.arange(kernel.shape[-1]) == 3, np.nan, kernel.numpy()))
+    with pytest.raises(ValueError, match="not finite.*stem_conv/kernel.*diverged"):
+        export.export_model(model, str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()

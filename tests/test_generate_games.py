@@ -10,12 +10,12 @@ from pathlib import Path
 
 import cshogi
 import pytest
+from conftest import referee_game_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "generate_games.py"
 SHIPPED = ROOT / "data" / "engine_games.usi.gz"
 ENGINE = shutil.which("fairy-stockfish") or "/usr/games/fairy-stockfish"
-RESULTS = {"black_win", "white_win", "draw"}
 
 
 @pytest.fixture
@@ -42,47 +42,6 @@ def _read_lines(path):
         return [line.rstrip("\n") for line in f]
 
 
-def _referee(line, max_plies=None):
-    """Replays one game line with cshogi and checks its result against its ending.
-
-    Returns the number of moves. Fails on an illegal move, on an ending the final position does
-    not support, or on a game that went on past a fourfold repetition.
-    """
-    position, result, source, ending = line.split("\t")
-    tokens = position.split()
-    assert tokens[:2] == ["startpos", "moves"], line[:80]
-    assert result in RESULTS, result
-    assert "game=" in source
-    board, seen = cshogi.Board(), collections.Counter()
-    seen[board.zobrist_hash()] += 1
-    for ply, usi in enumerate(tokens[2:], start=1):
-        assert seen[board.zobrist_hash()] < 4, f"played on after a fourfold repetition at ply {ply}"
-        move = board.move_from_usi(usi)
-        assert move and board.is_legal(move), f"illegal {usi} at ply {ply}: {source}"
-        board.push(move)
-        seen[board.zobrist_hash()] += 1
-    mover_won = "black_win" if board.turn == cshogi.BLACK else "white_win"
-    mover_lost = "white_win" if board.turn == cshogi.BLACK else "black_win"
-    if ending == "mate":
-        assert board.is_game_over() and result == mover_lost
-    elif ending == "declare":
-        assert board.is_nyugyoku() and result == mover_won
-    elif ending in ("repetition", "perpetual_check"):
-        assert seen[board.zobrist_hash()] >= 4
-        expected = {
-            cshogi.REPETITION_WIN: mover_won,
-            cshogi.REPETITION_LOSE: mover_lost,
-        }.get(board.is_draw(), "draw")
-        assert result == expected and (ending == "perpetual_check") == (expected != "draw")
-    elif ending == "max_plies":
-        assert result == "draw" and not board.is_game_over()
-        assert max_plies is None or len(tokens) - 2 == max_plies
-    else:
-        assert ending == "resign", ending
-        assert result == mover_lost and not board.is_game_over()
-    return len(tokens) - 2
-
-
 @pytest.mark.parametrize("use_shared", [True, False], ids=["floodgate_openings", "random_openings"])
 def test_generated_games_are_legal_and_refereed(engine, tmp_path, use_shared):
     shared = ROOT.parent / "shared" / "data" / "floodgate_openings" / "records2016_10818.sfen"
@@ -94,7 +53,7 @@ def test_generated_games_are_legal_and_refereed(engine, tmp_path, use_shared):
     lines = _read_lines(output)
     assert len(lines) == 3 and len(set(lines)) == 3
     for line in lines:
-        _referee(line, max_plies=30)
+        referee_game_line(line, max_plies=30)
     label = "records2016_10818.sfen:" if use_shared else "random:"
     assert all(f"opening={label}" in line.split("\t")[2] for line in lines)
     if use_shared:  # the opening is a prefix of a floodgate line
@@ -144,7 +103,9 @@ def test_shipped_games_are_legal_and_refereed():
     lines = _read_lines(SHIPPED)
     assert len(set(lines)) == len(lines)
     assert len({line.split("\t")[0] for line in lines}) == len(lines), "duplicate games"
-    positions = sum(_referee(line, max_plies=256) for line in lines)  # data/README.md: --max_plies=256
+    positions = sum(
+        referee_game_line(line, max_plies=256) for line in lines
+    )  # data/README.md: --max_plies=256
     assert positions >= 100_000
     results = collections.Counter(line.split("\t")[1] for line in lines)
     assert min(results["black_win"], results["white_win"]) >= 0.25 * len(lines)

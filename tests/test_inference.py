@@ -62,6 +62,10 @@ def test_parse_position_forms_match_cshogi(shared_data):
         ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1 b - 1", "9 ranks"),
         ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b 3Q 1", "hands"),
         ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - x", "move number"),
+        (
+            "lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - \u0661",
+            "move number",
+        ),  # Arabic-Indic 1
         ("lnsgggsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1", "one king"),
         ("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b P 1", "more than 18"),
         ("4k4/9/9/9/4R4/9/9/9/4K4 b - 1", "not to move in check"),
@@ -121,7 +125,9 @@ def test_top_k_sample_and_batching(policy, shared_data):
     assert policy.sample("startpos", 0.0) == [policy.top_k("startpos", 1)[0][0][0]]
 
 
-@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), "hot", None])
+@pytest.mark.parametrize(
+    "temperature", [-0.1, float("nan"), float("inf"), 1e39, 3.5e38, 10**400, "hot", None]
+)
 def test_bad_temperature(policy, temperature):
     with pytest.raises(ValueError, match="temperature"):
         policy.sample(["startpos"], temperature)
@@ -135,12 +141,37 @@ def test_bad_requests(policy, tmp_path):
         policy.sample([MATED_SFEN])
     with pytest.raises(ValueError, match="no legal move"):
         policy.top_k(["startpos", MATED_SFEN])
-    with pytest.raises(ValueError, match="k must be"):
-        policy.top_k(["startpos"], k=0)
+    for k in (0, 2.5, "3", True):
+        with pytest.raises(ValueError, match="k must be an integer"):
+            policy.top_k(["startpos"], k=k)
     with pytest.raises(ValueError, match="seed"):
         policy.sample(["startpos"], seed=1.5)
     with pytest.raises(ValueError, match="not a shogi_policy export"):
         inference.PolicyModel(str(tmp_path))
+
+
+def test_record_batches_are_checked(policy):
+    records, mask, _, _ = inference.encode_positions(["startpos", "startpos moves 7g7f"])
+    for bad_records, bad_mask, message in [
+        (records, mask[:1], "legal_mask must be bool \\[2, 2187\\] for 2 records"),  # used to broadcast
+        (records[:1], mask, "legal_mask must be bool \\[1, 2187\\]"),
+        (records, mask & False, "row 0 has no legal move"),
+        (records.astype(np.int32), mask, "records must be uint8"),
+        (records[:, :99], mask, "records must be uint8 \\[N, 100\\]"),
+        (records, mask.astype(np.float32), "legal_mask must be bool"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            policy.record_probabilities(bad_records, bad_mask)
+        with pytest.raises(ValueError, match=message):
+            policy.sample_record_labels(bad_records, bad_mask)
+
+
+def test_no_positions_give_empty_results(policy):
+    records, mask, _, _ = inference.encode_positions([])
+    assert policy.record_logits(records).shape == (0, encoding.NUM_MOVE_LABELS)
+    assert policy.record_probabilities(records, mask).shape == (0, encoding.NUM_MOVE_LABELS)
+    assert policy.sample_record_labels(records, mask).shape == (0,)
+    assert policy.sample([]) == [] and policy.top_k([]) == []
 
 
 def test_sample_cli(policy):
@@ -163,3 +194,22 @@ def test_sample_cli(policy):
     (best,) = policy.sample(["startpos moves 7g7f 3c3d"], 0.0)
     assert f"sampled: {best} " in result.stdout
     assert sum(line.strip()[:2] in ("1.", "2.", "3.", "4.") for line in lines) == 4
+
+
+def test_sample_cli_refuses_an_impossible_position(policy):
+    # A pawn on Black's last rank: used to sample a move. (A bad temperature takes the same ValueError path.)
+    position = "lnsgkgsnP/1r5b1/ppppppppp/9/9/9/PPPPPPPP1/1B5R1/LNSGKGSNL b - 1"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.sample",
+            f"--model={policy.export_dir}",
+            f"--position={position}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout  # absl's app.UsageError
+    assert "could never move" in result.stderr and "sampled:" not in result.stdout

@@ -16,7 +16,9 @@ TRAINING_MODULES = (
 )
 
 
-@pytest.mark.parametrize("module", ["shogi_policy.usi", "shogi_policy.inference", "shogi_policy.sample"])
+@pytest.mark.parametrize(
+    "module", ["shogi_policy.usi", "shogi_policy.inference", "shogi_policy.sample", "shogi_policy.match"]
+)
 def test_serving_imports_no_training_code(module):
     check = (
         f"import sys, {module}; print(sorted(name for name in {TRAINING_MODULES!r} if name in sys.modules))"

@@ -1,16 +1,18 @@
-"""Trainer: learning on real and random games, resume after interruption, mirrored, XLA, outputs."""
+"""Trainer: learning on real and random games, resume after interruption, mirrored, XLA, outputs, bad flags, divergence."""
 
 import math
+import subprocess
+import sys
 
 import cshogi
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
+from absl import app, flags
 from conftest import parse_flags, random_game_records
 
-from shogi_policy import encoding, losses, model_dir, shards, strategy, train
+from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
 
 UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
 
@@ -232,3 +234,97 @@ def test_strategies_on_cpu():
         strategy.make_strategy("tpu")
     with pytest.raises(ValueError, match="strategy"):
         strategy.make_strategy("gpu")
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("eval_steps", -3),  # used to spin forever after training
+        ("learning_rate", 0),
+        ("learning_rate", "nan"),
+        ("learning_rate", "inf"),
+        ("weight_decay", -1e-4),
+        ("clip_norm", -1),
+        ("clip_norm", "nan"),
+        ("label_smoothing", 1.0),
+        ("loser_weight", -0.5),
+        ("draw_weight", "inf"),
+        ("value_loss_weight", -1),
+        ("warmup_steps", 1000),
+        ("checkpoint_every", 0),
+        ("steps_per_execution", 0),
+        ("steps_per_epoch", -1),
+        ("blocks", -1),
+        ("filters", 0),
+        ("seed", -1),
+    ],
+)
+def test_numeric_flags_are_checked_before_anything_runs(tmp_path, flag, value):
+    options = parse_flags(data_dir=tmp_path / "no_shards", model_dir=tmp_path / "run", **{flag: value})
+    with pytest.raises(app.UsageError, match=f"--{flag} must"):
+        train.train(options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.train",
+            f"--model_dir={tmp_path}",
+            "--steps=5",
+            "--eval_steps=-3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,  # the old trainer never returned
+    )
+    assert result.returncode == 1
+    assert "--eval_steps must be an integer >= 0" in result.stderr
+
+
+def test_batch_must_split_over_replicas(tmp_path):
+    options = parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33)
+    with pytest.raises(app.UsageError, match="--batch_size=33 must be a multiple of the 2 replicas"):
+        train.train(options)
+    assert not (tmp_path / "run").exists(), "refused before the model directory is written"
+
+
+@pytest.mark.parametrize("checkpoint_every, caught_by", [(1, "NaN or inf in"), (100, "loss")])
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
+    random_shards, tmp_path, checkpoint_every, caught_by
+):
+    run = tmp_path / "run"
+    options = parse_flags(
+        data_dir=random_shards,
+        model_dir=run,
+        steps=20,
+        steps_per_epoch=10,
+        checkpoint_every=checkpoint_every,
+        optimizer="sgd",
+        learning_rate=1e4,
+        clip_norm=0,
+        seed=5,
+    )
+    with pytest.raises(train.TrainingDiverged, match="lower --learning_rate") as error:
+        train.train(options)
+    assert caught_by in str(error.value) and "--clip_norm > 0" in str(error.value)
+    assert not (run / model_dir.METRICS_JSON).exists() and not (run / model_dir.MODEL_KERAS).exists()
+    latest = tf.train.latest_checkpoint(run / model_dir.CHECKPOINT_DIR)
+    if checkpoint_every == 1:
+        assert latest and latest in str(error.value)
+        assert network.non_finite_weights(model_dir.restore_model(run).weights) == []
+    else:
+        assert latest is None and "no checkpoint" in str(error.value)
+
+
+def test_metrics_json_is_strict(tmp_path):
+    assert train._eval_metrics({"loss": float("nan"), "accuracy": 0.25, "top5": float("inf")}) == {
+        "eval_loss": None,
+        "eval_accuracy": 0.25,
+        "eval_top5": None,
+    }
+    with pytest.raises(ValueError, match="JSON compliant"):
+        model_dir.write_json(tmp_path / "metrics.json", {"eval_loss": float("nan")})
+    assert not (tmp_path / "metrics.json").exists()
