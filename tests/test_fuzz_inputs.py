@@ -18,18 +18,13 @@ import cshogi.KIF
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from conftest import FUZZ_SETTINGS
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shogi_policy import encoding, records
 
-FUZZ = settings(
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FUZZ = settings(FUZZ_SETTINGS, max_examples=100)
 # What each format is made of, and some characters it is not.
 USI_ALPHABET = "PLNSGBRKplnsgbrk+*/-0123456789abcdefghi bw\tmovestartpos\x00７歩"
 CSA_ALPHABET = "+-0123456789FUKYKEGIKIKAHIOUTONYNKNGUMRY%TORYO,PIN'$/ \n\x00歩"
