@@ -1,9 +1,10 @@
 """dlshogi feature planes: the in-graph DlshogiFeatures layer beside cshogi's make_input_features.
 
 Same positions (from seeded random games) in the same run: cshogi fills preallocated float32 arrays
-one position at a time (one core); the layer runs on batches under tf.function, plain (the layer's
-own two XLA computations) and inside an outer jit_compile=True (XLA fuses the whole layer as it likes),
-on all cores TensorFlow is given. They take turns, pass after pass, and each reports its median pass,
+one position at a time (one core); the layer runs on batches under tf.function, as the trainer runs it
+on CPU (nested XLA: its own two XLA computations), as exports and hosts without XLA run it (plain TF
+ops) and inside an outer jit_compile=True (XLA fuses the whole layer as it likes), on all cores
+TensorFlow is given. On a host without XLA (the tensorflow-tpu wheel) only the plain ops run. They take turns, pass after pass, and each reports its median pass,
 so load from other processes hits them alike.
 
 The layer's planes stay in the TF tensor it returns, as they do when the next layer consumes them:
@@ -32,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from shogi_policy import encoding, features
+from shogi_policy.strategy import host_xla_available
 
 BATCH = 1024
 
@@ -77,11 +79,14 @@ def measure(quick: bool, allocator: str) -> list[dict]:
     batches = [tf.constant(records[i : i + BATCH]) for i in range(0, len(records), BATCH)]
     features1 = np.zeros((len(boards), cshogi.dlshogi.FEATURES1_NUM, 9, 9), np.float32)
     features2 = np.zeros((len(boards), cshogi.dlshogi.FEATURES2_NUM, 9, 9), np.float32)
-    modes = {"tf.function": False, "tf.function jit_compile=True": True}
-    layers = {
-        name: tf.function(features.DlshogiFeatures(dtype="float32"), jit_compile=jit_compile)
-        for name, jit_compile in modes.items()
-    }
+    layers = {"plain ops (serving)": tf.function(features.DlshogiFeatures(dtype="float32"))}
+    if host_xla_available():
+        layers["nested XLA (training)"] = tf.function(
+            features.DlshogiFeatures(nested_xla=True, dtype="float32")
+        )
+        layers["in jit_compile=True"] = tf.function(
+            features.DlshogiFeatures(dtype="float32"), jit_compile=True
+        )
     for compute in layers.values():
         compute(batches[0])  # trace and compile
     cshogi_seconds(boards, features1, features2)  # map the reused arrays

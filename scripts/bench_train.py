@@ -78,8 +78,12 @@ def measure(blocks, filters, batch, jit, steps):
     import tensorflow as tf
 
     from shogi_policy import losses, network
+    from shogi_policy.strategy import host_xla_available
 
-    model = network.build_policy_model(network.NetworkConfig(blocks, filters, "relu"))
+    # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
+    model = network.build_policy_model(
+        network.NetworkConfig(blocks, filters, "relu"), nested_xla=host_xla_available()
+    )
     model.compile(
         keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
         loss=losses.PolicyLoss(),
@@ -97,8 +101,9 @@ def measure_features(batch, jit, steps):
     import tensorflow as tf
 
     from shogi_policy.features import DlshogiFeatures
+    from shogi_policy.strategy import host_xla_available
 
-    layer = tf.function(DlshogiFeatures(), jit_compile=jit)
+    layer = tf.function(DlshogiFeatures(nested_xla=not jit and host_xla_available()), jit_compile=jit)
     records = tf.constant(_batch(batch)[0])
     layer(records).numpy()
     start = time.perf_counter()

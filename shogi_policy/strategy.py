@@ -1,30 +1,62 @@
-"""tf.distribute strategy selection: TPU, GPUs (mirrored) or the default strategy on CPU."""
+"""tf.distribute strategy selection (TPU, GPUs mirrored, or the default strategy) and what XLA may compile.
+
+The TPU's environment (PJRT variables, TPU_LOAD_LIBRARY) is set before TensorFlow is imported, by
+shogi_policy.cli through shogi_policy.tpu_runtime; this module only looks for chips there.
+"""
+
+import functools
 
 import tensorflow as tf
 from absl import logging
 
+from shogi_policy import tpu_runtime
+
 STRATEGIES = ("auto", "tpu", "mirrored", "default")
+JIT_COMPILE = ("auto", "true", "false")
+
+
+class TpuUnavailableError(RuntimeError):
+    """--strategy=tpu found no TPU chip, or its TPU did not initialise; the message says what to do."""
 
 
 def _tpu_strategy(tpu):
     """TPUStrategy on `tpu` ("local" on a TPU VM, a name or grpc:// address for TPU Node / pods)."""
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    if tpu != "local":
-        # Remote TPU workers (TPU Node, pods) need the cluster connected first; a TPU VM does not.
-        tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    problem = tpu_runtime.missing_tpu("tpu", tpu)
+    if problem:  # no chip: initialising would only fail, noisily, or crash with libtpu loaded
+        raise TpuUnavailableError(problem)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        if tpu != "local":
+            # Remote TPU workers (TPU Node, pods) need the cluster connected first; a TPU VM does not.
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (tf.errors.OpError, ValueError) as error:
+        # NotFoundError without libtpu, InternalError (RET_CHECK ... *platform) with libtpu but no TPU.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TpuUnavailableError(
+            f"the TPU at --tpu={tpu} did not initialise ({type(error).__name__}: {first_line}).\n"
+            f"{tpu_runtime.TPU_INIT_HELP}"
+        ) from error
     return tf.distribute.TPUStrategy(resolver)
 
 
 def _auto_strategy(tpu):
-    """TPUStrategy when a TPU answers, else mirrored over the GPUs, else the default strategy."""
-    try:
-        return _tpu_strategy(tpu)
-    except (tf.errors.NotFoundError, ValueError) as error:  # 'TPUs not found' on CPU/GPU hosts
-        logging.info("no TPU (%s)", str(error).splitlines()[0])
+    """(strategy, why): TPUStrategy when a TPU answers, else mirrored over the GPUs, else the default strategy.
+
+    A local TPU is tried only when the PCI bus has a TPU chip, so CPU and GPU hosts never run the TPU
+    initialisation (and never log its errors).
+    """
+    if tpu != "local" or tpu_runtime.local_tpu_chips():
+        try:
+            return _tpu_strategy(tpu), f"a TPU answered at --tpu={tpu}"
+        except TpuUnavailableError as error:
+            logging.warning("strategy auto: %s", str(error).splitlines()[0])
+            why = "the TPU did not initialise"
+    else:
+        why = "no TPU chip on the PCI bus"
     if tf.config.list_physical_devices("GPU"):
-        return _mirrored_strategy()
-    return tf.distribute.get_strategy()
+        return _mirrored_strategy(), f"{why}; GPUs"
+    return tf.distribute.get_strategy(), f"{why}, no GPU"
 
 
 def _mirrored_strategy():
@@ -34,21 +66,107 @@ def _mirrored_strategy():
 
 
 def make_strategy(name="auto", tpu="local"):
-    """A tf.distribute.Strategy by name.
+    """A tf.distribute.Strategy by name; logs one line with the choice.
 
     Args:
       name: "tpu", "mirrored" (all GPUs, or all logical CPUs when there is no GPU), "default",
-        or "auto": TPU when one answers at `tpu`, else mirrored over GPUs when there are any,
-        else the default strategy.
+        or "auto": TPU when the host has a TPU chip (or `tpu` is remote) and it answers, else
+        mirrored over GPUs when there are any, else the default strategy.
       tpu: TPUClusterResolver address; "local" for the TPU of a TPU VM (Colab, Cloud TPU VM).
+    Raises:
+      TpuUnavailableError: name "tpu" and no TPU answered.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
-    strategy = {
-        "auto": lambda: _auto_strategy(tpu),
-        "tpu": lambda: _tpu_strategy(tpu),
-        "mirrored": _mirrored_strategy,
-        "default": tf.distribute.get_strategy,
-    }[name]()
-    logging.info("strategy %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    why = f"--strategy={name}"
+    if name == "auto":
+        strategy, why = _auto_strategy(tpu)
+    else:
+        strategy = {
+            "tpu": lambda: _tpu_strategy(tpu),
+            "mirrored": _mirrored_strategy,
+            "default": tf.distribute.get_strategy,
+        }[name]()
+    logging.info(
+        "strategy %s: %s with %d replicas (%s)",
+        name,
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        why,
+    )
     return strategy
+
+
+@functools.cache
+def host_xla_available():
+    """Whether XLA compiles and runs for the host CPU in this process (False with the tensorflow-tpu wheel).
+
+    The TPU wheel has no XLA for the host: a jit_compile=True function fails with "could not find
+    registered transfer manager for platform Host". Nothing short of compiling tells (the device list,
+    tf.test.is_built_with_xla() and the XlaLaunch kernels look alike on both wheels), so this compiles
+    x + 1: about 50 ms once per process; a failure leaves the process healthy.
+    """
+    with tf.init_scope():  # eager, even when first called while a tf.function is traced
+        try:
+            with tf.device("/CPU:0"):
+                tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0))
+            return True
+        except (tf.errors.NotFoundError, tf.errors.InternalError, tf.errors.UnimplementedError, ValueError):
+            return False
+
+
+def compilation(jit_compile, *, on_tpu, host_xla, default_strategy, has_gpu):
+    """What XLA compiles in a training run: (nested_xla, jit_compile, why).
+
+    Args:
+      jit_compile: the --jit_compile flag, "auto", "true" or "false".
+      on_tpu: the strategy is a TPUStrategy (its step is compiled whole, whatever jit_compile says).
+      host_xla: host_xla_available().
+      default_strategy: no tf.distribute strategy is in use.
+      has_gpu: TensorFlow sees a GPU.
+    Returns:
+      nested_xla for DlshogiFeatures (its own XLA computations: fastest on CPU and GPU; plain ops on TPU
+      and without host XLA), jit_compile as a bool for Model.compile, and one line saying why.
+      "auto" is Keras's own rule, decided here because Keras counts libtpu's TPU_SYSTEM device as an
+      accelerator and turns XLA on for the host: on only with a GPU under the default strategy.
+    Raises:
+      ValueError: jit_compile "true" on a host without XLA.
+    """
+    if jit_compile not in JIT_COMPILE:
+        raise ValueError(f"jit_compile must be one of {JIT_COMPILE}, got {jit_compile!r}")
+    if on_tpu:
+        return False, jit_compile == "true", "TPUStrategy compiles the whole step"
+    if not host_xla:
+        if jit_compile == "true":
+            raise ValueError(
+                "--jit_compile=true needs XLA for the host CPU, which this TensorFlow lacks (the tensorflow-tpu "
+                "wheel has none): use --jit_compile=auto or false here, or the tensorflow wheel"
+            )
+        return False, False, "no XLA for the host CPU: the tensorflow-tpu wheel"
+    if jit_compile == "auto":
+        jit = has_gpu and default_strategy
+        return (
+            True,
+            jit,
+            f"host XLA available; --jit_compile=auto: {'on, a GPU' if jit else 'off on CPU and distributed'}",
+        )
+    return True, jit_compile == "true", f"host XLA available; --jit_compile={jit_compile}"
+
+
+def compilation_for(strategy, jit_compile):
+    """compilation() for a strategy made by make_strategy, on this host; logs the decision once."""
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    nested_xla, jit, why = compilation(
+        jit_compile,
+        on_tpu=on_tpu,
+        host_xla=on_tpu or host_xla_available(),  # a TPU host's CPU is not asked: nothing runs there
+        default_strategy=strategy is tf.distribute.get_strategy(),
+        has_gpu=bool(tf.config.list_physical_devices("GPU")),
+    )
+    logging.info(
+        "XLA: feature layer %s, Keras jit_compile=%s (%s)",
+        "nested XLA" if nested_xla else "plain ops",
+        jit,
+        why,
+    )
+    return nested_xla, jit

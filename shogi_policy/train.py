@@ -33,7 +33,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from shogi_policy import input_pipeline, model_dir, network
-from shogi_policy.strategy import STRATEGIES, make_strategy
+from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS
 
 
@@ -96,8 +96,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum(
         "jit_compile",
         "auto",
-        ["auto", "true", "false"],
-        "XLA; Keras's auto is off on CPU and under distribution.",
+        list(JIT_COMPILE),
+        "XLA for the whole step; auto: on with a GPU under the default strategy only (strategy.compilation).",
         **kw,
     )
     flags.DEFINE_integer(
@@ -214,10 +214,6 @@ def make_optimizer(options):
     return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
 
 
-def _jit_compile(options):
-    return {"auto": "auto", "true": True, "false": False}[options.jit_compile]
-
-
 def _eval_steps(options, task):
     """Evaluation batches per epoch: --eval_steps, or one pass over the test split; 0 for none."""
     examples = task.num_examples("test")
@@ -279,6 +275,19 @@ def _check_options(options):
         raise app.UsageError("--model_dir is required")
 
 
+def _check_steps_per_execution(options, steps_per_execution):
+    """Keras runs whole executions of steps_per_execution steps on a repeated dataset, even past the end of an
+    epoch: with an epoch of 125 steps and 100 per execution, each epoch runs 200 steps, and --steps is
+    overshot. So both must be multiples of it."""
+    for name in ("steps", "steps_per_epoch"):
+        value = min(getattr(options, name), options.steps)
+        if value % steps_per_execution:
+            raise app.UsageError(
+                f"--{name}={value} must be a multiple of --steps_per_execution={steps_per_execution}: Keras "
+                "runs whole executions, so training would overshoot"
+            )
+
+
 def _claim_model_dir(options, config):
     """Writes network.json, or checks that a resumed model_dir holds the same network."""
     tf.io.gfile.makedirs(options.model_dir)
@@ -311,6 +320,10 @@ def train(options, callbacks=()):
         keras.utils.set_random_seed(options.seed)
     strategy = make_strategy(options.strategy, options.tpu)
     _check_replicas(options, strategy)
+    try:
+        nested_xla, jit_compile = compilation_for(strategy, options.jit_compile)
+    except ValueError as error:  # --jit_compile=true on a host without XLA
+        raise app.UsageError(str(error)) from None
     steps_per_execution = options.steps_per_execution
     if steps_per_execution > 1 and isinstance(strategy, tf.distribute.MirroredStrategy):
         # Keras 3 fails with steps_per_execution > 1 under MirroredStrategy (keras issue 19246).
@@ -318,20 +331,19 @@ def train(options, callbacks=()):
             "steps_per_execution=%d is unsupported under MirroredStrategy: using 1", steps_per_execution
         )
         steps_per_execution = 1
+    _check_steps_per_execution(options, steps_per_execution)
     _claim_model_dir(options, config)
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if options.mixed_bfloat16 else "float32")
     try:
         with strategy.scope():
-            # The feature layer's own XLA computations pay on CPU and GPU; a TPU compiles the whole step.
-            nested_xla = not isinstance(strategy, tf.distribute.TPUStrategy)
             model = task.build_model(config, nested_xla=nested_xla)
             optimizer = make_optimizer(options)
             model.compile(
                 optimizer=optimizer,
                 steps_per_execution=steps_per_execution,
-                jit_compile=_jit_compile(options),
+                jit_compile=jit_compile,
                 **task.compile_args(config),
             )
             optimizer.build(model.trainable_variables)

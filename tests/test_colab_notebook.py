@@ -1,12 +1,17 @@
 """The Colab TPU notebook runs as written on CPU, with its TPU pieces switched to the default strategy.
 
-Cells run in a real IPython shell, so '!' commands and {var} expansion behave as in Colab. Cells tagged
-'colab' (TPU wheels, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_mnist.py
-covers it with tfds mock data) are skipped; a failing shell command fails the test.
+Cells run in a real IPython shell, so magics and {var} expansion behave as in Colab. Cells tagged 'colab'
+(TPU wheels, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_mnist.py covers
+it with tfds mock data) are skipped. Commands go through the notebook's own run() helper, which must stop
+the notebook on a failure (Colab's '!' does not); the preflight must let the default strategy through and
+stop a TPU run on this TPU-less machine; a REPO_URL left empty must be refused with what to set.
 """
 
-import subprocess
+import os
+import re
+import sys
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 import pytest
@@ -35,32 +40,77 @@ def cpu_parameters(work_dir):
     }
 
 
-def checked_system(shell):
-    """A replacement for shell.system that expands {vars} like IPython and raises on a failing command."""
-
-    def system(command):
-        command = shell.var_expand(command, depth=1)
-        subprocess.run(command, shell=True, check=True, cwd=REPO)
-
-    return system
+def code_cells(notebook):
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
 
 
-def test_notebook_cells_run_on_cpu(tmp_path):
+def test_shell_steps_go_through_the_failing_helper():
+    # '!cmd' and %%bash without 'set -e' carry on after a failure in Colab: every command uses run().
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(notebook)
-    shell = IPython.core.interactiveshell.InteractiveShell.instance()
-    shell.system = checked_system(shell)
-    parameters = cpu_parameters(tmp_path)
-    ran = 0
-    for cell in notebook.cells:
+    for cell in code_cells(notebook):
+        assert not re.search(r"^\s*!|%%bash|%system|subprocess\.(call|run)\(", cell.source, re.M), cell.source
+
+
+@pytest.fixture
+def shell():
+    """A fresh IPython shell whose changes to os.environ (the kernel's TPU_LOAD_LIBRARY) end with the test."""
+    with mock.patch.dict(os.environ):
+        IPython.core.interactiveshell.InteractiveShell.clear_instance()
+        yield IPython.core.interactiveshell.InteractiveShell.instance()
+        IPython.core.interactiveshell.InteractiveShell.clear_instance()
+
+
+def run_cells(shell, cells, parameters):
+    """Runs the cells not skipped by tag in order, applying the parameters after the parameters cell."""
+    ran = []
+    for cell in cells:
         tags = set(cell.metadata.get("tags", []))
-        if cell.cell_type != "code" or tags & SKIPPED_TAGS:
+        if tags & SKIPPED_TAGS:
             continue
         shell.run_cell(cell.source).raise_error()
-        ran += 1
+        ran.append(cell)
         if "parameters" in tags:
             assert set(parameters) <= set(shell.user_ns), "the parameters cell lost a name the test sets"
             shell.user_ns.update(parameters)
-    assert ran >= 5
+    return ran
+
+
+def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    ran = run_cells(shell, code_cells(notebook), cpu_parameters(tmp_path))
+    assert len(ran) >= 7
     assert (tmp_path / "export" / "saved_model.pb").is_file()
     assert (tmp_path / "model" / "metrics.json").is_file()
+    out = capsys.readouterr().out
+    assert "preflight ok for --strategy=default" in out and "cshogi" in out and "tpu_chips" in out
+    assert "sampled: " in out and "top-1 " in out, "sample and evaluate printed their reports"
+    assert os.environ["TPU_LOAD_LIBRARY"] == "0", "the kernel itself stays off the TPU"
+
+    run = shell.user_ns["run"]
+    with pytest.raises(RuntimeError, match="exit status 3"):
+        run(f"{sys.executable} -c 'import sys; sys.exit(3)'")
+    # The kernel's TPU_LOAD_LIBRARY=0 is not passed on: each console command decides for itself.
+    run(f"{sys.executable} -c 'import os, sys; sys.exit(\"TPU_LOAD_LIBRARY\" in os.environ)'")
+
+    # The preflight stops a TPU run on a runtime without a TPU, saying what to do.
+    (preflight,) = [cell for cell in ran if "preflight" in cell.source]
+    shell.user_ns["STRATEGY"] = "tpu"
+    capsys.readouterr()
+    with pytest.raises(RuntimeError, match="exit status 1"):
+        shell.run_cell(preflight.source).raise_error()
+    out = capsys.readouterr().out
+    assert "PREFLIGHT FAILED" in out and "Change runtime type > TPU" in out and "--strategy=default" in out
+
+
+def test_repo_url_must_be_set_unless_the_project_is_there(shell, tmp_path):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    parameters, helpers = code_cells(notebook)[:2]
+    shell.run_cell(parameters.source).raise_error()
+    shell.run_cell(helpers.source).raise_error()
+    assert shell.user_ns["REPO_URL"] == "", "the notebook ships without a repository URL"
+    get_code = shell.user_ns["get_code"]
+    for url in ("", "https://github.com/<you>/shogi_policy.git"):
+        with pytest.raises(ValueError, match="Set REPO_URL in the parameters cell.*or upload the project"):
+            get_code(url, str(tmp_path / "absent"))
+    get_code("", str(REPO))  # uploaded (here: this checkout): nothing to clone

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cshogi
 import keras
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY_CONFIG, numpy_probabilities
+from tensorflow.core.protobuf import saved_model_pb2
 
 from shogi_policy import encoding, export, network, policy_ops
 
@@ -289,3 +291,40 @@ def test_export_refuses_weights_that_are_not_finite(tmp_path):
     with pytest.raises(ValueError, match="not finite.*stem_conv/kernel.*diverged"):
         export.export_model(model, str(tmp_path / "export"))
     assert not (tmp_path / "export").exists()
+
+
+def xla_must_compile_sites(export_dir):
+    """Functions and call nodes of a SavedModel marked _XlaMustCompile=True (none: servable without XLA).
+
+    XLA-must-compile functions fail on a host without XLA (the tensorflow-tpu wheel's) with "could not find
+    registered transfer manager for platform Host". The mark sits on the FunctionDef and on its callers.
+    """
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    graph = saved_model.meta_graphs[0].graph_def
+
+    def marked(attrs):
+        return "_XlaMustCompile" in attrs and attrs["_XlaMustCompile"].b
+
+    sites = [node.name for node in graph.node if marked(node.attr)]
+    for function in graph.library.function:
+        name = function.signature.name
+        sites += [name] if marked(function.attr) else []
+        sites += [f"{name}/{node.name}" for node in function.node_def if marked(node.attr)]
+    return sites
+
+
+def test_exports_carry_no_xla_must_compile_function(tiny_export, tmp_path):
+    assert xla_must_compile_sites(tiny_export[1]) == []
+    # A model built as the trainer builds it on CPU (the feature layer as its own XLA computations).
+    model = network.build_policy_model(TINY_CONFIG, nested_xla=True)
+    export.export_model(model, str(tmp_path / "export"))
+    assert xla_must_compile_sites(tmp_path / "export") == []
+
+    # The check itself finds the mark where there is one.
+    module = tf.Module()
+    module.double = tf.function(
+        lambda x: 2 * x, jit_compile=True, input_signature=[tf.TensorSpec([], tf.float32)]
+    )
+    tf.saved_model.save(module, str(tmp_path / "jit"))
+    assert xla_must_compile_sites(tmp_path / "jit")

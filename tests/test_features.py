@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import random_game_plies
 
 from shogi_policy import encoding, features
+from shogi_policy.strategy import host_xla_available
 
 BATCH = 2048
 
@@ -80,9 +81,14 @@ def batches(boards):
 
 @pytest.fixture(scope="module")
 def layer_functions():
-    """The layer under plain tf.function and under XLA (jit_compile=True)."""
-    layer = features.DlshogiFeatures(dtype="float32")
-    return {"graph": tf.function(layer), "xla": tf.function(layer, jit_compile=True)}
+    """The layer under plain tf.function, and where the host has XLA, as its own XLA computations and inside one."""
+    if not host_xla_available():  # the tensorflow-tpu wheel
+        return {"graph": tf.function(features.DlshogiFeatures(dtype="float32"))}
+    return {
+        "graph": tf.function(features.DlshogiFeatures(dtype="float32")),
+        "nested xla": tf.function(features.DlshogiFeatures(nested_xla=True, dtype="float32")),
+        "xla": tf.function(features.DlshogiFeatures(dtype="float32"), jit_compile=True),
+    }
 
 
 def assert_matches_oracle(layer_functions, boards):

@@ -1,0 +1,213 @@
+"""TPU runtime set-up without a TPU: chip detection on a fake PCI tree, the environment each console command
+gets before TensorFlow loads, strategy choice and the XLA decision of the trainer."""
+
+import configparser
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from shogi_policy import cli, strategy, tpu_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_pci(root, devices):
+    """A /sys/bus/pci/devices look-alike under root: {address: (vendor, device)}."""
+    for address, (vendor, device) in devices.items():
+        (root / address).mkdir(parents=True)
+        (root / address / "vendor").write_text(f"{vendor}\n")
+        (root / address / "device").write_text(f"{device}\n")
+    return root
+
+
+@pytest.fixture
+def tpu_host(tmp_path):
+    """A PCI tree with a v5e chip beside a gVNIC card (same Google vendor id, not a TPU) and another vendor."""
+    return fake_pci(
+        tmp_path / "pci",
+        {
+            "0000:00:04.0": ("0x1ae0", "0x0063"),
+            "0000:00:05.0": ("0x1ae0", "0x0042"),
+            "0000:00:06.0": ("0x8086", "0x0063"),
+        },
+    )
+
+
+def test_pci_scan_counts_tpu_chips_only(tpu_host, tmp_path):
+    assert tpu_runtime.local_tpu_chips(tpu_host) == {"0000:00:04.0": "v5e"}
+    assert tpu_runtime.local_tpu_chips(tmp_path / "absent") == {}
+    assert tpu_runtime.local_tpu_chips() == {}, "this test machine has no TPU"
+
+
+def test_trainer_environment(tpu_host, tmp_path, monkeypatch):
+    monkeypatch.setattr(tpu_runtime, "libtpu_library_path", lambda: "/site-packages/libtpu/libtpu.so")
+    no_tpu = tmp_path / "no_pci"
+
+    environ = {"TF_XLA_FLAGS": "--tf_xla_enable_xla_devices"}
+    line = tpu_runtime.configure_trainer("auto", "local", environ, tpu_host)
+    assert "1 TPU chips (v5e)" in line
+    assert environ["NEXT_PLUGGABLE_DEVICE_USE_C_API"] == "true"
+    assert environ["TF_PLUGGABLE_DEVICE_LIBRARY_PATH"] == "/site-packages/libtpu/libtpu.so"
+    assert environ["PJRT_DEVICE"] == "TPU" and "TPU_LOAD_LIBRARY" not in environ
+    assert environ["TF_XLA_FLAGS"].startswith("--tf_xla_enable_xla_devices --tf_mlir_enable_mlir_bridge=true")
+
+    for strategy_name, pci in (("auto", no_tpu), ("default", tpu_host), ("mirrored", tpu_host)):
+        environ = {}
+        line = tpu_runtime.configure_trainer(strategy_name, "local", environ, pci)
+        assert environ == {"TPU_LOAD_LIBRARY": "0"}, (strategy_name, line)
+
+    environ = {"TPU_LOAD_LIBRARY": "0"}  # e.g. inherited from a notebook kernel
+    assert "unset it" in tpu_runtime.configure_trainer("tpu", "local", environ, tpu_host)
+    assert environ == {"TPU_LOAD_LIBRARY": "0"}
+
+    environ = {}
+    assert "remote" in tpu_runtime.configure_trainer("tpu", "grpc://10.0.0.2:8470", environ, no_tpu)
+    assert environ == {}
+
+    assert tpu_runtime.missing_tpu("tpu", "local", no_tpu) == tpu_runtime.NO_TPU_HELP
+    assert tpu_runtime.missing_tpu("tpu", "local", tpu_host) is None
+    assert tpu_runtime.missing_tpu("auto", "local", no_tpu) is None
+
+
+def test_pjrt_variables_are_the_keras_io_recipe():
+    assert list(tpu_runtime.pjrt_environment("/x/libtpu.so")) == [
+        "PJRT_DEVICE",
+        "NEXT_PLUGGABLE_DEVICE_USE_C_API",
+        "TF_PLUGGABLE_DEVICE_LIBRARY_PATH",
+        "TF_XLA_FLAGS",
+    ]
+
+
+def test_console_scripts_are_the_launchers():
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    scripts = dict(
+        line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    assert scripts == {
+        f"shogi-policy-{name}": f"shogi_policy.cli:{name}" for name in cli.COMMANDS if name != "preflight"
+    }
+
+
+@pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
+def test_serving_commands_keep_off_the_tpu(command, monkeypatch):
+    monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
+    seen = []
+    monkeypatch.setattr(cli, "_run_app", lambda name: seen.append((name, os.environ.get("TPU_LOAD_LIBRARY"))))
+    cli.COMMANDS[command]()
+    assert seen == [(command, "0")]
+
+
+def test_trainer_target_reads_flags_and_flagfiles(tmp_path):
+    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local")
+    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local")
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n")
+    assert cli.trainer_target([f"--flagfile={flagfile}", "--preset=tpu"]) == (
+        "default",
+        "grpc://10.0.0.2:8470",
+    )
+
+
+def test_launchers_import_no_tensorflow():
+    check = "import sys, shogi_policy.cli; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_trainer_with_tpu_strategy_and_no_tpu_stops_before_tensorflow(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "shogi_policy.cli", "train", "--strategy=tpu", f"--model_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Change runtime type > TPU" in result.stderr and "libtpu==0.0.14" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_preflight(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default"])
+    cli.preflight()
+    out = capsys.readouterr().out
+    for name in ("python", "tensorflow", "keras", "libtpu", "cshogi", "tpu_chips"):
+        assert f"\n{name} " in f"\n{out}", name
+    assert "preflight ok" in out
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=tpu"])
+    with pytest.raises(SystemExit, match="(?s)PREFLIGHT FAILED.*No TPU chip"):
+        cli.preflight()
+
+
+def test_auto_strategy_on_cpu_is_quiet(caplog):
+    caplog.set_level(logging.INFO, logger="absl")  # other tests' app.run may have lowered absl's verbosity
+    assert strategy.make_strategy("auto") is tf.distribute.get_strategy()
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert (
+        "strategy auto: _DefaultDistributionStrategy with 1 replicas (no TPU chip on the PCI bus, no GPU)"
+        in messages
+    )
+    assert "ConfigureDistributedTPU" not in messages and "TPUs not found" not in messages
+
+
+def test_tpu_strategy_failures_say_what_to_do(monkeypatch, caplog):
+    with pytest.raises(strategy.TpuUnavailableError, match="Change runtime type > TPU"):
+        strategy.make_strategy("tpu")
+
+    # A chip whose TPU does not initialise, as with libtpu loaded on a host without a TPU. Simulated: a real
+    # initialize_tpu_system in this process would leave it unable to run MirroredStrategy's collectives.
+    def initialize_tpu_system(resolver):
+        raise tf.errors.InternalError(None, None, "RET_CHECK failure (tpu_node_interfaces.cc:432) *platform")
+
+    monkeypatch.setattr(tpu_runtime, "local_tpu_chips", lambda *args: {"0000:00:04.0": "v5e"})
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda tpu: tpu)
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", initialize_tpu_system)
+    with pytest.raises(
+        strategy.TpuUnavailableError, match="(?s)did not initialise.*InternalError.*libtpu==0.0.14"
+    ):
+        strategy.make_strategy("tpu")
+    caplog.set_level(logging.INFO, logger="absl")
+    assert strategy.make_strategy("auto") is tf.distribute.get_strategy()
+    assert (
+        "strategy auto: _DefaultDistributionStrategy with 1 replicas (the TPU did not initialise, no GPU)"
+        in caplog.text
+    )
+
+
+CPU_HOST = {"on_tpu": False, "host_xla": True, "default_strategy": True, "has_gpu": False}
+
+
+@pytest.mark.parametrize(
+    "jit_compile, host, expected",
+    [
+        ("auto", CPU_HOST, (True, False)),
+        ("true", CPU_HOST, (True, True)),
+        ("false", CPU_HOST, (True, False)),
+        ("auto", {**CPU_HOST, "has_gpu": True}, (True, True)),
+        ("auto", {**CPU_HOST, "has_gpu": True, "default_strategy": False}, (True, False)),
+        # The tensorflow-tpu wheel on the TPU VM's host: Keras's own "auto" would say True there (it counts
+        # libtpu's TPU_SYSTEM device as an accelerator); no XLA at all is the only thing that runs.
+        ("auto", {**CPU_HOST, "host_xla": False}, (False, False)),
+        ("false", {**CPU_HOST, "host_xla": False}, (False, False)),
+        ("auto", {**CPU_HOST, "on_tpu": True}, (False, False)),
+        ("true", {**CPU_HOST, "on_tpu": True}, (False, True)),
+    ],
+)
+def test_compilation_decision(jit_compile, host, expected):
+    nested_xla, jit, why = strategy.compilation(jit_compile, **host)
+    assert (nested_xla, jit) == expected and why
+
+
+def test_jit_compile_true_without_host_xla_is_refused():
+    with pytest.raises(ValueError, match="--jit_compile=true needs XLA for the host CPU"):
+        strategy.compilation("true", **{**CPU_HOST, "host_xla": False})
+
+
+def test_host_xla_probe_matches_the_wheel():
+    tpu_wheel = tpu_runtime.runtime_report()["tensorflow-tpu"] is not None
+    assert strategy.host_xla_available() is not tpu_wheel
