@@ -133,7 +133,10 @@ def convert(
       filters: Filters of the games to keep.
       test_fraction, positions_per_shard, seed, log_every: as the flags.
       inputs: the input entries to record in the manifest (default: paths).
-      tmp_dir: local directory for the writers' temporary buckets.
+      tmp_dir: local directory for the writers' temporary buckets (default: shards.bucket_parent).
+    Raises:
+      ValueError before reading any input when output_dir cannot be written; after reading, when no game
+      is kept, saying why (all games bad: the first error; else the skip counts). No manifest then.
     """
     outputs = {
         split: _SplitOutput(shards.ShardWriter(output_dir, split, positions_per_shard, seed, tmp_dir=tmp_dir))
@@ -162,6 +165,8 @@ def convert(
     finally:
         for output in outputs.values():
             output.writer.discard()
+    if not kept:
+        raise ValueError(_nothing_kept(skipped, errors))
     manifest = shards.make_manifest(
         splits,
         filters={**dataclasses.asdict(filters), "test_fraction": test_fraction},
@@ -173,7 +178,7 @@ def convert(
     )
     shards.write_manifest(output_dir, manifest)
     if not splits["train"]["positions"]:
-        logging.warning("no training positions: hcpe and plain USI games have ending 'unknown', no ratings")
+        logging.warning("no training positions: every game kept went to the test split (--test_fraction)")
     logging.info(
         "wrote %s: train %d games / %d positions, test %d games / %d positions, skipped %s",
         output_dir,
@@ -184,6 +189,22 @@ def convert(
         skipped,
     )
     return manifest
+
+
+def _nothing_kept(skipped, errors):
+    """Why a conversion kept no game, from the skip counts and the first error messages."""
+    seen = sum(skipped.values())
+    if not seen:
+        return "the inputs hold no game"
+    if skipped["error"] == seen:
+        return f"all {seen} games had errors; first: {errors[0]}"
+    reasons = {reason: count for reason, count in skipped.items() if count}
+    message = f"no game of {seen} kept: skipped {reasons}"
+    if {"ending", "no_rating", "rating"} & set(reasons):
+        message += (
+            " (hcpe and plain USI games have no ratings, and ending 'unknown' unless a USI line names one)"
+        )
+    return message
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -250,7 +271,10 @@ def convert_with_options(options):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    convert_with_options(flags.FLAGS)
+    try:
+        convert_with_options(flags.FLAGS)
+    except ValueError as error:  # no game kept, an unwritable output: no traceback, exit status 1
+        raise SystemExit(f"shogi-policy-convert: {error}") from None
 
 
 def run():

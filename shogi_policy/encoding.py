@@ -17,8 +17,12 @@ result into one int (pack_policy_targets).
 
 Positions enter as SFEN or USI position text through one parser (parse_position): board_from_sfen
 checks the start position and a move is legal exactly when it is in cshogi's legal move list.
+Records are checked by one rule set in two implementations, record_problems (numpy, the host) and
+record_problems_tf (tf.data); records_to_boards checks them before cshogi sees them, then applies
+board_from_sfen to each position.
 """
 
+import collections
 import re
 
 import cshogi
@@ -41,6 +45,18 @@ NUM_MOVE_LABELS = NUM_MOVE_DIRECTIONS * NUM_SQUARES  # 2187
 
 RESULT_LOSS, RESULT_DRAW, RESULT_WIN = 0, 1, 2
 BLACK, WHITE = 0, 1
+WHITE_PIECE_OFFSET = 16  # a white piece's code is its black twin's + 16
+PROMOTED_OFFSET = 8  # a promoted piece's type is its unpromoted type's + 8
+
+# Placement rules, shared by the SFEN parser (board_from_sfen) and the record validator (record_problems
+# in numpy, record_problems_tf in TF). Unpromoted piece types P L N S B R G K are cshogi's 1..8 and their
+# SFEN letters; hands count P L N S G B R.
+PIECE_LETTERS = "PLNSBRGK"
+HAND_LETTERS = "PLNSGBR"
+HAND_SLOT_OF_TYPE = np.array([-1, 0, 1, 2, 3, 5, 6, 4], dtype=np.int64)  # unpromoted type 1..7 -> hand slot
+PIECE_SET = (18, 4, 4, 4, 4, 2, 2)  # pieces of each kind in a shogi set (board and hands), by hand slot
+# Ranks (0 = rank a, Black's far end) where an unpromoted piece could never move again, by SFEN letter.
+DEAD_RANKS = {"P": (0,), "L": (0,), "N": (0, 1), "p": (8,), "l": (8,), "n": (7, 8)}
 _POLICY_TARGET_RESULT_FACTOR = 1 << 12  # labels < 2187 < 4096: target = label | result << 12
 
 # dlshogi direction order: UP, UP_LEFT, UP_RIGHT, LEFT, RIGHT, DOWN, DOWN_LEFT, DOWN_RIGHT,
@@ -161,19 +177,103 @@ def unpack_records_tf(records):
     Returns:
       dict of int32 tensors: board [B, 81], hands [B, 14], turn, label, result, game_id [B].
     """
-    records = tf.cast(records, tf.int32)
+
+    def int32_bytes(start, end):
+        # Cast after slicing: tf.data pays per element, and callers often use a few fields of uint8 records.
+        return tf.cast(records[:, start:end], tf.int32)
+
     shift_left, shift_right = tf.bitwise.left_shift, tf.bitwise.right_shift  # tensors have no << or >>
-    meta = records[:, META_OFFSET] | shift_left(records[:, META_OFFSET + 1], 8)
+    meta_bytes = int32_bytes(META_OFFSET, GAME_ID_OFFSET)
+    game_id_bytes = int32_bytes(GAME_ID_OFFSET, RECORD_BYTES)
+    meta = meta_bytes[:, 0] | shift_left(meta_bytes[:, 1], 8)
     return {
-        "board": records[:, BOARD_OFFSET:HAND_OFFSET],
-        "hands": records[:, HAND_OFFSET:META_OFFSET],
+        "board": int32_bytes(BOARD_OFFSET, HAND_OFFSET),
+        "hands": int32_bytes(HAND_OFFSET, META_OFFSET),
         "label": meta & 0xFFF,
         "result": shift_right(meta, 12) & 3,
         "turn": shift_right(meta, 14) & 1,
-        "game_id": records[:, GAME_ID_OFFSET]
-        | shift_left(records[:, GAME_ID_OFFSET + 1], 8)
-        | shift_left(records[:, GAME_ID_OFFSET + 2], 16),
+        "game_id": game_id_bytes[:, 0]
+        | shift_left(game_id_bytes[:, 1], 8)
+        | shift_left(game_id_bytes[:, 2], 16),
     }
+
+
+# Record validation: what a record must hold to be decoded at all, the rules shared by record_problems
+# (numpy) and record_problems_tf (TF). Where pieces stand and how many of a kind there are is a question
+# about the position, answered by board_from_sfen (records_to_boards).
+PIECE_CODES = (0, *range(1, 15), *range(17, 31))  # empty, black P L N S B R G K +P +L +N +S +B +R, white
+KING_CODES = (PIECE_LETTERS.index("K") + 1, PIECE_LETTERS.index("K") + 1 + WHITE_PIECE_OFFSET)
+HAND_LIMITS = np.array(PIECE_SET * 2, dtype=np.uint8)  # black P L N S G B R, then white: a whole set
+RECORD_PROBLEMS = (
+    "",  # code 0: a valid record
+    "a board byte is not a piece code (0, 1..14, 17..30)",
+    "not exactly one king per side",
+    "a hand count above a set's pieces of that kind (P 18, L N S G 4, B R 2)",
+    f"move label >= {NUM_MOVE_LABELS}",
+    "result bits 3 (0 loss, 1 draw, 2 win)",
+    "bit 15 of the label word set (unused, must be 0)",
+)
+# Bytes that are no piece code: above the highest, or in a gap below it (compares, cheap in tf.data).
+_MAX_CODE = max(PIECE_CODES)
+_CODE_GAPS = tuple(sorted(set(range(_MAX_CODE)) - set(PIECE_CODES)))
+
+
+def _first_problem(flags):
+    """Problem codes int32 [N] of bool rule flags [N, 6] in RECORD_PROBLEMS order (numpy or TF): first + 1, else 0."""
+    if isinstance(flags, np.ndarray):
+        return np.where(flags.any(axis=1), flags.argmax(axis=1) + 1, 0).astype(np.int32)
+    first = tf.argmax(tf.cast(flags, tf.int32), axis=1, output_type=tf.int32) + 1
+    return tf.where(tf.reduce_any(flags, axis=1), first, 0)
+
+
+def record_problems(records):
+    """Problem code of each record (numpy, vectorised): 0 valid, else the RECORD_PROBLEMS index of the first rule broken.
+
+    A valid record has a piece code in every board byte, one king per side, no hand count above a whole
+    set's pieces of that kind, a label below 2187, result bits 0, 1 or 2 and bit 15 zero; the side to move
+    and the game id are free.
+
+    Args:
+      records: uint8 [N, 100] (or one record [100]).
+    Returns:
+      int32 [N].
+    """
+    records = np.asarray(records, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+    fields = unpack_records(records)
+    board = fields["board"]
+    invalid = (board > _MAX_CODE) | np.isin(board, _CODE_GAPS)
+    flags = [
+        invalid.any(axis=1),
+        ((board == KING_CODES[BLACK]).sum(axis=1) != 1) | ((board == KING_CODES[WHITE]).sum(axis=1) != 1),
+        (fields["hands"] > HAND_LIMITS).any(axis=1),
+        fields["label"] >= NUM_MOVE_LABELS,
+        fields["result"] > RESULT_WIN,
+        records[:, META_OFFSET + 1] >= 0x80,
+    ]
+    return _first_problem(np.stack(flags, axis=1))
+
+
+def record_problems_tf(records):
+    """TF twin of record_problems (pure TF ops, for tf.data): int32 [B] codes of uint8 records [B, 100].
+
+    Compares of the bytes as they are (uint8) and few ops: tf.data pays per op and per element.
+    """
+    records = tf.convert_to_tensor(records, dtype=tf.uint8)
+    fields = unpack_records_tf(records)
+    board = records[:, BOARD_OFFSET:HAND_OFFSET]
+    invalid = board > _MAX_CODE
+    for gap in _CODE_GAPS:
+        invalid |= board == gap
+    kings = [tf.reduce_sum(tf.cast(board == code, tf.int32), axis=1) for code in KING_CODES]
+    flags = [
+        tf.reduce_any(invalid, axis=1),
+        (kings[BLACK] != 1) | (kings[WHITE] != 1),
+        tf.reduce_any(records[:, HAND_OFFSET:META_OFFSET] > HAND_LIMITS, axis=1),
+        fields["label"] >= NUM_MOVE_LABELS,
+        fields["result"] > RESULT_WIN,
+        records[:, META_OFFSET + 1] >= 0x80,
+    ]
+    return _first_problem(tf.stack(flags, axis=1))
 
 
 def pack_policy_targets(labels, results):
@@ -203,23 +303,50 @@ def encode_boards(boards):
     )
 
 
-def record_to_board(record):
-    """The cshogi.Board of one record [100] (move number 1)."""
-    fields = unpack_records(record)
+def check_records(records, source=None):
+    """Raises ValueError "[source: ]record i: problem" naming the first invalid record of uint8 [N, 100]."""
+    problems = record_problems(records)
+    bad = np.flatnonzero(problems)
+    if bad.size:
+        prefix = f"{source}: " if source else ""
+        counts = f"{bad.size} of {len(problems)} records invalid"
+        raise ValueError(f"{prefix}record {bad[0]}: {RECORD_PROBLEMS[problems[bad[0]]]} ({counts})")
+
+
+def records_to_boards(records, source=None):
+    """cshogi.Boards (move number 1) of records uint8 [N, 100]; ValueError naming the first bad record.
+
+    The records are validated before cshogi sees them (check_records: impossible piece codes crash
+    cshogi), then each position goes through board_from_sfen, the one position check.
+    """
+    records = np.asarray(records, dtype=np.uint8)
+    if records.ndim != 2 or records.shape[1] != RECORD_BYTES:
+        raise ValueError(f"records must have shape [N, {RECORD_BYTES}], got {records.shape}")
+    check_records(records, source)
+    fields = unpack_records(records)
     board = cshogi.Board()
-    hands = fields["hands"][0].tolist()
-    board.set_pieces(fields["board"][0].tolist(), (hands[:7], hands[7:]))
-    board.turn = int(fields["turn"][0])
-    return board
+    boards = []
+    for index, (pieces, hands, turn) in enumerate(
+        zip(fields["board"].tolist(), fields["hands"].tolist(), fields["turn"].tolist(), strict=True)
+    ):
+        board.set_pieces(pieces, (hands[:7], hands[7:]))
+        board.turn = turn
+        try:
+            boards.append(board_from_sfen(board.sfen()))
+        except ValueError as error:
+            raise ValueError(f"{source + ': ' if source else ''}record {index}: {error}") from None
+    return boards
 
 
-_SFEN_PIECE = r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]"
-_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE})+")
+def record_to_board(record):
+    """The cshogi.Board of one record uint8 [100] (move number 1); ValueError for a bad one (records_to_boards)."""
+    return records_to_boards(np.reshape(record, (1, -1)))[0]
+
+
+_SFEN_PIECE = re.compile(r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]")
+_SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE.pattern})+")
 _SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
-# Pieces of each kind in a shogi set (board, promoted or not, plus hands).
-_PIECE_SET = {"P": 18, "L": 4, "N": 4, "S": 4, "G": 4, "B": 2, "R": 2}
-# Unpromoted pieces that could never move again, by the SFEN rows (0 = rank a, Black's far end) they may not stand on.
-_DEAD_ROWS = {"P": (0,), "L": (0,), "N": (0, 1), "p": (8,), "l": (8,), "n": (7, 8)}
+_SFEN_EMPTY = {str(run): ("",) * run for run in range(1, 10)}  # a digit's empty squares
 
 
 def _sfen_rows(board):
@@ -231,9 +358,7 @@ def _sfen_rows(board):
     for index, rank in enumerate(ranks):
         if not _SFEN_RANK.fullmatch(rank):
             raise ValueError(f"bad SFEN rank {index + 1} {rank!r}")
-        row = []
-        for token in re.findall(_SFEN_PIECE, rank):
-            row += [""] * int(token) if token.isdigit() else [token]
+        row = [square for token in _SFEN_PIECE.findall(rank) for square in _SFEN_EMPTY.get(token, (token,))]
         if len(row) != 9:
             raise ValueError(f"SFEN rank {index + 1} {rank!r} has {len(row)} squares, not 9")
         rows.append(row)
@@ -241,14 +366,18 @@ def _sfen_rows(board):
 
 
 def _check_placement(rows):
-    """ValueError for a piece that could never move (pawn, lance, knight too far) or two pawns of one side on a file."""
-    for row_index, row in enumerate(rows):
-        for column, token in enumerate(row):
-            if row_index in _DEAD_ROWS.get(token, ()):
-                raise ValueError(f"{token!r} on rank {row_index + 1}, file {9 - column} could never move")
-    for column in range(9):
+    """ValueError for a piece that could never move (pawn, lance, knight too far) or two pawns of one side on a file.
+
+    Membership and count calls rather than a loop over the squares: every game start of every reader pays this.
+    """
+    for token, ranks in DEAD_RANKS.items():
+        for rank in ranks:
+            if token in rows[rank]:
+                column = rows[rank].index(token)
+                raise ValueError(f"{token!r} on rank {rank + 1}, file {9 - column} could never move")
+    for column, squares in enumerate(zip(*rows, strict=True)):
         for pawn in "Pp":
-            if sum(row[column] == pawn for row in rows) > 1:
+            if squares.count(pawn) > 1:
                 raise ValueError(f"two unpromoted pawns {pawn!r} on file {9 - column} (nifu)")
 
 
@@ -273,14 +402,12 @@ def board_from_sfen(sfen):
         # isdigit() alone passes non-ASCII digits ('١'), which int() reads and cshogi cannot encode.
         if len(fields) == 4 and not (fields[3].isascii() and fields[3].isdigit() and int(fields[3]) > 0):
             raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r}")
-        counts = dict.fromkeys("PLNSGBRKplnsgbrk", 0)
-        for token in (token for row in rows for token in row if token):
-            counts[token[-1]] += 1
+        counts = collections.Counter(board)  # one letter a piece, promoted or not
         for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
             counts[piece] += int(number or 1)
         if counts["K"] != 1 or counts["k"] != 1:
             raise ValueError(f"SFEN needs one king per side, got {counts['K']} and {counts['k']}")
-        for piece, limit in _PIECE_SET.items():
+        for piece, limit in zip(HAND_LETTERS, PIECE_SET, strict=True):
             if counts[piece] + counts[piece.lower()] > limit:
                 raise ValueError(f"SFEN has more than {limit} pieces of kind {piece}")
         _check_placement(rows)
@@ -288,7 +415,8 @@ def board_from_sfen(sfen):
             raise ValueError("SFEN position leaves the king of the side not to move in check")
     except ValueError as error:
         raise ValueError(f"{error} in {sfen!r}") from None
-    return cshogi.Board(sfen)
+    # Without one, cshogi numbers the position 0, which its sfen() then writes and this function refuses.
+    return cshogi.Board(" ".join(fields if len(fields) == 4 else [*fields, "1"]))
 
 
 def split_usi_position(text):

@@ -105,10 +105,26 @@ def tsv_inputs(path, split):
 
 
 def shard_inputs(data_dir, split, limit=None):
-    """(records, mask, labels) of a shard split; the legal mask is rebuilt with cshogi per record."""
-    records = shards.read_records(data_dir, split, limit)
-    mask, _, _ = inference.legal_move_mask([encoding.record_to_board(record) for record in records])
-    return records, mask, encoding.unpack_records(records)["label"]
+    """(records, mask, labels) of a shard split, the legal mask rebuilt with cshogi per record.
+
+    Raises ValueError naming the shard file and record index of an invalid record (encoding.records_to_boards:
+    cshogi never sees one) or of a label that is not a legal move of its position.
+    """
+    parts = []
+    for path, records in shards.read_records(data_dir, split, limit):
+        boards = encoding.records_to_boards(records, path)
+        try:
+            mask, _, _ = inference.legal_move_mask(boards)
+        except ValueError as error:  # a position without a legal move
+            raise ValueError(f"{path}: {error}") from None
+        labels = encoding.unpack_records(records)["label"]
+        illegal = np.flatnonzero(~mask[np.arange(len(labels)), labels])
+        if illegal.size:
+            raise ValueError(f"{path}: record {illegal[0]}: its label is not a legal move of its position")
+        parts.append((records, mask, labels))
+    if not parts:
+        raise ValueError(f"{data_dir}: split {split!r} holds no positions")
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -12,20 +12,38 @@ main part as footer). It flows through the same stream: rebatch joins chunks of 
 full batches, so no record is skipped; only the last partial batch of a finite (repeat=False)
 pass is dropped, as batching with drop_remainder requires. With repeat=True the chunk stream repeats
 before batching, so batches straddle epochs and nothing is dropped at all.
+
+Every record is validated (encoding.record_problems_tf) once rebatched, where tf.data's cost per op
+is shared by a whole batch, in the map that also shuffles rows and casts ("fail"; one stage fewer
+to pay). Each record carries its location (shard number and index in the shard) that far, so an
+invalid record stops the pipeline with an error naming the file and the record's index in it
+("fail"), or is dropped with a logged warning and a running count and the batches are refilled
+("skip"; a split without valid records then fails instead of being read forever).
 """
+
+import sys
 
 import tensorflow as tf
 
 from shogi_policy import augment, encoding, shards
 
+BAD_RECORDS = ("fail", "skip")  # what make_dataset does with an invalid record
+
 DEFAULT_CHUNK_RECORDS = 256
 DEFAULT_SHUFFLE_CHUNKS = 1024  # 262,144 records (26 MB) with the default chunk
 DEFAULT_CYCLE_LENGTH = 16
+_LOCATION_FILE = 1 << 40  # a record's location: shard number * this + index in the shard
+_SKIP_HINT = (
+    "; shogi-policy-train --bad_records=skip (make_dataset argument bad_records) skips invalid records"
+)
 _READ_BUFFER_BYTES = 4 << 20  # larger reads help gs://
 
 
-def _read_chunks(path, length, chunk_records):
-    """Dataset of the byte strings of one shard in chunks of chunk_records records, then its shorter tail."""
+def _read_chunks(number, path, length, chunk_records):
+    """Dataset of (bytes, location of the first record) of the chunks of shard `number`, then its tail chunk.
+
+    A location is number * _LOCATION_FILE + index of the record in its shard.
+    """
     chunk_bytes = chunk_records * encoding.RECORD_BYTES
     tail = length % chunk_records
     main = tf.data.FixedLengthRecordDataset(
@@ -36,12 +54,92 @@ def _read_chunks(path, length, chunk_records):
         tf.maximum(tail, 1) * encoding.RECORD_BYTES,  # a record length of 0 is invalid; empty then
         header_bytes=(length - tail) * encoding.RECORD_BYTES,
     )
-    return main.concatenate(rest.take(tf.minimum(tail, 1)))
+    first = number * _LOCATION_FILE
+    starts = tf.data.Dataset.range(first, first + length, chunk_records)  # the tail starts at a multiple too
+    return tf.data.Dataset.zip(main.concatenate(rest.take(tf.minimum(tail, 1))), starts)
 
 
-def _decode(chunk):
-    """uint8 [n, 100] records of one chunk's bytes."""
-    return tf.reshape(tf.io.decode_raw(chunk, tf.uint8), [-1, encoding.RECORD_BYTES])
+def _decode(chunk, start):
+    """(records uint8 [n, 100], locations int64 [n]) of one chunk's bytes and its first record's location."""
+    records = tf.reshape(tf.io.decode_raw(chunk, tf.uint8), [-1, encoding.RECORD_BYTES])
+    return records, start + tf.range(tf.shape(records, out_type=tf.int64)[0])
+
+
+def _first_invalid(problems, locations, paths):
+    """'path: record i: problem' of the first nonzero of problems int32 [B] (of records at locations int64 [B])."""
+    first = tf.argmax(tf.cast(problems != 0, tf.int32), output_type=tf.int32)
+    return tf.strings.join(
+        [
+            tf.gather(paths, locations[first] // _LOCATION_FILE),
+            ": record ",
+            tf.strings.as_string(locations[first] % _LOCATION_FILE),
+            ": ",
+            tf.gather(encoding.RECORD_PROBLEMS, problems[first]),
+        ]
+    )
+
+
+def _fail_on_invalid(records, locations, paths):
+    """records uint8 [B, 100] at locations int64 [B]; InvalidArgumentError naming the first invalid one."""
+    problems = encoding.record_problems_tf(records)
+
+    def refuse():
+        message = tf.strings.join([_first_invalid(problems, locations, paths), _SKIP_HINT])
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.identity(records)
+
+    return tf.cond(tf.reduce_all(problems == 0), lambda: records, refuse)
+
+
+def _drop_invalid(records, locations, paths):
+    """(valid rows of records uint8 [B, 100], int64 count dropped, 'path: record i: problem' of the first or '')."""
+    problems = encoding.record_problems_tf(records)
+    valid = problems == 0
+    first = tf.cond(
+        tf.reduce_all(valid), lambda: tf.constant(""), lambda: _first_invalid(problems, locations, paths)
+    )
+    return tf.boolean_mask(records, valid), tf.size(valid, tf.int64) - tf.math.count_nonzero(valid), first
+
+
+def _count_dropped(state, batch, limit):
+    """Scan step over _drop_invalid's batches: state (dropped in a row, dropped in all) int64, logs each drop.
+
+    More than `limit` invalid records in a row raise InvalidArgumentError: a split without valid records
+    would otherwise be read forever.
+    """
+    in_a_row, total = state
+    records, dropped, first = batch
+    in_a_row = tf.where(tf.shape(records)[0] > 0, tf.constant(0, tf.int64), in_a_row + dropped)
+    total += dropped
+
+    def log():
+        # To stderr: TF's C++ log (absl's output stream in tf.print) hides warnings at TF_CPP_MIN_LOG_LEVEL=2.
+        as_string = tf.strings.as_string
+        line = tf.strings.join(
+            [
+                "WARNING: skipped ",
+                as_string(dropped),
+                " invalid records (",
+                as_string(total),
+                " so far); the first: ",
+                first,
+            ]
+        )
+        logged = tf.print(line, output_stream=sys.stderr)
+        with tf.control_dependencies([logged]):
+            return tf.identity(dropped)
+
+    logged = tf.cond(dropped > 0, log, lambda: dropped)
+    message = tf.strings.join(
+        [
+            "skipped ",
+            tf.strings.as_string(in_a_row),
+            " invalid records in a row (no valid record in the split?); the latest: ",
+            first,
+        ]
+    )
+    with tf.control_dependencies([logged, tf.debugging.Assert(in_a_row <= limit, [message])]):
+        return (in_a_row, total), tf.identity(records)
 
 
 def targets(records, value_targets=False):
@@ -71,8 +169,9 @@ def make_dataset(
     chunk_records=DEFAULT_CHUNK_RECORDS,
     shuffle_chunks=DEFAULT_SHUFFLE_CHUNKS,
     cycle_length=DEFAULT_CYCLE_LENGTH,
+    bad_records="fail",
 ):
-    """Batches of records and targets from a shard directory.
+    """Batches of validated records and targets from a shard directory.
 
     Args:
       data_dir: shard directory (local or gs://) with manifest.json.
@@ -88,12 +187,16 @@ def make_dataset(
       chunk_records: records read per tf.data element.
       shuffle_chunks: chunks in the shuffle buffer.
       cycle_length: shards read at the same time.
+      bad_records: one of BAD_RECORDS: an invalid record (encoding.record_problems) stops iteration with
+        an InvalidArgumentError naming its shard file and index ("fail"), or is dropped and logged ("skip").
     Returns:
       tf.data.Dataset of (records int32 [batch_size, 100], target int32 [batch_size]) or
       (records, {"policy": int32 [batch_size], "value": float32 [batch_size]}).
     """
     if batch_size < 1 or chunk_records < 1:
         raise ValueError(f"batch_size ({batch_size}) and chunk_records ({chunk_records}) must be positive")
+    if bad_records not in BAD_RECORDS:
+        raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
     paths = shards.shard_paths(data_dir, split)
     lengths = shards.shard_lengths(paths)
     if sum(lengths) < batch_size:
@@ -102,11 +205,12 @@ def make_dataset(
     # Distinct seeds for the files, chunks and rows shuffles and the mirror draws (one seed would correlate them).
     seeds = [None] * 4 if seed is None else [seed, seed + 1, seed + 2, seed + 3]
 
-    files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(lengths, tf.int64)))
+    numbers = tf.range(len(paths), dtype=tf.int64)
+    files = tf.data.Dataset.from_tensor_slices((numbers, paths, tf.constant(lengths, tf.int64)))
     if shuffle:
         files = files.shuffle(len(paths), seed=seeds[0], reshuffle_each_iteration=True)
     chunks = files.interleave(
-        lambda path, length: _read_chunks(path, length, chunk_records),
+        lambda number, path, length: _read_chunks(number, path, length, chunk_records),
         cycle_length=min(cycle_length, len(paths)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
@@ -115,24 +219,36 @@ def make_dataset(
         chunks = chunks.repeat()
     if shuffle:
         chunks = chunks.shuffle(shuffle_chunks, seed=seeds[1], reshuffle_each_iteration=True)
-    batches = chunks.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    batches = batches.rebatch(batch_size, drop_remainder=True)
-    if shuffle:
-        row_seeds = tf.data.Dataset.random(seed=seeds[2], rerandomize_each_iteration=True).batch(2)
-        batches = tf.data.Dataset.zip(batches, row_seeds).map(
-            lambda records, row_seed: tf.random.experimental.stateless_shuffle(records, row_seed),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=deterministic,
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
+    names = tf.constant(paths)
+    batches = chunks.map(_decode, **parallel)
+    if bad_records == "fail":
+        batches = batches.rebatch(batch_size, drop_remainder=True)  # checked in finish()
+    else:
+        # Dropping shortens batches: they are cut to size again after the check.
+        batches = batches.rebatch(batch_size).map(
+            lambda records, locations: _drop_invalid(records, locations, names), **parallel
         )
-    if mirror:
-        mirror_seeds = tf.data.Dataset.random(seed=seeds[3], rerandomize_each_iteration=True).batch(2)
-        batches = tf.data.Dataset.zip(batches, mirror_seeds).map(
-            augment.random_mirror, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
-        )
-    dataset = batches.map(
+        # In a row, a valid record of the split comes within one pass plus the time it can spend in the
+        # chunk shuffle buffer (many buffer lengths, at the outside).
+        limit = 2 * sum(lengths) + (20 * shuffle_chunks * chunk_records if shuffle else 0)
+        zero = tf.constant(0, tf.int64)
+        batches = batches.scan((zero, zero), lambda state, batch: _count_dropped(state, batch, limit))
+        batches = batches.rebatch(batch_size, drop_remainder=True)
+
+    def finish(batch, row_seed, mirror_seed):
+        """(int32 records, targets) of a batch: checked ("fail"), rows shuffled and mirrored; one map, as tf.data
+        pays per stage."""
+        records = _fail_on_invalid(*batch, names) if bad_records == "fail" else batch
+        if shuffle:
+            records = tf.random.experimental.stateless_shuffle(records, row_seed)
+        if mirror:
+            records = augment.random_mirror(records, mirror_seed)
         # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.
-        lambda records: (tf.cast(records, tf.int32), targets(records, value_targets)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
+        return tf.cast(records, tf.int32), targets(records, value_targets)
+
+    row_seeds, mirror_seeds = (
+        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2) for seed in seeds[2:]
     )
+    dataset = tf.data.Dataset.zip(batches, row_seeds, mirror_seeds).map(finish, **parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -160,6 +160,14 @@ _CSA_ENDINGS = {
     "%CHUDAN": ("abort", None),
     "%ERROR": ("abort", None),
 }
+# A move line: side, from square (00 for a drop), to square, piece; then optional ',T<seconds>' and the like.
+_CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}(?:,|\s*$)")
+# Position lines, as cshogi reads them without crashing: the initial position less some pieces, nine
+# board rows, or pieces placed ('00' in hand, 'AL' for the rest) once one of those two has set the board.
+_CSA_PIECE = "(?:FU|KY|KE|GI|KI|KA|HI|OU|TO|NY|NK|NG|UM|RY)"
+_CSA_INITIAL = re.compile(rf"PI(?:[1-9]{{2}}{_CSA_PIECE})*\s*$")
+_CSA_ROW = re.compile(rf"P([1-9])(?: \* |[+-]{_CSA_PIECE}){{9}}\s*$")
+_CSA_PLACED = re.compile(rf"P[+-](?:[0-9]{{2}}(?:{_CSA_PIECE}|AL))+\s*$")
 # Floodgate: 'black_rate:NAME+HASH:3512.0 (the rating follows the last colon).
 _CSA_RATE = re.compile(r"^'(black|white)_rate:.*:([-+0-9.eE]+)\s*$", re.MULTILINE)
 
@@ -175,8 +183,54 @@ def read_csa(path):
         start = end + 1
 
 
+def _csa_position_problem(lines):
+    """(line index, message) of the first line of a CSA game that cshogi could crash on, or None.
+
+    cshogi's parser segfaults on a missing board row, on pieces placed before the board is set and on
+    a side to move or moves before it, and reports a short row as line 1 with a C++ message.
+    """
+    rows, board_set, moved = [], False, False
+    for index, line in enumerate(lines):
+        if line[:1] in "+-":  # the side to move, or a move
+            if rows and not board_set:
+                break
+            if not board_set:
+                return index, f"{line.strip()!r} before the start position is set (PI or P1..P9)"
+            moved |= len(line.strip()) > 1
+        if line[:1] != "P":
+            continue
+        row = _CSA_ROW.match(line)
+        if moved:
+            return index, f"a CSA position line after the moves: {line.strip()!r}"
+        if row and int(row.group(1)) != len(rows) + 1:
+            return index, f"CSA board row out of order (P{len(rows) + 1} expected): {line.strip()!r}"
+        if row:
+            rows.append(index)
+            board_set |= len(rows) == 9
+        elif _CSA_INITIAL.match(line) and not rows:
+            board_set = True
+        elif not (_CSA_PLACED.match(line) and board_set):
+            what = (
+                "pieces placed before the board is set (PI or P1..P9)" if _CSA_PLACED.match(line) else "line"
+            )
+            return index, f"malformed CSA position {what}: {line.strip()!r}"
+    if rows and not board_set:
+        return rows[-1], f"CSA board rows end at P{len(rows)}: P1..P9 are needed"
+    return None
+
+
 def _csa_game(lines, path, first_line):
     """The lines of one CSA game (starting at first_line of path) -> Game or RecordError."""
+    move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line.strip()) > 1]
+    # cshogi reads a move line cut short (a truncated file) out of bounds and reports line 1.
+    cut = next((i for i in move_lines if not _CSA_MOVE.match(lines[i])), None)
+    if cut is not None:
+        return RecordError(
+            path, first_line + cut, f"malformed CSA move {lines[cut].strip()!r} (file cut short?)"
+        )
+    problem = _csa_position_problem(lines)
+    if problem:
+        return RecordError(path, first_line + problem[0], problem[1])
     text = "\n".join(lines)
     parser = cshogi.CSA.Parser()
     try:
@@ -190,7 +244,6 @@ def _csa_game(lines, path, first_line):
     moves = list(parser.moves)
     bad = _first_illegal(board, moves)
     if bad is not None:
-        move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line) > 1]
         index = move_lines[bad]
         return RecordError(path, first_line + index, f"illegal move {lines[index].strip()!r}")
     ending, rule = _CSA_ENDINGS.get(parser.endgame, ("unknown", None))
@@ -222,6 +275,9 @@ _KIF_ENDINGS = {
     "中断": ("abort", None),
 }
 _KIF_MOVE_LINE = re.compile(r"^\s*[0-9]+\s+(\S+)")
+# A start position drawn as a board (BOD: hands, rows, side to move): cshogi's KIF parser skips it and
+# would read the moves from the initial position.
+_KIF_BOARD_DIAGRAM = re.compile(r"\s*(?:[先後上下]手の持駒：|[先後上下]手番\s*$|\+-{9}|\|.*\|)")
 _KIF_RESULTS = {cshogi.BLACK_WIN: BLACK_WIN, cshogi.WHITE_WIN: WHITE_WIN, cshogi.DRAW: DRAW}
 
 
@@ -234,6 +290,10 @@ def read_kif(path):
     lines = _read_text(path).split("\n")
     # Variations follow the main line after a "変化：" line.
     lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("変化")), len(lines))]
+    diagram = next((i for i, line in enumerate(lines) if _KIF_BOARD_DIAGRAM.match(line)), None)
+    if diagram is not None:
+        yield RecordError(path, diagram + 1, "a board diagram (BOD) start position is not supported")
+        return
     try:
         parser = cshogi.KIF.Parser.parse_str("\n".join(lines))
         board = encoding.board_from_sfen(parser.sfen)
@@ -369,6 +429,20 @@ def _hcpe_chunks(path):
         yield RecordError(path, 0, f"{len(leftover)} trailing bytes: not a whole {itemsize}-byte row")
 
 
+@functools.lru_cache(maxsize=4096)
+def _position_problem(sfen):
+    """What encoding.board_from_sfen (the placement rules every reader applies) says against sfen, or None.
+
+    Cached: the games of a file mostly start from a few positions, and the check costs as much as reading
+    a hundred hcpe rows.
+    """
+    try:
+        encoding.board_from_sfen(sfen)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def _hcpe_game_start(board, hcp, result, path, row):
     """Sets board to hcp (uint8 [32]); the new (empty) Game starting there, or a RecordError."""
     # Bits 1-7 and 8-14 are the king squares; cshogi writes out of bounds for squares >= 81.
@@ -380,6 +454,9 @@ def _hcpe_game_start(board, hcp, result, path, row):
         board.set_hcp(hcp)
     except RuntimeError as error:
         return RecordError(path, row, f"bad HuffmanCodedPos: {error}")
+    problem = _position_problem(board.sfen())
+    if problem:
+        return RecordError(path, row, f"impossible HuffmanCodedPos position: {problem}")
     if not board.is_ok():
         return RecordError(path, row, "inconsistent HuffmanCodedPos position")
     if result not in _HCPE_RESULTS:
@@ -391,10 +468,6 @@ def _hcpe_game_start(board, hcp, result, path, row):
 
 # cshogi Move bit fields: to 0-6, from 7-13 (81 + piece type - 1 for drops), promotion 14,
 # moved piece type 16-19, captured piece type 20-23.
-_WHITE_PIECE_OFFSET = 16
-_PROMOTED_OFFSET = 8
-# Hand slot (P L N S G B R) of an unpromoted piece type (P L N S B R G = 1..7).
-_HAND_SLOT = np.array([-1, 0, 1, 2, 3, 5, 6, 4], dtype=np.int64)
 _RESULT_FOR_BLACK = {
     BLACK_WIN: encoding.RESULT_WIN,
     WHITE_WIN: encoding.RESULT_LOSS,
@@ -429,7 +502,7 @@ def games_to_records(games, game_ids):
     from_sq = (moves >> 7) & 0x7F
     is_drop = from_sq >= encoding.NUM_SQUARES
     moved_type = np.where(is_drop, from_sq - encoding.NUM_SQUARES + 1, (moves >> 16) & 0xF)
-    placed = moved_type + _PROMOTED_OFFSET * ((moves >> 14) & 1) + _WHITE_PIECE_OFFSET * turns
+    placed = moved_type + encoding.PROMOTED_OFFSET * ((moves >> 14) & 1) + encoding.WHITE_PIECE_OFFSET * turns
 
     # written[r, sq]: row of the last write to sq at or before row r (forward-filled below).
     written = np.full((rows, encoding.NUM_SQUARES), -1, dtype=np.int32)
@@ -453,7 +526,9 @@ def games_to_records(games, game_ids):
     hand_type = np.where(is_drop, moved_type, captured & 7)
     delta = np.zeros((rows, encoding.HAND_BYTES), dtype=np.int16)
     changed = np.flatnonzero(is_drop | (captured > 0))
-    delta[changed, turns[changed] * 7 + _HAND_SLOT[hand_type[changed]]] = np.where(is_drop[changed], -1, 1)
+    delta[changed, turns[changed] * 7 + encoding.HAND_SLOT_OF_TYPE[hand_type[changed]]] = np.where(
+        is_drop[changed], -1, 1
+    )
     before = np.cumsum(delta, axis=0) - delta  # sum of the deltas of earlier rows
     hands = start_hands[game_of_row] + before - before[starts[game_of_row]]
 

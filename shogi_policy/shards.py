@@ -6,7 +6,9 @@ tf.io.gfile, so gs:// directories work; each file is written under a `.tmp` name
 complete, so a reader never sees half a shard.
 
 `ShardWriter` shuffles the positions of a whole split with bounded memory: it scatters each position
-to one of `num_buckets` local temporary bucket files chosen uniformly at random, then, on close,
+to one of `num_buckets` local temporary bucket files chosen uniformly at random (in a hidden directory
+of the output directory, or of the system's temporary directory for gs:// output; the next writer for
+the same output removes those of killed runs), then, on close,
 shuffles each bucket in memory and cuts the concatenation of the buckets (in random order) into
 equal shards. Since every bucket is a uniformly random subset of the split, the result is a uniform
 random permutation of the split: contiguous chunks of a shard mix positions of many games.
@@ -14,6 +16,7 @@ Memory: one bucket (about positions * 100 / num_buckets bytes) plus one shard on
 flush buffer (flush_positions records) while adding.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +25,7 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from shogi_policy import encoding
 
@@ -112,20 +116,23 @@ def shard_lengths(paths):
 
 
 def read_records(data_dir, split, limit=None):
-    """The records uint8 [N, 100] of one split, in manifest order (the first `limit` of them)."""
-    chunks, total = [], 0
+    """Yields (path, records uint8 [n, 100]) of each shard file of split in manifest order, `limit` records in all.
+
+    The records are as stored: encoding.check_records or records_to_boards(records, path) validate them.
+    """
     paths = shard_paths(data_dir, split)
+    remaining = limit
     for path, length in zip(paths, shard_lengths(paths), strict=True):
-        if limit is not None and total >= limit:
-            break
+        if remaining is not None and remaining <= 0:
+            return
         with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
         if len(data) != length * encoding.RECORD_BYTES:
             raise ValueError(f"{path} changed while it was read")
-        chunks.append(np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES))
-        total += length
-    records = np.concatenate(chunks) if chunks else np.zeros((0, encoding.RECORD_BYTES), np.uint8)
-    return records[:limit]
+        records = np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)[:remaining]
+        if remaining is not None:
+            remaining -= len(records)
+        yield path, records
 
 
 def write_records(data_dir, records_by_split, positions_per_shard=1 << 20, seed=0):
@@ -156,6 +163,58 @@ def existing_outputs(data_dir):
     )
 
 
+def check_writable(data_dir):
+    """Creates data_dir if needed and writes and removes a probe file there; ValueError saying why it cannot.
+
+    Permissions alone do not tell (root writes anywhere; gs:// has none): only writing does.
+    """
+    probe = os.path.join(data_dir, f".write-probe-{os.getpid()}")
+    try:
+        tf.io.gfile.makedirs(data_dir)
+        with tf.io.gfile.GFile(probe, "wb") as stream:
+            stream.write(b"")
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as error:
+        raise ValueError(f"cannot write to {data_dir}: {error}") from None
+
+
+def bucket_parent(output_dir):
+    """Local directory for a ShardWriter's temporary buckets: output_dir itself when it is local, else the system's.
+
+    Beside the output, a killed run's buckets (about 100 bytes a position) are visible and cleaned by the
+    next run into the same directory; a gs:// output cannot hold them.
+    """
+    return tempfile.gettempdir() if "://" in output_dir else output_dir
+
+
+def _bucket_prefix(output_dir):
+    """Name prefix of the bucket directories of output_dir's writers (hidden; one per output directory)."""
+    where = output_dir if "://" in output_dir else os.path.realpath(output_dir)
+    return f".tmp-shogi_policy-buckets-{hashlib.blake2b(where.encode(), digest_size=6).hexdigest()}-"
+
+
+def _remove_dead_buckets(parent, prefix):
+    """Removes the bucket directories prefix<pid>-... in parent whose process is gone; their paths."""
+    removed = []
+    for name in os.listdir(parent):
+        pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(os.path.join(parent, name))
+    return removed
+
+
+def _process_alive(pid):
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 class ShardWriter:
     """Collects the records of one split and writes them, shuffled, as shards on close().
 
@@ -166,7 +225,7 @@ class ShardWriter:
       seed: int; the same seed and the same sequence of add() calls give identical shards.
       num_buckets: temporary buckets (memory on close is about one bucket).
       flush_positions: positions buffered in memory before they go to the bucket files.
-      tmp_dir: local directory for the bucket files (default: the system's).
+      tmp_dir: local directory for the bucket files (default: bucket_parent(output_dir)).
     """
 
     def __init__(
@@ -193,8 +252,12 @@ class ShardWriter:
         self.positions = 0
         self._rng = np.random.default_rng([seed, SPLITS.index(split)])
         self._pending, self._pending_positions = [], 0
-        tf.io.gfile.makedirs(output_dir)  # early: a bad output path fails before any conversion work
-        self._tmp_dir = tempfile.mkdtemp(prefix=f"shogi_policy_{split}_", dir=tmp_dir)
+        check_writable(output_dir)  # early: a bad output path fails before any conversion work
+        parent = bucket_parent(output_dir) if tmp_dir is None else tmp_dir
+        prefix = _bucket_prefix(output_dir)
+        for stale in _remove_dead_buckets(parent, prefix):
+            logging.info("removed %s, left by a killed run", stale)
+        self._tmp_dir = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-{split}-", dir=parent)
 
     def add(self, records):
         """Adds uint8 [n, 100] records."""

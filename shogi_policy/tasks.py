@@ -36,6 +36,7 @@ class ShogiTask:
             seed=seed,
             value_targets=config.value_head,
             mirror=self.options.mirror and split == "train",
+            bad_records=self.options.bad_records,
         )
 
     def compile_args(self, config):

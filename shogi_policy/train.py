@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import evaluate, model_dir, network
+from shogi_policy import evaluate, input_pipeline, model_dir, network
 from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS
 
@@ -45,6 +45,13 @@ def define_flags(flag_values=flags.FLAGS):
     kw = {"flag_values": flag_values}
     flags.DEFINE_string(
         "data_dir", None, "Shard directory (shogi-policy-convert output); local or gs://.", **kw
+    )
+    flags.DEFINE_enum(
+        "bad_records",
+        "fail",
+        list(input_pipeline.BAD_RECORDS),
+        "An invalid shard record stops training, naming its file and index (fail), or is skipped and logged.",
+        **kw,
     )
     flags.DEFINE_enum(
         "dataset", "shogi", list(TASKS), "shogi shards, or MNIST via tensorflow-datasets.", **kw

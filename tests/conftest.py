@@ -18,6 +18,7 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,6 +37,11 @@ from shogi_policy import encoding, model_dir, network, policy_ops, train  # noqa
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The fuzz tests' settings (tests/test_fuzz_*.py add max_examples): reproducible, no deadline (TensorFlow's first
+# calls are slow), no example database to carry between runs.
+FUZZ_SETTINGS = settings(
+    deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TINY_CONFIG = network.NetworkConfig(blocks=1, filters=8, activation="relu")
 POLICY_BIAS_STDDEV = 1.5  # random-weight logits are nearly flat; a random bias makes the policy peaked
 

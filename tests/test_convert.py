@@ -2,6 +2,10 @@
 
 import collections
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,10 +197,13 @@ def test_filters_rating_plies_endings_draws(tmp_path):
         f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'req'}", "--require_ratings"
     )
     assert required["skipped"]["no_rating"] == 1  # ... but not --require_ratings
-    declared = run_app(
-        f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare"
-    )
-    assert declared["skipped"]["ending"] == 10 and declared["splits"]["train"]["files"] == []
+    with pytest.raises(
+        ValueError, match=r"no game of 10 kept: skipped \{'ending': 10\} \(hcpe and plain USI"
+    ):
+        run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare")
+    assert not (tmp_path / "decl" / shards.MANIFEST).exists()
+    with pytest.raises(ValueError, match=r"no game of 10 kept: skipped \{'min_plies': 10\}$"):
+        run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'long'}", "--min_plies=1000")
 
 
 def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
@@ -240,3 +247,78 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     assert sorted(order.tolist()) == list(range(n))
     assert abs(np.corrcoef(order, np.arange(n))[0, 1]) < 0.1
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+def convert_cli(*args):
+    """Runs shogi-policy-convert in a child process; the CompletedProcess."""
+    command = [sys.executable, "-m", "shogi_policy.convert", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_whose_every_game_fails_exits_nonzero_blaming_the_first_error(tmp_path):
+    """Issue 15 items 2 and 11: the illegal promotion 7f7e+ was converted; all-bad runs exited 0 with a
+    warning about hcpe endings."""
+    (tmp_path / "p.usi").write_text("startpos moves 7g7f 3c3d 7f7e+\n")
+    (tmp_path / "q.usi").write_text("startpos moves 7g7f 7g7f\nstartpos moves 2g2f 8c8d 2f2e 8d8e 2e2d+\n")
+    result = convert_cli(
+        f"--inputs={tmp_path / 'p.usi'},{tmp_path / 'q.usi'}", f"--output_dir={tmp_path / 'o'}"
+    )
+    assert result.returncode == 1
+    first = f"{tmp_path / 'p.usi'}:1: illegal move '7f7e+' at ply 3"
+    assert f"shogi-policy-convert: all 3 games had errors; first: {first}" in result.stderr
+    assert "hcpe" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / shards.MANIFEST).exists()
+
+
+def test_an_unwritable_output_is_refused_before_any_input_is_read(tmp_path, monkeypatch):
+    """Issue 15 item 11 (tests run as root, whom chmod does not stop: the output lies under a file)."""
+    (tmp_path / "games.usi").write_text("startpos moves 7g7f 3c3d\n")
+    (tmp_path / "a_file").write_text("")
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read before the output was checked")
+
+    monkeypatch.setattr(records, "read_games", no_reading)
+    for output in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
+        with pytest.raises(ValueError, match=f"cannot write to {output}"):
+            run_app(f"--inputs={tmp_path / 'games.usi'}", f"--output_dir={output}")
+
+
+def fake_dead_buckets(output_dir):
+    """A bucket directory as a killed run leaves it (its process id is gone), in output_dir's bucket parent."""
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    prefix = shards._bucket_prefix(str(output_dir))
+    leftover = Path(shards.bucket_parent(str(output_dir))) / f"{prefix}{finished.stdout.strip()}-train-abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "bucket-00000.bin").write_bytes(bytes(1000))
+    return leftover
+
+
+def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_next(tmp_path):
+    """Issue 15 item 11: kill -9 left 110-150 MB bucket directories in the system's temporary directory."""
+    games = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
+    output = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shogi_policy.convert", f"--inputs={games}", f"--output_dir={output}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(output.glob(".tmp-shogi_policy-buckets-*/bucket-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        buckets = list(output.glob(".tmp-shogi_policy-buckets-*"))
+        assert buckets, "the child never wrote buckets beside its output"
+    finally:
+        child.kill()  # SIGKILL: no clean-up runs
+        child.wait()
+    assert all(bucket.exists() for bucket in buckets)
+    elsewhere = fake_dead_buckets("ram://shogi_policy_test/elsewhere")  # a gs://-like output: system temp dir
+    run_app(f"--inputs={games}", f"--output_dir={output}", "--overwrite")
+    assert not any(bucket.exists() for bucket in buckets)
+    assert not [name for name in os.listdir(output) if name.startswith(".")]
+    assert elsewhere.exists(), "only the buckets of the same output are removed"
+    run_app(f"--inputs={games}", "--output_dir=ram://shogi_policy_test/elsewhere")
+    assert not elsewhere.exists()

@@ -6,7 +6,7 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 import pytest
-from conftest import random_game_groups
+from conftest import random_game_groups, random_game_records
 
 from shogi_policy import encoding
 
@@ -91,3 +91,78 @@ def test_pack_and_unpack_records_agree_in_numpy_and_tf():
             np.testing.assert_array_equal(np.asarray(unpacked[key]), value, err_msg=key)
     with pytest.raises(ValueError, match="game ids"):
         encoding.pack_records(fields["board"][:1], fields["hands"][:1], [0], [0], [0], [1 << 24])
+
+
+def record_problem_oracle(record):
+    """The RECORD_PROBLEMS index of one record by the rules as written, one by one (plain Python)."""
+    board, hands = record[:81].tolist(), record[81:95].tolist()
+    meta = int(record[95]) | int(record[96]) << 8
+    rules = [
+        any(code not in encoding.PIECE_CODES for code in board),
+        board.count(8) != 1 or board.count(24) != 1,  # black king 8, white king 24
+        any(count > limit for count, limit in zip(hands, encoding.PIECE_SET * 2, strict=True)),
+        meta & 0xFFF >= encoding.NUM_MOVE_LABELS,
+        (meta >> 12) & 3 == 3,
+        meta >> 15 == 1,
+    ]
+    return rules.index(True) + 1 if any(rules) else 0
+
+
+def mutated_records(records, count, seed):
+    """count records of records with 1-3 random bytes changed (board, hands or the label word)."""
+    rng = np.random.default_rng(seed)
+    out = records[rng.integers(len(records), size=count)].copy()
+    for row in out:
+        for at in rng.integers(0, encoding.GAME_ID_OFFSET, size=rng.integers(1, 4)):
+            row[at] = rng.choice([rng.integers(256), rng.integers(31), row[at] ^ (1 << rng.integers(8))])
+    return out
+
+
+def test_record_validator_numpy_and_tf_agree_with_the_rules_one_by_one():
+    records = random_game_records(num_games=10, max_plies=120, seed=7)
+    assert (
+        not encoding.record_problems(records).any() and not encoding.record_problems_tf(records).numpy().any()
+    )
+    mutated = np.concatenate([mutated_records(records, 5000, seed=8), np.full((1, 100), 0xFF, np.uint8)])
+    expected = np.array([record_problem_oracle(record) for record in mutated])
+    np.testing.assert_array_equal(encoding.record_problems(mutated), expected)
+    np.testing.assert_array_equal(encoding.record_problems_tf(mutated).numpy(), expected)
+    assert set(expected.tolist()) == set(range(len(encoding.RECORD_PROBLEMS))), "every rule is exercised"
+
+
+def test_record_to_board_refuses_invalid_records_before_cshogi_sees_them():
+    """Issue 15 item 1: cshogi segfaulted on a record whose bytes 0..94 are 0xFF."""
+    record = random_game_records(num_games=1, max_plies=10, seed=9)[3]
+    record[:95] = 0xFF
+    with pytest.raises(ValueError, match="record 0: a board byte is not a piece code"):
+        encoding.record_to_board(record)
+    with pytest.raises(ValueError, match="shape"):
+        encoding.record_to_board(record[:99])
+
+
+@pytest.mark.parametrize(
+    "sfen, message",
+    [
+        ("4k4/9/9/9/9/9/9/9/4K3r b - 1", None),  # Black to move in check: a position like any other
+        ("4k4/9/9/9/9/9/9/9/4K3r w - 1", "side not to move in check"),
+        ("4k3P/9/9/9/9/9/9/9/4K4 b - 1", "could never move"),
+        ("4k4/9/9/9/9/4P4/4P4/9/4K4 b - 1", "two unpromoted pawns"),
+        ("4k4/9/9/9/9/9/9/9/4K4 b 18P 1", None),
+        ("4k4/9/9/9/9/9/9/9/4K3P b 18P 1", "more than 18 pieces of kind P"),
+    ],
+)
+def test_records_to_boards_apply_the_position_rules_and_name_the_record(sfen, message):
+    board = cshogi.Board(sfen)
+    records = encoding.encode_boards([cshogi.Board(), board])
+    if message is None:
+        assert encoding.records_to_boards(records, "x.rec")[1].sfen() == board.sfen()
+    else:
+        with pytest.raises(ValueError, match=f"x.rec: record 1: .*{message}"):
+            encoding.records_to_boards(records, "x.rec")
+
+
+def test_an_sfen_without_move_number_gives_a_board_whose_sfen_reads_back():
+    """Found by tests/test_fuzz_inputs.py: cshogi numbered such a position 0, which its sfen() then wrote."""
+    board = encoding.board_from_sfen(cshogi.STARTING_SFEN.rsplit(" ", 1)[0])
+    assert board.sfen() == cshogi.STARTING_SFEN
+    assert encoding.board_from_sfen(board.sfen()).sfen() == board.sfen()

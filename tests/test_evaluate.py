@@ -9,6 +9,7 @@ import cshogi.dlshogi
 import keras
 import numpy as np
 import pytest
+from conftest import random_game_records
 
 from shogi_policy import encoding, evaluate, inference, shards
 
@@ -114,3 +115,44 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
     assert report["split"] == "test" and report["positions"] == 1000
     for key in ("top1", "top5", "random_top1", "random_top5", "mean_legal_moves"):
         assert report[key] == pytest.approx(expected[key]), key
+
+
+def shard_of(data_dir, records):
+    """Writes records as the test split of data_dir (one shard); the shard's path and its records, as stored."""
+    shards.write_records(str(data_dir), {"test": records})
+    (path,) = shards.shard_paths(str(data_dir), "test")
+    return path, np.fromfile(path, np.uint8).reshape(-1, encoding.RECORD_BYTES)
+
+
+def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_path):
+    """Issue 15 item 1: bytes 0..94 of every record set to 0xFF made evaluate die with SIGSEGV in cshogi."""
+    path, records = shard_of(tmp_path / "bad", random_game_records(3, 30, seed=5))
+    records[:, :95] = 0xFF
+    records.tofile(path)
+    command = [sys.executable, "-m", "shogi_policy.evaluate", f"--model={tiny_export[1]}"]
+    result = subprocess.run(
+        [*command, f"--data_dir={tmp_path / 'bad'}", "--split=test", "--limit=500"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"{path}: record 0: a board byte is not a piece code" in result.stderr
+
+
+def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label(tmp_path):
+    path, records = shard_of(tmp_path / "a", random_game_records(3, 30, seed=6))
+    board = encoding.record_to_board(records[3])
+    legal = set(encoding.legal_moves_and_labels(board)[1].tolist())
+    illegal = next(label for label in range(encoding.NUM_MOVE_LABELS) if label not in legal)
+    records[3, encoding.META_OFFSET : encoding.META_OFFSET + 2] = [
+        illegal & 0xFF,
+        (illegal >> 8) | board.turn << 6,
+    ]
+    records.tofile(path)
+    with pytest.raises(ValueError, match=f"{path}: record 3: its label is not a legal move"):
+        evaluate.shard_inputs(str(tmp_path / "a"), "test")
+    records[5, :81] = encoding.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[0]  # a dead pawn
+    records.tofile(path)
+    with pytest.raises(ValueError, match=f"{path}: record 5: 'P' on rank 1, file 9 could never move"):
+        evaluate.shard_inputs(str(tmp_path / "a"), "test")

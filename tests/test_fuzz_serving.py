@@ -13,18 +13,13 @@ from unittest import mock
 import cshogi
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import FUZZ_SETTINGS
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shogi_policy import encoding, inference, usi
 
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FUZZ = settings(FUZZ_SETTINGS, max_examples=60)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Characters that SFEN and USI text are made of, and some that they are not.
 ALPHABET = "PLNSGBRKplnsgbrk+*/-0123456789abcdefghi bwmovestartpos\t\x00\u3000\u0661７歩é"

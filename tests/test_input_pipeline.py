@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import random_game_plies
 
 from shogi_policy import encoding, input_pipeline, shards
@@ -131,3 +132,64 @@ def test_num_positions_and_errors(shard_dir, tmp_path):
     (tmp_path / "train-00000-of-00001.rec").write_bytes(records[:10].tobytes()[:-1])
     with pytest.raises(ValueError, match="train-00000-of-00001.rec"):
         input_pipeline.make_dataset(str(tmp_path), "train", 4)
+
+
+def corrupt(records, rows, **bytes_at):
+    """A copy of records with the given rows changed: bytes_at maps 'start_end' (or 'at') to a byte value."""
+    out = records.copy()
+    for span, value in bytes_at.items():
+        start, _, end = span.removeprefix("b").partition("_")
+        out[rows, int(start) : int(end or int(start) + 1)] = value
+    return out
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_an_invalid_record_stops_iteration_naming_its_file_and_index(shard_dir, tmp_path, shuffle):
+    _, records = shard_dir
+    # Record 177 is shard 2's record 40 (shards of 100, 37, 64, 3 records).
+    bad = corrupt(records, [137 + 40], b0_95=0xFF)
+    write_shards(tmp_path, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        one_epoch(tmp_path, batch_size=12, shuffle=shuffle, seed=0)
+    message = str(raised.value)
+    assert f"{tmp_path / 'train-00002-of-00004.rec'}: record 40: a board byte is not a piece code" in message
+    assert "--bad_records=skip" in message
+
+
+def test_an_invalid_label_in_a_tail_chunk_is_named_too(shard_dir, tmp_path):
+    _, records = shard_dir
+    bad = records.copy()
+    bad[100 + 35, encoding.META_OFFSET : encoding.META_OFFSET + 2] = [
+        0xFF,
+        0x0F,
+    ]  # label 4095; shard 1's tail
+    write_shards(tmp_path, bad)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"train-00001-of-00004.rec: record 35: move label"
+    ):
+        one_epoch(tmp_path, batch_size=12, shuffle=False)
+
+
+def test_skip_drops_exactly_the_invalid_records_and_logs_them(shard_dir, tmp_path, capfd):
+    _, records = shard_dir
+    rows = [0, 5, 101, 150, 203]
+    bad = corrupt(records, rows, b0_95=0xFF)
+    write_shards(tmp_path, bad)
+    batches = one_epoch(tmp_path, batch_size=11, shuffle=False, bad_records="skip")  # 199 = 18 * 11 + 1
+    assert all(b.shape == (11, encoding.RECORD_BYTES) for b, _ in batches) and len(batches) == 18
+    seen = game_ids(np.concatenate([b for b, _ in batches]))
+    assert not set(seen.tolist()) & set(rows) and len(set(seen.tolist())) == 198
+    log = capfd.readouterr().err  # tf.print writes to the process's stderr
+    assert "invalid records" in log and "train-00000-of-00004.rec: record 0:" in log
+
+
+def test_skip_fails_instead_of_reading_forever_when_no_record_is_valid(shard_dir, tmp_path):
+    _, records = shard_dir
+    write_shards(tmp_path, corrupt(records, slice(None), b95_97=0xFF))
+    dataset = input_pipeline.make_dataset(
+        str(tmp_path), "train", 8, seed=0, chunk_records=CHUNK, bad_records="skip", shuffle_chunks=4
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="invalid records in a row"):
+        next(iter(dataset))
+    with pytest.raises(ValueError, match="bad_records"):
+        input_pipeline.make_dataset(str(tmp_path), "train", 8, bad_records="ignore")

@@ -8,11 +8,12 @@ import gzip
 import shutil
 
 import cshogi
+import cshogi.CSA
 import cshogi.dlshogi
 import cshogi.KIF
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, random_game_groups
 
 from shogi_policy import encoding, records
 
@@ -266,3 +267,156 @@ def test_truncated_hcpe_empty_and_garbage_files_give_errors(shared_data, tmp_pat
     assert list(records.read_games(str(tmp_path / "empty.hcpe"))) == []
     with pytest.raises(ValueError, match="unknown record extension"):
         list(records.read_games(str(tmp_path / "games.pgn")))
+
+
+KIF_HEADER = "手合割：平手\n先手：a\n後手：b\n手数----指手---------消費時間--\n"
+
+
+def hcpe_rows(sfens_and_usi_moves):
+    """hcpe rows (black wins) of (sfen, usi move) pairs; the move16 keeps extra flag bits (move16 | flags)."""
+    rows = np.zeros(len(sfens_and_usi_moves), cshogi.HuffmanCodedPosAndEval)
+    for row, (sfen, usi, flags) in zip(rows, sfens_and_usi_moves, strict=True):
+        board = cshogi.Board(sfen)  # cshogi takes impossible positions too: what an hcpe file may hold
+        board.to_hcp(row["hcp"])
+        row["bestMove16"] = cshogi.move16(board.move_from_usi(usi)) | flags
+        row["gameResult"] = 1
+    return rows
+
+
+@pytest.mark.parametrize(
+    "name, content, line, message",
+    [
+        ("p.usi", "startpos moves 7g7f 3c3d 7f7e+\n", 1, "illegal move '7f7e+' at ply 3"),
+        ("p.csa", "V2.2\nPI\n+\n+7776FU\n-3334FU\n+7675TO\n%TORYO\n", 6, "illegal move '+7675TO'"),
+        (
+            "p.kifu",
+            KIF_HEADER + "   1 ７六歩(77)\n   2 ３四歩(33)\n   3 ７五歩成(76)\n   4 投了\n",
+            7,
+            "illegal or unreadable move '3 ７五歩成(76)'",
+        ),
+    ],
+)
+def test_promotions_outside_the_zone_are_errors_in_every_text_format(tmp_path, name, content, line, message):
+    """Issue 15 item 2: cshogi's is_legal accepts 7f7e+, so it became training data."""
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    (error,) = list(records.read_games(str(tmp_path / name)))
+    assert isinstance(error, records.RecordError) and (error.line, error.message) == (line, message)
+
+
+def test_hcpe_promotion_flag_on_a_move_that_cannot_promote_is_an_error(tmp_path):
+    start = cshogi.Board().sfen()
+    after = "lnsgkgsnl/1r5b1/ppppppppp/9/9/2P6/PP1PPPPPP/1B5R1/LNSGKGSNL w - 1"  # hcp holds no move number
+    hcpe_rows([(start, "7g7f", 1 << 14), (after, "3c3d", 0)]).tofile(tmp_path / "p.hcpe")
+    error, game = records.read_games(str(tmp_path / "p.hcpe"))
+    assert isinstance(error, records.RecordError) and error.line == 1 and "illegal move16" in error.message
+    assert game.sfen == after and len(game.moves) == 1  # the next row starts a game of its own
+
+
+@pytest.mark.parametrize(
+    "sfen, message",
+    [
+        ("P3k4/9/9/9/9/9/9/9/4K4 b - 1", "could never move"),
+        ("4k4/9/9/9/9/4P4/4P4/9/4K4 b - 1", "two unpromoted pawns"),
+        ("4k4/9/9/9/9/9/9/9/4K3r w - 1", "side not to move in check"),
+    ],
+)
+def test_hcpe_positions_obey_the_placement_rules_of_sfen_positions(tmp_path, sfen, message):
+    usi = next(cshogi.move_to_usi(move) for move in cshogi.Board(sfen).legal_moves)
+    hcpe_rows([(sfen, usi, 0)]).tofile(tmp_path / "p.hcpe")
+    (error,) = list(records.read_games(str(tmp_path / "p.hcpe")))
+    assert isinstance(error, records.RecordError) and message in error.message, error
+
+
+def test_usi_illegal_move_late_in_a_game_is_reported_at_its_ply(tmp_path):
+    """Issue 15 item 6: a line whose ply 50 is illegal was reported as ply 2."""
+    _, plies = next(random_game_groups(seed=11, max_plies=60))
+    moves = []
+    for _, board, move in plies:
+        moves.append(cshogi.move_to_usi(move))
+        if len(moves) == 50:
+            moves[-1] = next(
+                m for m in ("5e5d", "P*5e", "1a1b", "9i9h") if board.move_from_usi(m) not in board.legal_moves
+            )
+    assert len(moves) == 60
+    (tmp_path / "g.usi").write_text("startpos moves " + " ".join(moves) + "\n")
+    (error,) = list(records.read_games(str(tmp_path / "g.usi")))
+    assert error.message == f"illegal move {moves[49]!r} at ply 50"
+
+
+def test_csa_cut_mid_line_names_the_cut_line(tmp_path):
+    """Issue 15 item 6: a truncated CSA file reported line 1 and a C++ 'basic_string::substr' message."""
+    _, plies = next(random_game_groups(seed=12, max_plies=40))
+    exporter = cshogi.CSA.Exporter(str(tmp_path / "full.csa"))
+    exporter.info(cshogi.STARTING_SFEN, ["a", "b"])
+    for _, _, move in plies:
+        exporter.move(move)
+    exporter.endgame("%TORYO")
+    exporter.close()
+    lines = (tmp_path / "full.csa").read_text().split("\n")
+    cut_at = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line) > 1][20]
+    for keep in range(2, len(lines[cut_at])):
+        (tmp_path / "cut.csa").write_text("\n".join(lines[:cut_at] + [lines[cut_at][:keep]]))
+        (error,) = list(records.read_games(str(tmp_path / "cut.csa")))
+        assert isinstance(error, records.RecordError) and error.line == cut_at + 1, error
+        assert "cut short" in error.message and "basic_string" not in error.message
+
+
+BOARD_ROWS = [
+    "P1-KY-KE-GI-KI-OU-KI-GI-KE-KY",
+    "P2 * -HI *  *  *  *  * -KA * ",
+    "P3-FU-FU-FU-FU-FU-FU-FU-FU-FU",
+    *[f"P{rank} *  *  *  *  *  *  *  *  * " for rank in (4, 5, 6)],
+    "P7+FU+FU+FU+FU+FU+FU+FU+FU+FU",
+    "P8 * +KA *  *  *  *  * +HI * ",
+    "P9+KY+KE+GI+KI+OU+KI+GI+KE+KY",
+]
+
+
+@pytest.mark.parametrize(
+    "position, line, message",
+    [
+        (BOARD_ROWS[:3] + BOARD_ROWS[4:], 6, "board row out of order (P4 expected)"),  # cshogi: SIGSEGV
+        (BOARD_ROWS[:8], 10, "board rows end at P8"),
+        (["P+00KI"], 3, "pieces placed before the board is set"),  # cshogi: SIGSEGV
+        (["P+56KY", "P-00AL"], 3, "pieces placed before the board is set"),  # cshogi: SIGSEGV
+        ([], 3, "'+' before the start position is set"),  # cshogi: SIGSEGV
+        (["+", "PI"], 3, "'+' before the start position is set"),  # cshogi: SIGSEGV
+        (["PI", "+", "+7776FU", "PI"], 6, "a CSA position line after the moves"),
+        (["P1"], 3, "malformed CSA position line: 'P1'"),  # cshogi: line 1, basic_string::substr
+        ([BOARD_ROWS[0] + "P2 * "], 3, "malformed CSA position line"),  # two rows run together
+    ],
+)
+def test_csa_position_lines_that_crash_cshogi_are_errors_at_their_line(tmp_path, position, line, message):
+    """Found by tests/test_fuzz_inputs.py: cshogi's CSA parser segfaults on these."""
+    (tmp_path / "p.csa").write_text("\n".join(["N+a", "N-b", *position, "+", "+7776FU", "%TORYO", ""]))
+    (error,) = list(records.read_games(str(tmp_path / "p.csa")))
+    assert isinstance(error, records.RecordError) and error.line == line and message in error.message, error
+
+
+def test_csa_board_rows_and_removals_from_the_initial_position_still_read(tmp_path):
+    for position, sfen in (
+        (BOARD_ROWS, cshogi.STARTING_SFEN),
+        (["PI82HI22KA"], "lnsgkgsnl/9/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1"),
+    ):
+        (tmp_path / "p.csa").write_text("\n".join(["N+a", "N-b", *position, "+", "+7776FU", "%TORYO", ""]))
+        (game,) = games_only(list(records.read_games(str(tmp_path / "p.csa"))))
+        assert game.sfen == sfen and len(game.moves) == 1
+
+
+def test_kif_board_diagram_start_is_refused_not_read_from_the_initial_position(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: cshogi's KIF parser skips a board diagram (BOD), so the moves were
+    replayed from the initial position: garbage when they happen to be legal there."""
+    board = cshogi.Board("lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B1G3R1/LNS1KGSNL b - 1")
+    exporter = cshogi.KIF.Exporter(str(tmp_path / "bod.kifu"))
+    exporter.header(["a", "b"], handicap=board)
+    exporter.move(board.move_from_usi("7g7f"))  # legal from the initial position too
+    exporter.end("resign")
+    exporter.close()
+    (error,) = list(records.read_games(str(tmp_path / "bod.kifu")))
+    assert isinstance(error, records.RecordError) and "board diagram (BOD)" in error.message
+    assert (
+        (tmp_path / "bod.kifu")
+        .read_text(encoding="utf-8")
+        .split("\n")[error.line - 1]
+        .startswith("後手の持駒")
+    )

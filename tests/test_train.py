@@ -77,6 +77,28 @@ def test_loss_goes_down_on_random_games(random_shards, tmp_path):
     assert list((tmp_path / "run" / "logs" / "train").iterdir()), "TensorBoard logs"
 
 
+@pytest.mark.parametrize(
+    "corrupt_bytes, problem",
+    [
+        (slice(0, 95), "a board byte is not a piece code"),  # the 0xFF shards of issue 15
+        (slice(95, 97), "move label >= 2187"),  # once an unreadable 'segment_ids ... out of range'
+    ],
+)
+def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, corrupt_bytes, problem):
+    directory = write_shards(
+        tmp_path / "shards",
+        {"train": random_game_records(6, 40, seed=13), "test": random_game_records(2, 40, seed=14)},
+    )
+    (shard,) = shards.shard_paths(str(directory), "train")
+    records = np.fromfile(shard, np.uint8).reshape(-1, encoding.RECORD_BYTES)
+    records[7, corrupt_bytes] = 0xFF
+    records.tofile(shard)
+    common = {"data_dir": directory, "steps": 3, "steps_per_epoch": 3, "eval_steps": 0, "batch_size": 16}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard}: record 7: {problem}"):
+        train.train(parse_flags(model_dir=tmp_path / "fail", **common))
+    assert train.train(parse_flags(model_dir=tmp_path / "skip", bad_records="skip", **common))["step"] == 3
+
+
 def floodgate_records(path, num_games):
     """Records of the first games of games.usi ('startpos moves ...<TAB>black_win|white_win<TAB>...')."""
     fields = {name: [] for name in ("boards", "hands", "turns", "labels", "results", "game_ids")}
