@@ -1,7 +1,7 @@
 """One training experiment end to end: convert (cached per data mix) -> train -> export -> evaluate -> a TSV row.
 
-  python scripts/experiment.py --name=baseline --data=data/engine_games.usi.gz --runs_dir=/work/runs11 \\
-      --results=/work/notes/experiments.tsv -- --preset=cpu --batch_size=256 --steps=1400 ...
+  python scripts/experiment.py --name=baseline --data=data/engine_games.usi.gz --runs_dir=runs/experiments \\
+      -- --preset=cpu --batch_size=256 --steps=1400 ...
 
 Everything after '--' goes to shogi-policy-train unchanged (besides --data_dir and --model_dir, which this
 script sets). The shards of a data mix (the --data files and --convert_flags) are converted once into
@@ -41,8 +41,12 @@ def parse_args(argv):
     parser.add_argument("--name", required=True, help="Experiment name (its directory under --runs_dir).")
     parser.add_argument("--data", required=True, help="Comma list of record files (the data mix).")
     parser.add_argument("--convert_flags", default="--seed=1", help="Extra shogi-policy-convert flags.")
-    parser.add_argument("--runs_dir", default="/work/runs11", help="Where shards and runs go.")
-    parser.add_argument("--results", default="/work/notes/experiments.tsv", help="TSV to append a row to.")
+    parser.add_argument(
+        "--runs_dir", default=str(ROOT / "runs" / "experiments"), help="Where shards and runs go."
+    )
+    parser.add_argument(
+        "--results", default=None, help="TSV to append a row to (default RUNS_DIR/results.tsv)."
+    )
     parser.add_argument("--tsv", default=str(DEFAULT_TSV), help="'split<TAB>sfen<TAB>usi_move' positions.")
     parser.add_argument("--split", default="val", help="Rows of --tsv to evaluate on.")
     parser.add_argument("--test_limit", type=int, default=10000, help="Test-split positions to evaluate.")
@@ -153,7 +157,7 @@ def main(argv=None):
         "test_top5": round(test["top5"], 4),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    append_row(args.results, row)
+    append_row(args.results or runs / "results.tsv", row)
     print(json.dumps(row), flush=True)
 
 

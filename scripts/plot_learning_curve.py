@@ -13,12 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+# shogi_policy.model_dir.HISTORY_JSONL, spelled out so that plotting needs no TensorFlow.
+HISTORY_JSONL = "history.jsonl"
 METRICS = {"tsv": ("tsv_top1", "tsv_top5"), "val": ("val_accuracy", "val_top5_accuracy")}
 
 
 def read_history(model_dir):
     """Rows of model_dir/history.jsonl sorted by step, one per step (the last written wins)."""
-    path = Path(model_dir) / "history.jsonl"
+    path = Path(model_dir) / HISTORY_JSONL
     rows = {}
     for line in path.read_text().splitlines():
         if line.strip():

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from shogi_policy import model_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,7 +20,7 @@ def _load(name):
 
 def _history(directory, rows):
     directory.mkdir(parents=True)
-    (directory / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (directory / model_dir.HISTORY_JSONL).write_text("".join(json.dumps(row) + "\n" for row in rows))
     return directory
 
 
@@ -50,5 +52,9 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_experiment_training_rate_skips_the_first_epoch(tmp_path):
     experiment = _load("experiment")
-    assert experiment.training_rate(_history(tmp_path / "run", ROWS) / "history.jsonl") == 520.0
+    assert experiment.training_rate(_history(tmp_path / "run", ROWS) / model_dir.HISTORY_JSONL) == 520.0
     assert experiment.mix_key("a,b", "--seed=1") != experiment.mix_key("a,b", "--seed=2")
+
+
+def test_the_plot_reads_the_file_the_trainer_writes():
+    assert _load("plot_learning_curve").HISTORY_JSONL == model_dir.HISTORY_JSONL
