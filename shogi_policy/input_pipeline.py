@@ -170,6 +170,8 @@ def make_dataset(
     shuffle_chunks=DEFAULT_SHUFFLE_CHUNKS,
     cycle_length=DEFAULT_CYCLE_LENGTH,
     bad_records="fail",
+    host_index=0,
+    num_hosts=1,
 ):
     """Batches of validated records and targets from a shard directory.
 
@@ -189,6 +191,8 @@ def make_dataset(
       cycle_length: shards read at the same time.
       bad_records: one of BAD_RECORDS: an invalid record (encoding.record_problems) stops iteration with
         an InvalidArgumentError naming its shard file and index ("fail"), or is dropped and logged ("skip").
+      host_index, num_hosts: read only the shard files host_index::num_hosts (multi-host JAX: each host
+        feeds its own devices, and batch_size is its share of the global batch).
     Returns:
       tf.data.Dataset of (records int32 [batch_size, 100], target int32 [batch_size]) or
       (records, {"policy": int32 [batch_size], "value": float32 [batch_size]}).
@@ -198,6 +202,12 @@ def make_dataset(
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
     paths = shards.shard_paths(data_dir, split)
+    if not 0 <= host_index < num_hosts <= len(paths):
+        raise ValueError(
+            f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "
+            f"{num_hosts} (each host reads its own files: convert with at least {num_hosts} shards a split)"
+        )
+    paths = paths[host_index::num_hosts]
     lengths = shards.shard_lengths(paths)
     if sum(lengths) < batch_size:
         raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")

@@ -71,6 +71,21 @@ def test_every_record_once_per_epoch_without_shuffle(shard_dir):
     np.testing.assert_array_equal(out[np.argsort(game_ids(out))], records)
 
 
+def test_hosts_read_disjoint_shard_files_covering_the_split(shard_dir):
+    """Multi-host JAX: host h of n reads the files h::n, each record of the split on exactly one host."""
+    directory, records = shard_dir
+    seen = [
+        np.concatenate([b for b, _ in one_epoch(directory, 4, shuffle=False, host_index=host, num_hosts=2)])
+        for host in range(2)
+    ]
+    assert [len(host) for host in seen] == [100 + 64, 37 + 3]  # files 0, 2 and 1, 3
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([game_ids(host) for host in seen])), np.arange(len(records))
+    )
+    with pytest.raises(ValueError, match="4 shard files, too few for host 0 of 5"):
+        input_pipeline.make_dataset(str(directory), "train", 3, host_index=0, num_hosts=5)
+
+
 def test_shuffled_epochs_are_distinct_permutations_and_seeded(shard_dir):
     directory, records = shard_dir
     epochs = [

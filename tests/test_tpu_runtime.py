@@ -95,22 +95,53 @@ def test_console_scripts_are_the_launchers():
 
 
 @pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
-def test_serving_commands_keep_off_the_tpu(command, monkeypatch):
+def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
     monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # left in the environment for a JAX trainer
     seen = []
-    monkeypatch.setattr(cli, "_run_app", lambda name: seen.append((name, os.environ.get("TPU_LOAD_LIBRARY"))))
+    monkeypatch.setattr(
+        cli,
+        "_run_app",
+        lambda name: seen.append((name, os.environ.get("TPU_LOAD_LIBRARY"), os.environ["KERAS_BACKEND"])),
+    )
     cli.COMMANDS[command]()
-    assert seen == [(command, "0")]
+    assert seen == [(command, "0", "tensorflow")]
+
+
+@pytest.mark.parametrize(
+    "argv, environment, expected",
+    [
+        (["--backend=jax"], None, "jax"),
+        (["--backend=tensorflow"], "jax", "tensorflow"),
+        ([], "jax", "jax"),
+        ([], None, None),
+    ],
+)
+def test_train_command_sets_the_keras_backend(argv, environment, expected, monkeypatch):
+    monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    if environment:
+        monkeypatch.setenv("KERAS_BACKEND", environment)
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-train", "--strategy=default", *argv])
+    seen = []
+    monkeypatch.setattr(
+        cli,
+        "_run_app",
+        lambda name: seen.append((os.environ.get("KERAS_BACKEND"), os.environ.get("TPU_LOAD_LIBRARY"))),
+    )
+    cli.train()
+    assert seen == [(expected, "0")]
 
 
 def test_trainer_target_reads_flags_and_flagfiles(tmp_path):
-    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local")
-    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local")
+    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local", None)
+    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local", None)
     flagfile = tmp_path / "run.flags"
-    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n")
+    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n--backend=jax\n")
     assert cli.trainer_target([f"--flagfile={flagfile}", "--preset=tpu"]) == (
         "default",
         "grpc://10.0.0.2:8470",
+        "jax",
     )
 
 
