@@ -142,7 +142,20 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     assert metrics["eval_top5_accuracy"] > 5 / encoding.NUM_MOVE_LABELS
 
 
-@pytest.mark.parametrize("extra", [{}, {"mirror": True}], ids=["plain", "mirror"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"mirror": True},
+        pytest.param(
+            {"strategy": "mirrored", "optimizer": "adamw"},
+            marks=pytest.mark.skipif(
+                keras.backend.backend() != "jax", reason="JAX DataParallel (.ci/jax_lane)"
+            ),
+        ),
+    ],
+    ids=["plain", "mirror", "jax_data_parallel"],
+)
 def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_path, extra):
     common = {"data_dir": random_shards, "steps": 12, "steps_per_epoch": 5, "checkpoint_every": 4, "seed": 3}
     common.update(extra)
