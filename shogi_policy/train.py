@@ -426,15 +426,17 @@ def train(options, callbacks=()):
       app.UsageError for bad flags; TrainingDiverged when the loss or weights stop being finite.
     """
     _check_options(options)
+    if options.seed is not None:
+        keras.utils.set_random_seed(options.seed)
     if options.jax_distributed:
-        keras.distribution.initialize()  # before anything touches JAX; every host runs this command
+        # Before anything touches JAX; every host runs this command. After the seed: initialize() would
+        # otherwise seed every host with one random seed of its own making.
+        keras.distribution.initialize()
     task = TASKS[options.dataset](options)
     problem = task.check_options()
     if problem:
         raise app.UsageError(problem)
     config = network_config(options)
-    if options.seed is not None:
-        keras.utils.set_random_seed(options.seed)
     try:
         strategy = make_strategy(options.strategy, options.tpu)
     except ValueError as error:  # JAX: a remote --tpu, or --strategy=default on several hosts
