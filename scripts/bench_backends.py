@@ -13,6 +13,7 @@ The machine is shared, so only ratios within a round mean much: the summary give
 rounds and the median of the per-round ratios.
 
     python scripts/bench_backends.py --rounds=3 --compare_with=../main
+    python scripts/benchmarks.py --only=backends     # this checkout's rows only (run())
 """
 
 import argparse
@@ -40,24 +41,15 @@ def _worker(spec):
     print(json.dumps({"positions_per_second": rate}))
 
 
-def _measure(variant, args):
-    """positions/s of one variant (name, kind, backend, checkout) in a child process."""
+def _measure(variant, shape):
+    """positions/s of one variant (name, kind, backend, checkout) in a child process; shape: blocks, filters, batch, steps."""
     _, kind, backend, checkout = variant
-    spec = {
-        "kind": kind,
-        "blocks": args.blocks,
-        "filters": args.filters,
-        "batch": args.batch,
-        "steps": args.steps,
-    }
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": str(checkout),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(checkout), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True
+        [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **shape})],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if result.returncode:
         raise RuntimeError(f"{variant[0]} failed:\n{result.stderr[-3000:]}")
@@ -74,8 +66,38 @@ def _variants(compare_with):
     return variants
 
 
+def measure_rounds(rounds, shape, compare_with=None, log=lambda line: None):
+    """{variant name: [positions/s per round]}, the variants interleaved in each round."""
+    variants = _variants(compare_with)
+    rates = {name: [] for name, *_ in variants}
+    for round_index in range(rounds):
+        for variant in variants:
+            rates[variant[0]].append(_measure(variant, shape))
+            log(f"round {round_index + 1} {variant[0]:60s} {rates[variant[0]][-1]:10.1f} positions/s")
+    return rates
+
+
 def _ratio(rates, numerator, denominator):
     return statistics.median(a / b for a, b in zip(rates[numerator], rates[denominator], strict=True))
+
+
+def run(quick=False):
+    """Rows {"benchmark", "value", "unit", "note"} for scripts/benchmarks.py (this checkout only)."""
+    shape = {"blocks": 3, "filters": 64, "batch": 64 if quick else 256, "steps": 5 if quick else 20}
+    rates = measure_rounds(1 if quick else 3, shape)
+    rows = [
+        {
+            "benchmark": f"{name} batch {shape['batch']}",
+            "value": statistics.median(values),
+            "unit": "positions/s",
+            "note": "cpu preset 3x64" if name.startswith("train") else "DlshogiFeatures forward",
+        }
+        for name, values in rates.items()
+    ]
+    jax_ratio = _ratio(rates, "train jax", "train tensorflow")
+    return rows + [
+        {"benchmark": "train jax / tensorflow", "value": jax_ratio, "unit": "ratio", "note": "same batch"}
+    ]
 
 
 def main():
@@ -87,16 +109,10 @@ def main():
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--compare_with", type=Path, help="another checkout whose TensorFlow path to compare")
     args = parser.parse_args()
-    variants = _variants(args.compare_with and args.compare_with.resolve())
-    rates = {name: [] for name, *_ in variants}
+    compare_with = args.compare_with and args.compare_with.resolve()
+    shape = {"blocks": args.blocks, "filters": args.filters, "batch": args.batch, "steps": args.steps}
     print(f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores", flush=True)
-    for round_index in range(args.rounds):
-        for variant in variants:
-            rates[variant[0]].append(_measure(variant, args))
-            print(
-                f"round {round_index + 1} {variant[0]:60s} {rates[variant[0]][-1]:10.1f} positions/s",
-                flush=True,
-            )
+    rates = measure_rounds(args.rounds, shape, compare_with, log=lambda line: print(line, flush=True))
     print(
         f"\n{args.blocks}x{args.filters}, batch {args.batch}, median of {args.rounds} rounds (load now "
         f"{os.getloadavg()[0]:.1f}):"
@@ -105,7 +121,7 @@ def main():
         print(f"  {name:60s} {statistics.median(values):10.1f} positions/s")
     names = list(rates)
     print(f"  jax / tensorflow training: {_ratio(rates, 'train jax', 'train tensorflow'):.2f}")
-    if args.compare_with:
+    if compare_with:
         print(f"  this / compared checkout, training: {_ratio(rates, 'train tensorflow', names[2]):.2f}")
         print(f"  this / compared checkout, features: {_ratio(rates, 'features tensorflow', names[-1]):.2f}")
 

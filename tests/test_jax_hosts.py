@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX mu
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = 2
-STEPS = 120
-CHECKPOINT_EVERY = 10
+STEPS = 40
+CHECKPOINT_EVERY = 5
 
 
 def _free_port():
@@ -65,7 +65,7 @@ def _start_hosts(data, run, log_dir):
             "--filters=16",
             "--batch_size=64",  # 32 per host, 16 per device
             f"--steps={STEPS}",
-            "--steps_per_epoch=40",
+            "--steps_per_epoch=20",
             f"--checkpoint_every={CHECKPOINT_EVERY}",
             "--eval_steps=1",
             "--seed=9",

@@ -17,6 +17,11 @@ from conftest import parse_flags, random_game_plies, random_game_records
 from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
 
 UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
+# Tests of what the Keras backend does not touch (tf.data, flag parsing): the default suite runs them, and
+# .ci/jax_lane skips them to stay short.
+backend_independent = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="backend-independent: run in the default suite"
+)
 
 
 def write_shards(directory, splits):
@@ -84,6 +89,7 @@ def test_loss_goes_down_on_random_games(random_shards, tmp_path):
         (slice(95, 97), "move label >= 2187"),  # once an unreadable 'segment_ids ... out of range'
     ],
 )
+@backend_independent
 def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, corrupt_bytes, problem):
     directory = write_shards(
         tmp_path / "shards",
@@ -122,6 +128,7 @@ def floodgate_records(path, num_games):
     return encoding.pack_records(*fields.values())
 
 
+@backend_independent
 def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     positions = floodgate_records(shared_data / "floodgate_games" / "games.usi", num_games=60)
     held_out = encoding.unpack_records(positions)["game_id"] % 10 == 0
@@ -146,7 +153,7 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     "extra",
     [
         {},
-        {"mirror": True},
+        pytest.param({"mirror": True}, marks=backend_independent),
         pytest.param(
             {"strategy": "mirrored", "optimizer": "adamw"},
             marks=pytest.mark.skipif(
@@ -335,6 +342,7 @@ def test_numeric_flags_are_checked_before_anything_runs(tmp_path, flag, value):
     assert not (tmp_path / "run").exists()
 
 
+@backend_independent
 def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
     result = subprocess.run(
         [
