@@ -176,18 +176,13 @@ _HAND_COLUMN = np.concatenate(
     [np.repeat(np.arange(7), HAND_MAX), 7 + np.repeat(np.arange(7), HAND_MAX)]
 ).astype(np.int32)
 _HAND_THRESHOLD = np.concatenate([np.arange(n) for n in HAND_MAX] * 2).astype(np.int32)
-
-
 _RANK_INDEX = np.arange(_RANKS, dtype=np.int32)[:, None]  # [9, 1]
 _WORD_INDEX = np.arange(_NUM_WORDS, dtype=np.int32)[:, None, None, None]
 _FILES_ZEROS = np.zeros((1, 9, 1), np.int32)
 _CHECK_PLANE = (np.arange(NUM_FEATURES) == _CHECK_CHANNEL)[None, None, :]  # [1, 1, 119]
 
-_and, _or, _xor = (
-    ops.bitwise_and,
-    ops.bitwise_or,
-    ops.bitwise_xor,
-)  # never & | ^ (logical on symbolic tensors)
+# Never & | ^: on symbolic tensors they are logical ops.
+_and, _or, _xor = ops.bitwise_and, ops.bitwise_or, ops.bitwise_xor
 _shl, _shr = ops.left_shift, ops.right_shift
 
 
@@ -199,14 +194,13 @@ def _unpacked_position(records):
     Returns:
       board int32 [B, 81], hands int32 [B, 14], turn int32 [B].
     """
-    records = ops.cast(records, "int32")  # uint8 shifts would wrap
-    meta = records[
-        :, encoding.META_OFFSET + 1
-    ]  # the side to move is bit 14 of the uint16: bit 6 of its high byte
+    records = ops.cast(records, "int32")  # the bit arithmetic below is on int32 words
+    # The side to move is bit 14 of the little-endian uint16 at META_OFFSET: bit 6 of its high byte.
+    high_meta = records[:, encoding.META_OFFSET + 1]
     return (
         records[:, encoding.BOARD_OFFSET : encoding.HAND_OFFSET],
         records[:, encoding.HAND_OFFSET : encoding.META_OFFSET],
-        _and(_shr(meta, 6), 1),
+        _and(_shr(high_meta, 14 - 8), 1),
     )
 
 
