@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import tensorflow as tf
@@ -96,7 +97,8 @@ def test_console_scripts_are_the_launchers():
 
 @pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
 def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
-    monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
+    monkeypatch.setenv("TPU_LOAD_LIBRARY", "")  # restored after the test, whatever the launcher sets
+    monkeypatch.delenv("TPU_LOAD_LIBRARY")
     monkeypatch.setenv("KERAS_BACKEND", "jax")  # left in the environment for a JAX trainer
     seen = []
     monkeypatch.setattr(
@@ -118,10 +120,6 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
     ],
 )
 def test_train_command_sets_the_keras_backend(argv, environment, expected, monkeypatch):
-    monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    if environment:
-        monkeypatch.setenv("KERAS_BACKEND", environment)
     monkeypatch.setattr(sys, "argv", ["shogi-policy-train", "--strategy=default", *argv])
     seen = []
     monkeypatch.setattr(
@@ -129,7 +127,12 @@ def test_train_command_sets_the_keras_backend(argv, environment, expected, monke
         "_run_app",
         lambda name: seen.append((os.environ.get("KERAS_BACKEND"), os.environ.get("TPU_LOAD_LIBRARY"))),
     )
-    cli.train()
+    with mock.patch.dict(os.environ):  # the launcher sets variables directly: none may leak into later tests
+        for name in ("TPU_LOAD_LIBRARY", "KERAS_BACKEND"):
+            os.environ.pop(name, None)
+        if environment:
+            os.environ["KERAS_BACKEND"] = environment
+        cli.train()
     assert seen == [(expected, "0")]
 
 
@@ -164,6 +167,7 @@ def test_trainer_with_tpu_strategy_and_no_tpu_stops_before_tensorflow(tmp_path):
 
 
 def test_preflight(monkeypatch, capsys):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default"])
     cli.preflight()
     out = capsys.readouterr().out
