@@ -20,7 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 SCRIPTS = Path(__file__).resolve().parent
-BENCH_ORDER = ("convert", "pipeline", "features", "train", "sampling")
+BENCH_ORDER = ("convert", "pipeline", "features", "train", "backends", "sampling")
 
 QUICK = flags.DEFINE_bool("quick", False, "Short runs (smoke test).")
 ONLY = flags.DEFINE_list("only", [], f"Subset of {', '.join(BENCH_ORDER)}.")

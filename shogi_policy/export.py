@@ -84,7 +84,15 @@ def export_model(model, export_dir, network_config=None, source=None):
       The metadata dict that was written.
     Raises:
       ValueError, before anything is written, if a weight holds NaN or inf (a diverged training run).
+      RuntimeError under a Keras backend other than TensorFlow.
     """
+    if keras.backend.backend() != "tensorflow":
+        # Under JAX, ExportArchive goes through jax2tf and our tf.function signatures call a JAX model on TF
+        # tensors (TracerArrayConversionError). A JAX run's model.keras and checkpoints load under TensorFlow.
+        raise RuntimeError(
+            f"export needs the TensorFlow Keras backend, not {keras.backend.backend()!r}: run "
+            "shogi-policy-export (it sets KERAS_BACKEND=tensorflow) or start Python with KERAS_BACKEND=tensorflow"
+        )
     network.check_finite_weights(model)
     for layer in model.layers:
         if isinstance(layer, features.DlshogiFeatures):

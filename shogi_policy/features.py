@@ -1,7 +1,8 @@
 """dlshogi input planes computed in-graph from compact records (the model's first layer).
 
-Reproduces cshogi.dlshogi.make_input_features (default, without nyugyoku features) with pure
-TF ops, no Python loop over the batch, XLA-compilable. Channel order (119):
+Reproduces cshogi.dlshogi.make_input_features (default, without nyugyoku features) with keras.ops
+only, so one implementation runs under the TensorFlow and the JAX Keras backends; no Python loop over
+the batch, XLA-compilable. Channel order (119):
 
   for c in (side to move, opponent):                          features1, 2 x 31 = 62
     14 piece planes, 14 attack planes (piece type order P L N S B R G K +P +L +N +S +B +R),
@@ -23,17 +24,24 @@ knight jumps) at most one piece attacks a square from that direction, so the per
 each colour feed 3-bit saturating counters: the 'attacked by >= 1, 2, 3' planes. Every plane ends
 as a rank mask per (position, file) and one elementwise op spreads the masks into float planes.
 
-With nested_xla the layer runs as two XLA computations of its own, even in a model that is not
-compiled: one computes the masks [B, 9, 119] (small), one writes the float planes (large). A
-boundary between them matters: fused, XLA recomputes mask arithmetic for each of the 9 ranks of
-the output (2-3x slower on CPU). The trainer asks for it on CPU and GPU; under TPUStrategy the
-whole step is one XLA program anyway, and exported SavedModels use plain ops, because a host
-without XLA (the tensorflow-tpu wheel's) cannot run an XLA-must-compile function.
+With nested_xla (TensorFlow backend only) the layer runs as two XLA computations of its own, even in
+a model that is not compiled: one computes the masks [B, 9, 119] (small), one writes the float planes
+(large). A boundary between them matters: fused, XLA recomputes mask arithmetic for each of the 9
+ranks of the output (3.5-4x slower on CPU). The trainer asks for it on CPU and GPU; under TPUStrategy
+the whole step is one XLA program anyway, and exported SavedModels use plain ops, because a host
+without XLA (the tensorflow-tpu wheel's) cannot run an XLA-must-compile function. Under JAX Keras
+jits the whole train step and the flag is ignored (an optimization barrier between the halves does
+not help there).
+
+keras.ops pitfalls this code steers around: symbolic tensors' & | ^ are logical ops, so every bit
+operation is ops.bitwise_*; a numpy int64 table promotes the result to int64 under TF but is
+truncated to int32 under JAX, so every table is int32; no shift reaches 32 bits (its result differs
+between backends; the lanes use 27 bits).
 """
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from shogi_policy import encoding
 
@@ -168,6 +176,32 @@ _HAND_COLUMN = np.concatenate(
     [np.repeat(np.arange(7), HAND_MAX), 7 + np.repeat(np.arange(7), HAND_MAX)]
 ).astype(np.int32)
 _HAND_THRESHOLD = np.concatenate([np.arange(n) for n in HAND_MAX] * 2).astype(np.int32)
+_RANK_INDEX = np.arange(_RANKS, dtype=np.int32)[:, None]  # [9, 1]
+_WORD_INDEX = np.arange(_NUM_WORDS, dtype=np.int32)[:, None, None, None]
+_FILES_ZEROS = np.zeros((1, 9, 1), np.int32)
+_CHECK_PLANE = (np.arange(NUM_FEATURES) == _CHECK_CHANNEL)[None, None, :]  # [1, 1, 119]
+
+# Never & | ^: on symbolic tensors they are logical ops.
+_and, _or, _xor = ops.bitwise_and, ops.bitwise_or, ops.bitwise_xor
+_shl, _shr = ops.left_shift, ops.right_shift
+
+
+def _unpacked_position(records):
+    """Board, hands and side to move of records, in keras.ops (encoding.unpack_records_tf is tf.data's twin).
+
+    Args:
+      records: uint8 or int32 [B, 100].
+    Returns:
+      board int32 [B, 81], hands int32 [B, 14], turn int32 [B].
+    """
+    records = ops.cast(records, "int32")  # the bit arithmetic below is on int32 words
+    # The side to move is bit 14 of the little-endian uint16 at META_OFFSET: bit 6 of its high byte.
+    high_meta = records[:, encoding.META_OFFSET + 1]
+    return (
+        records[:, encoding.BOARD_OFFSET : encoding.HAND_OFFSET],
+        records[:, encoding.HAND_OFFSET : encoding.META_OFFSET],
+        _and(_shr(high_meta, 14 - 8), 1),
+    )
 
 
 def _oriented_position(records):
@@ -179,13 +213,12 @@ def _oriented_position(records):
       codes int32 [B, 81] (rotated and colour-swapped for White: side to move's pieces are 1..14),
       own hand, opponent hand int32 [B, 7].
     """
-    fields = encoding.unpack_records_tf(records)
-    white = fields["turn"][:, None] == encoding.WHITE
-    board = tf.where(white, tf.reverse(fields["board"], axis=[1]), fields["board"])
-    codes = tf.where(white & (board > 0), board ^ _WHITE_FLAG, board)
-    hands = fields["hands"]
-    own = tf.where(white, hands[:, 7:], hands[:, :7])
-    opponent = tf.where(white, hands[:, :7], hands[:, 7:])
+    board, hands, turn = _unpacked_position(records)
+    white = ops.expand_dims(ops.equal(turn, encoding.WHITE), 1)
+    board = ops.where(white, ops.flip(board, axis=1), board)
+    codes = ops.where(ops.logical_and(white, board > 0), _xor(board, _WHITE_FLAG), board)
+    own = ops.where(white, hands[:, 7:], hands[:, :7])
+    opponent = ops.where(white, hands[:, :7], hands[:, 7:])
     return codes, own, opponent
 
 
@@ -198,13 +231,13 @@ def _shift(words, move):
     kept = _FULL >> d_rank if d_rank > 0 else (_FULL >> -d_rank) << -d_rank
     kept = sum(kept << (_RANKS * lane) for lane in range(_LANES))
     if d_rank > 0:
-        words = tf.bitwise.left_shift(words & kept, d_rank)
+        words = _shl(_and(words, kept), d_rank)
     elif d_rank < 0:
-        words = tf.bitwise.right_shift(words & kept, -d_rank)
+        words = _shr(_and(words, kept), -d_rank)
     if d_file > 0:
-        words = tf.pad(words[:, : _RANKS - d_file], [[0, 0], [d_file, 0], [0, 0]])
+        words = ops.pad(words[:, : _RANKS - d_file], [[0, 0], [d_file, 0], [0, 0]])
     elif d_file < 0:
-        words = tf.pad(words[:, -d_file:], [[0, 0], [0, -d_file], [0, 0]])
+        words = ops.pad(words[:, -d_file:], [[0, 0], [0, -d_file], [0, 0]])
     return words
 
 
@@ -212,25 +245,25 @@ def _fill(words, empty, move):
     """Kogge-Stone occluded fill: squares reachable from the pieces along move through empty squares (<= 7)."""
     for distance in (1, 2, 4):
         step = (distance * move[0], distance * move[1])
-        words |= empty & _shift(words, step)
+        words = _or(words, _and(empty, _shift(words, step)))
         if distance < 4:
-            empty &= _shift(empty, step)
+            empty = _and(empty, _shift(empty, step))
     return words
 
 
 def _fold_lanes(words):
     """int32 [..., 9, B]: OR of the 3 lanes of each word."""
-    return (words | tf.bitwise.right_shift(words, _RANKS) | tf.bitwise.right_shift(words, 2 * _RANKS)) & _FULL
+    return _and(_or(_or(words, _shr(words, _RANKS)), _shr(words, 2 * _RANKS)), _FULL)
 
 
 def _piece_words(board):
     """Piece bitboards int32 [10, 9, B] of oriented codes board int32 [9 files, 9 ranks, B]."""
-    word = tf.gather(_CODE_WORD, board)
-    bit = tf.bitwise.left_shift(
-        1, tf.gather(_CODE_OFFSET, board) + np.arange(_RANKS, dtype=np.int32)[:, None]
-    )
-    in_word = word[None] == np.arange(_NUM_WORDS, dtype=np.int32)[:, None, None, None]
-    return tf.reduce_sum(tf.where(in_word, bit, 0), axis=2)  # one piece per square: the sum is an OR
+    word = ops.take(_CODE_WORD, board, axis=0)
+    bit = _shl(np.int32(1), ops.take(_CODE_OFFSET, board, axis=0) + _RANK_INDEX)
+    in_word = ops.equal(ops.expand_dims(word, 0), _WORD_INDEX)
+    return ops.sum(
+        ops.where(in_word, ops.expand_dims(bit, 0), 0), axis=2
+    )  # one piece per square: a sum is an OR
 
 
 def _attack_words(pieces, empty):
@@ -246,82 +279,94 @@ def _attack_words(pieces, empty):
     counters = [[], []]
     for m, move in enumerate(_MOVES):
         movers, sliders = _lane_masks(_STEP_CLASSES[m] | _SLIDE_CLASSES[m]), _lane_masks(_SLIDE_CLASSES[m])
-        filled = np.flatnonzero(sliders)  # only words with sliders along the move pay for the fill
-        stepped = np.flatnonzero((movers != 0) & (sliders == 0))
+        # Only words with sliders along the move pay for the fill. int32 indices: see the module docstring.
+        filled = np.flatnonzero(sliders).astype(np.int32)
+        stepped = np.flatnonzero((movers != 0) & (sliders == 0)).astype(np.int32)
         parts = []
         if len(filled):
-            start = tf.gather(pieces, filled) & movers[filled][:, None, None]
-            parts.append(_fill(start, empty & sliders[filled][:, None, None], move))
+            start = _and(ops.take(pieces, filled, axis=0), movers[filled][:, None, None])
+            parts.append(_fill(start, _and(empty, sliders[filled][:, None, None]), move))
         if len(stepped):
-            parts.append(tf.gather(pieces, stepped) & movers[stepped][:, None, None])
-        moved = _shift(tf.concat(parts, axis=0), move)
+            parts.append(_and(ops.take(pieces, stepped, axis=0), movers[stepped][:, None, None]))
+        moved = _shift(ops.concatenate(parts, axis=0), move)
         unions = [None, None]  # per colour: squares attacked along this move; at most one attacker each
         for row, word in enumerate(np.concatenate([filled, stepped])):
-            attacks[word] = moved[row] if attacks[word] is None else attacks[word] | moved[row]
+            attacks[word] = moved[row] if attacks[word] is None else _or(attacks[word], moved[row])
             colour = int(word >= _OWN_WORDS)
-            unions[colour] = moved[row] if unions[colour] is None else unions[colour] | moved[row]
+            unions[colour] = moved[row] if unions[colour] is None else _or(unions[colour], moved[row])
         for colour, union in enumerate(unions):
             if union is None:
                 continue
             union = _fold_lanes(union)
             if not counters[colour]:
-                counters[colour] = [union, tf.zeros_like(union), tf.zeros_like(union)]
+                counters[colour] = [union, ops.zeros_like(union), ops.zeros_like(union)]
             else:
                 at_least_1, at_least_2, at_least_3 = counters[colour]
                 counters[colour] = [
-                    at_least_1 | union,
-                    at_least_2 | (at_least_1 & union),
-                    at_least_3 | (at_least_2 & union),
+                    _or(at_least_1, union),
+                    _or(at_least_2, _and(at_least_1, union)),
+                    _or(at_least_3, _and(at_least_2, union)),
                 ]
-    return tf.stack(attacks), tf.stack(counters[0] + counters[1])
+    return ops.stack(attacks), ops.stack(counters[0] + counters[1])
 
 
-def _plane_masks(records):
+def plane_masks(records):
     """Rank masks of every plane: int32 [B, 9, 119], bit r of [b, f, c] = plane c at (file f, rank r).
 
-    The in-check plane is left empty: _spread_planes derives it from two other planes.
+    The in-check plane is left empty: spread_planes derives it from two other planes.
 
     Args:
       records: uint8 or int32 [B, 100] compact records (shogi_policy.encoding).
     """
     codes, own_hand, opponent_hand = _oriented_position(records)
-    board = tf.transpose(tf.reshape(codes, [-1, 9, _RANKS]), [1, 2, 0])  # [9 files, 9 ranks, B]
+    board = ops.transpose(ops.reshape(codes, (-1, 9, _RANKS)), (1, 2, 0))  # [9 files, 9 ranks, B]
     pieces = _piece_words(board)
-    empty = _FULL ^ tf.reduce_sum(tf.where(board > 0, _RANK_BITS, 0), axis=1)  # [9, B]
-    empty = (empty | tf.bitwise.left_shift(empty, _RANKS) | tf.bitwise.left_shift(empty, 2 * _RANKS))[None]
+    empty = _xor(_FULL, ops.sum(ops.where(board > 0, _RANK_BITS, 0), axis=1))  # [9, B]
+    empty = ops.expand_dims(_or(_or(empty, _shl(empty, _RANKS)), _shl(empty, 2 * _RANKS)), 0)
     attacks, counters = _attack_words(pieces, empty)
-    rows = tf.concat([pieces, attacks, counters], axis=0)  # [26, 9, B]
-    square = tf.bitwise.right_shift(tf.gather(rows, _CHANNEL_WORD), _CHANNEL_OFFSET[:, None, None]) & _FULL
-    hands = tf.transpose(tf.concat([own_hand, opponent_hand], axis=1))  # [14, B]
-    hand = tf.where(tf.gather(hands, _HAND_COLUMN) > _HAND_THRESHOLD[:, None], _FULL, 0)  # [56, B]
-    position = tf.concat([hand, tf.zeros_like(hand[:1])], axis=0)  # [57, B]
-    position = tf.broadcast_to(position[:, None], [FEATURES2_NUM, 9, tf.shape(position)[1]])
-    return tf.transpose(tf.concat([square, position], axis=0), [2, 1, 0])
+    rows = ops.concatenate([pieces, attacks, counters], axis=0)  # [26, 9, B]
+    square = _and(_shr(ops.take(rows, _CHANNEL_WORD, axis=0), _CHANNEL_OFFSET[:, None, None]), _FULL)
+    hands = ops.transpose(ops.concatenate([own_hand, opponent_hand], axis=1))  # [14, B]
+    hand = ops.where(ops.take(hands, _HAND_COLUMN, axis=0) > _HAND_THRESHOLD[:, None], _FULL, 0)  # [56, B]
+    position = ops.concatenate([hand, ops.zeros_like(hand[:1])], axis=0)  # [57, B]
+    position = ops.expand_dims(position, 1) + _FILES_ZEROS  # [57, 9, B]: broadcast, no dynamic shape
+    return ops.transpose(ops.concatenate([square, position], axis=0), (2, 1, 0))
 
 
-def _spread_planes(masks, dtype):
-    """Planes [B, 9, 9, 119] of dtype from _plane_masks [B, 9, 119], with the in-check plane."""
-    in_check = tf.reduce_any(
-        (masks[:, :, _KING_CHANNEL] & masks[:, :, _OPPONENT_ATTACKED_CHANNEL]) != 0, axis=1
+def spread_planes(masks, dtype):
+    """Planes [B, 9, 9, 119] of dtype (a Keras dtype name) from plane_masks [B, 9, 119], with the in-check plane."""
+    in_check = ops.any(
+        ops.not_equal(_and(masks[:, :, _KING_CHANNEL], masks[:, :, _OPPONENT_ATTACKED_CHANNEL]), 0), axis=1
     )
-    check_plane = (np.arange(NUM_FEATURES) == _CHECK_CHANNEL) & in_check[:, None, None]
-    masks |= tf.where(check_plane, _FULL, 0)
-    bits = tf.bitwise.bitwise_and(masks[:, :, None, :], _RANK_BITS)  # [B, 9 files, 9 ranks, 119]
-    return tf.where(bits != 0, tf.constant(1, dtype), tf.constant(0, dtype))
+    check_plane = ops.logical_and(_CHECK_PLANE, in_check[:, None, None])
+    masks = _or(masks, ops.where(check_plane, _FULL, 0))
+    bits = _and(ops.expand_dims(masks, 2), _RANK_BITS)  # [B, 9 files, 9 ranks, 119]
+    return ops.cast(ops.not_equal(bits, 0), dtype)
 
 
-_plane_masks_xla = tf.function(_plane_masks, jit_compile=True)
-_spread_planes_xla = tf.function(_spread_planes, jit_compile=True)
+_NESTED_XLA = {}  # the two halves as tf.function(jit_compile=True), made at first use (TF backend only)
 
 
-def dlshogi_feature_planes(records, dtype=tf.float32, nested_xla=False):
+def _nested_xla(records, dtype):
+    """TF backend: plane_masks and spread_planes as two XLA computations of their own (module docstring)."""
+    if not _NESTED_XLA:
+        import tensorflow as tf  # noqa: PLC0415  (the TF backend has it; the JAX backend never gets here)
+
+        _NESTED_XLA["masks"] = tf.function(plane_masks, jit_compile=True)
+        _NESTED_XLA["spread"] = tf.function(spread_planes, jit_compile=True)
+    return _NESTED_XLA["spread"](_NESTED_XLA["masks"](records), dtype)
+
+
+def dlshogi_feature_planes(records, dtype="float32", nested_xla=False):
     """dlshogi planes [B, 9, 9, 119] (NHWC, H = file, W = rank) of records uint8/int32 [B, 100].
 
-    nested_xla: run as two XLA computations of their own (fastest on CPU and GPU); else plain ops.
+    dtype: a Keras dtype name. nested_xla: under the TF backend, run as two XLA computations of their own
+    (fastest on CPU and GPU); ignored under JAX, whose jit (the train step's) compiles everything.
     """
-    if nested_xla:
-        return _spread_planes_xla(_plane_masks_xla(records), dtype)
-    return _spread_planes(_plane_masks(records), dtype)
+    dtype = keras.backend.standardize_dtype(dtype)
+    if nested_xla and keras.backend.backend() == "tensorflow":
+        return _nested_xla(records, dtype)
+    return spread_planes(plane_masks(records), dtype)
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
@@ -331,9 +376,9 @@ class DlshogiFeatures(keras.layers.Layer):
     NHWC with H = file, W = rank: out[b, f, r, c] == cshogi planes[b, c, f, r].
 
     Args:
-      nested_xla: compute as two XLA computations of their own (dlshogi_feature_planes). A property
-        of the process that runs the layer, not of the model: it is not saved in the config, so a
-        loaded model computes with plain ops unless its loader asks otherwise.
+      nested_xla: compute as two XLA computations of their own (dlshogi_feature_planes; TF backend).
+        A property of the process that runs the layer, not of the model: it is not saved in the
+        config, so a loaded model computes with plain ops unless its loader asks otherwise.
     """
 
     def __init__(self, nested_xla=False, **kwargs):
@@ -341,7 +386,7 @@ class DlshogiFeatures(keras.layers.Layer):
         self.nested_xla = nested_xla
 
     def call(self, records):
-        return dlshogi_feature_planes(records, tf.as_dtype(self.compute_dtype), self.nested_xla)
+        return dlshogi_feature_planes(records, self.compute_dtype, self.nested_xla)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 9, 9, NUM_FEATURES)
@@ -350,6 +395,17 @@ class DlshogiFeatures(keras.layers.Layer):
         config = super().get_config()
         config.pop("nested_xla", None)  # decided by whoever loads the model
         return config
+
+
+def compiled(function):
+    """function compiled as the backend compiles a model's call: jax.jit, or a TF graph (tf.function)."""
+    if keras.backend.backend() == "jax":
+        import jax  # noqa: PLC0415
+
+        return jax.jit(function)
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.function(function)
 
 
 def dlshogi_planes(sfens, batch_size=1024, nested_xla=False):
@@ -365,11 +421,11 @@ def dlshogi_planes(sfens, batch_size=1024, nested_xla=False):
       ValueError: a malformed or impossible SFEN (encoding.board_from_sfen).
     """
     records = encoding.encode_boards([encoding.board_from_sfen(sfen) for sfen in sfens])
-    compute = tf.function(DlshogiFeatures(nested_xla=nested_xla, dtype="float32"))
+    compute = compiled(DlshogiFeatures(nested_xla=nested_xla, dtype="float32"))
     planes = np.zeros((len(records), 9, 9, NUM_FEATURES), np.float32)
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         padded = np.zeros((batch_size, encoding.RECORD_BYTES), np.uint8)  # one batch shape: one trace
         padded[: len(batch)] = batch
-        planes[start : start + len(batch)] = compute(padded).numpy()[: len(batch)]
+        planes[start : start + len(batch)] = ops.convert_to_numpy(compute(padded))[: len(batch)]
     return np.ascontiguousarray(planes.transpose(0, 3, 1, 2))

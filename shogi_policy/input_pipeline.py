@@ -170,6 +170,8 @@ def make_dataset(
     shuffle_chunks=DEFAULT_SHUFFLE_CHUNKS,
     cycle_length=DEFAULT_CYCLE_LENGTH,
     bad_records="fail",
+    host_index=0,
+    num_hosts=1,
 ):
     """Batches of validated records and targets from a shard directory.
 
@@ -189,6 +191,8 @@ def make_dataset(
       cycle_length: shards read at the same time.
       bad_records: one of BAD_RECORDS: an invalid record (encoding.record_problems) stops iteration with
         an InvalidArgumentError naming its shard file and index ("fail"), or is dropped and logged ("skip").
+      host_index, num_hosts: read only the shard files host_index::num_hosts (multi-host JAX: each host
+        feeds its own devices, and batch_size is its share of the global batch).
     Returns:
       tf.data.Dataset of (records int32 [batch_size, 100], target int32 [batch_size]) or
       (records, {"policy": int32 [batch_size], "value": float32 [batch_size]}).
@@ -198,6 +202,12 @@ def make_dataset(
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
     paths = shards.shard_paths(data_dir, split)
+    if not 0 <= host_index < num_hosts <= len(paths):
+        raise ValueError(
+            f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "
+            f"{num_hosts} (each host reads its own files: convert with at least {num_hosts} shards a split)"
+        )
+    paths = paths[host_index::num_hosts]
     lengths = shards.shard_lengths(paths)
     if sum(lengths) < batch_size:
         raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")
@@ -205,20 +215,30 @@ def make_dataset(
     # Distinct seeds for the files, chunks and rows shuffles and the mirror draws (one seed would correlate them).
     seeds = [None] * 4 if seed is None else [seed, seed + 1, seed + 2, seed + 3]
 
-    numbers = tf.range(len(paths), dtype=tf.int64)
-    files = tf.data.Dataset.from_tensor_slices((numbers, paths, tf.constant(lengths, tf.int64)))
+    # With a seed, every iterator of the dataset yields the same stream: Keras may open one to inspect a
+    # batch before training, and a resumed run's skip() must land where the interrupted run was. So the
+    # files' order of each pass is drawn from (seed, pass) rather than reshuffled per iterator.
+    file_table = (tf.range(len(paths), dtype=tf.int64), tf.constant(paths), tf.constant(lengths, tf.int64))
+
+    def one_pass(pass_index):
+        order = tf.range(len(paths), dtype=tf.int64)
+        if shuffle and seed is not None:
+            order = tf.random.experimental.stateless_shuffle(
+                order, tf.stack([tf.constant(seeds[0], tf.int64), pass_index])
+            )
+        elif shuffle:
+            order = tf.random.shuffle(order)
+        files = tf.data.Dataset.from_tensor_slices(tuple(tf.gather(column, order) for column in file_table))
+        return files.interleave(
+            lambda number, path, length: _read_chunks(number, path, length, chunk_records),
+            cycle_length=min(cycle_length, len(paths)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+
+    chunks = (tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)).flat_map(one_pass)
     if shuffle:
-        files = files.shuffle(len(paths), seed=seeds[0], reshuffle_each_iteration=True)
-    chunks = files.interleave(
-        lambda number, path, length: _read_chunks(number, path, length, chunk_records),
-        cycle_length=min(cycle_length, len(paths)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
-    if repeat:
-        chunks = chunks.repeat()
-    if shuffle:
-        chunks = chunks.shuffle(shuffle_chunks, seed=seeds[1], reshuffle_each_iteration=True)
+        chunks = chunks.shuffle(shuffle_chunks, seed=seeds[1], reshuffle_each_iteration=seed is None)
     parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
     names = tf.constant(paths)
     batches = chunks.map(_decode, **parallel)
@@ -248,7 +268,8 @@ def make_dataset(
         return tf.cast(records, tf.int32), targets(records, value_targets)
 
     row_seeds, mirror_seeds = (
-        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2) for seed in seeds[2:]
+        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=seed is None).batch(2)
+        for seed in seeds[2:]
     )
     dataset = tf.data.Dataset.zip(batches, row_seeds, mirror_seeds).map(finish, **parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)

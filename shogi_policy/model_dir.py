@@ -2,7 +2,8 @@
 
 model_dir/network.json      NetworkConfig of the run
 model_dir/train_flags.json  the trainer's flags
-model_dir/checkpoints/      tf.train.CheckpointManager: model and optimizer, by optimizer step
+model_dir/checkpoints/      model and optimizer by optimizer step (shogi_policy.checkpoints): ckpt-<step> from
+                            TensorFlow runs, <step>/ (Orbax) from JAX runs
 model_dir/logs/             TensorBoard
 model_dir/model.keras       the model at the end of training
 model_dir/history.jsonl     one line of metrics per epoch
@@ -15,7 +16,7 @@ import os
 import keras
 import tensorflow as tf
 
-from shogi_policy import network
+from shogi_policy import checkpoints, network
 
 NETWORK_JSON = "network.json"
 FLAGS_JSON = "train_flags.json"
@@ -50,17 +51,24 @@ def read_network_config(directory):
     return network.NetworkConfig.from_dict(read_json(path))
 
 
+def latest_checkpoint(directory):
+    """Path of the newest checkpoint of a model directory: a TF run's .../ckpt-<step>, a JAX run's .../<step>, or None."""
+    checkpoint_dir = os.path.join(directory, CHECKPOINT_DIR)
+    return checkpoints.latest_orbax_checkpoint(checkpoint_dir) or tf.train.latest_checkpoint(checkpoint_dir)
+
+
 def restore_model(directory, build_model=network.build_policy_model):
     """The latest checkpointed weights of a model directory, in a float32 keras.Model.
 
     Args:
-      directory: trainer output directory with network.json and checkpoints/.
+      directory: trainer output directory with network.json and checkpoints/ (a TF run's or a JAX run's,
+        read under either backend).
       build_model: NetworkConfig -> keras.Model, the builder the run used (default: the policy network).
     Built under the default strategy and the float32 dtype policy, whatever the run used (the
     checkpoint holds float32 variables even under mixed_bfloat16). Raises FileNotFoundError without
     a checkpoint, ValueError when the checkpoint does not hold this builder's network.
     """
-    checkpoint_path = tf.train.latest_checkpoint(os.path.join(directory, CHECKPOINT_DIR))
+    checkpoint_path = latest_checkpoint(directory)
     if checkpoint_path is None:
         raise FileNotFoundError(f"no checkpoint under {os.path.join(directory, CHECKPOINT_DIR)}")
     config = read_network_config(directory)
@@ -72,6 +80,12 @@ def restore_model(directory, build_model=network.build_policy_model):
         model = build_model(config)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    if os.path.basename(checkpoint_path).isdigit():  # Orbax's step directory
+        try:
+            checkpoints.load_orbax_model_weights(model, checkpoint_path)
+        except ValueError as error:
+            raise ValueError(f"{checkpoint_path} does not hold a {model.name} network: {error}") from None
+        return model
     status = tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
     try:
         status.assert_existing_objects_matched()

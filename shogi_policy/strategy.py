@@ -1,11 +1,17 @@
-"""tf.distribute strategy selection (TPU, GPUs mirrored, or the default strategy) and what XLA may compile.
+"""Strategy selection (TPU, GPUs mirrored, or the default strategy) and what XLA may compile.
+
+Under the TensorFlow Keras backend a strategy is a tf.distribute.Strategy. Under the JAX backend there is
+no tf.distribute: the same names give a JaxDataParallel (keras.distribution.DataParallel over JAX's
+devices), which offers what the trainer uses of a strategy (scope(), num_replicas_in_sync).
 
 The TPU's environment (PJRT variables, TPU_LOAD_LIBRARY) is set before TensorFlow is imported, by
 shogi_policy.cli through shogi_policy.tpu_runtime; this module only looks for chips there.
 """
 
+import contextlib
 import functools
 
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -65,19 +71,76 @@ def _mirrored_strategy():
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
+class JaxDataParallel:
+    """What the trainer uses of a strategy, under the JAX backend: keras.distribution.DataParallel.
+
+    Variables are replicated and Keras's JAX trainer splits each batch along its first axis over the
+    devices. With one device no distribution is set. scope() must cover building, restoring and fit:
+    the JAX trainer distributes each batch under the distribution active at the time.
+    Multi-host: devices are every host's; each host feeds its own part of the global batch from its
+    own shard files (auto_shard_dataset=False: Keras's default would have every host read all data
+    and keep 1/num_hosts of it).
+    """
+
+    def __init__(self, devices):
+        self.devices = list(devices)
+        self.num_replicas_in_sync = len(self.devices)
+        self.distribution = (
+            keras.distribution.DataParallel(devices=self.devices, auto_shard_dataset=False)
+            if len(self.devices) > 1
+            else None
+        )
+
+    def scope(self):
+        return self.distribution.scope() if self.distribution else contextlib.nullcontext()
+
+
+def _jax_strategy(name, tpu):
+    """(JaxDataParallel, why) by name: tpu (the TPU chips, or TpuUnavailableError), auto/mirrored (all devices),
+    default (one device)."""
+    import jax  # noqa: PLC0415  (JAX backend only)
+
+    if tpu != "local":
+        raise ValueError(
+            f"--tpu={tpu} names a TPU for TensorFlow's TPUClusterResolver; under the JAX backend a TPU VM's "
+            "chips are JAX's devices (leave --tpu unset) and pods start with --jax_distributed"
+        )
+    devices = jax.devices()  # global: every host's devices in a multi-host run
+    platform = devices[0].platform
+    if name == "tpu" and platform != "tpu":
+        raise TpuUnavailableError(f"--strategy=tpu under JAX, but JAX sees {len(devices)} {platform} devices")
+    if name == "default":
+        if jax.process_count() > 1:
+            raise ValueError(
+                "--strategy=default uses one device: a multi-host run needs auto, mirrored or tpu"
+            )
+        devices = devices[:1]
+    return JaxDataParallel(devices), f"{len(devices)} {platform} devices, {jax.process_count()} processes"
+
+
 def make_strategy(name="auto", tpu="local"):
-    """A tf.distribute.Strategy by name; logs one line with the choice.
+    """A strategy by name for the process's Keras backend; logs one line with the choice.
 
     Args:
       name: "tpu", "mirrored" (all GPUs, or all logical CPUs when there is no GPU), "default",
         or "auto": TPU when the host has a TPU chip (or `tpu` is remote) and it answers, else
-        mirrored over GPUs when there are any, else the default strategy.
-      tpu: TPUClusterResolver address; "local" for the TPU of a TPU VM (Colab, Cloud TPU VM).
+        mirrored over GPUs when there are any, else the default strategy. Under JAX: "tpu" (JAX's
+        devices must be TPUs), "auto" and "mirrored" (all of JAX's devices), "default" (one device).
+      tpu: TPUClusterResolver address; "local" for the TPU of a TPU VM (Colab, Cloud TPU VM). TF only.
+    Returns:
+      a tf.distribute.Strategy (TF backend) or a JaxDataParallel (JAX backend).
     Raises:
       TpuUnavailableError: name "tpu" and no TPU answered.
+      ValueError: a remote --tpu, or "default" in a multi-host run, under JAX.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+    if keras.backend.backend() == "jax":
+        strategy, why = _jax_strategy(name, tpu)
+        logging.info(
+            "strategy %s: JAX %s (%s)", name, "DataParallel" if strategy.distribution else "one device", why
+        )
+        return strategy
     why = f"--strategy={name}"
     if name == "auto":
         strategy, why = _auto_strategy(tpu)
@@ -154,7 +217,19 @@ def compilation(jit_compile, *, on_tpu, host_xla, default_strategy, has_gpu):
 
 
 def compilation_for(strategy, jit_compile):
-    """compilation() for a strategy made by make_strategy, on this host; logs the decision once."""
+    """compilation() for a strategy made by make_strategy, on this host; logs the decision once.
+
+    Under JAX: no nested XLA (nothing to nest: Keras jits the whole step), and jit_compile False only
+    for --jit_compile=false (Keras then runs the step eagerly, op by op: for debugging).
+    """
+    if isinstance(strategy, JaxDataParallel):
+        if jit_compile not in JIT_COMPILE:
+            raise ValueError(f"jit_compile must be one of {JIT_COMPILE}, got {jit_compile!r}")
+        jit = jit_compile != "false"
+        logging.info(
+            "XLA: JAX backend, the whole step jax.jit-compiled: %s (--jit_compile=%s)", jit, jit_compile
+        )
+        return False, jit
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     nested_xla, jit, why = compilation(
         jit_compile,

@@ -6,7 +6,18 @@
 The trainer picks one by --dataset (TASKS) and never asks which it holds.
 """
 
+import keras
+
 from shogi_policy import input_pipeline, losses, mnist, network, shards
+
+
+def hosts():
+    """(this process's index, number of processes): JAX's multi-host runtime, else (0, 1)."""
+    if keras.backend.backend() != "jax":
+        return 0, 1
+    import jax  # noqa: PLC0415
+
+    return jax.process_index(), jax.process_count()
 
 
 class ShogiTask:
@@ -26,11 +37,20 @@ class ShogiTask:
         return shards.num_positions(self.options.data_dir, split)
 
     def make_dataset(self, split, batch_size, config, *, shuffle, seed):
-        """Global batches of a split, repeated: (records int32 [B, 100], targets)."""
+        """Global batches of a split, repeated: (records int32 [B, 100], targets).
+
+        Multi-host JAX: this host's shard files and its share of the global batch (Keras assembles the
+        global batch from the hosts' parts).
+        """
+        host_index, num_hosts = hosts()
+        if batch_size % num_hosts:
+            raise ValueError(f"batch size {batch_size} is not a multiple of the {num_hosts} hosts")
         return input_pipeline.make_dataset(
             self.options.data_dir,
             split,
-            batch_size,
+            batch_size // num_hosts,
+            host_index=host_index,
+            num_hosts=num_hosts,
             shuffle=shuffle,
             repeat=True,
             seed=seed,
@@ -63,6 +83,8 @@ class MnistTask:
         self.options = options
 
     def check_options(self):
+        if self.options.jax_distributed:
+            return "--dataset=mnist is single-host: drop --jax_distributed"
         return "--eval_tsv needs --dataset=shogi" if self.options.eval_tsv else None
 
     def build_model(self, config, nested_xla=False):

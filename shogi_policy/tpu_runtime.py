@@ -46,7 +46,12 @@ NO_TPU_HELP = (
     "No TPU chip on this host's PCI bus. On Colab: Runtime > Change runtime type > TPU, then install with\n"
     f"  {PIP_LINE}\n"
     "(libtpu==0.0.14 matters: newer libtpu aborts tensorflow-tpu 2.20 at import). Without a TPU, train with\n"
-    "--strategy=default (CPU) or --strategy=auto; a JAX backend for TPUs without TensorFlow is future work."
+    "--strategy=default (CPU) or --strategy=auto. Where TensorFlow cannot start the TPU, train on it with the\n"
+    "JAX backend (--backend=jax; README, JAX backend)."
+)
+JAX_PIP_LINE = (
+    'pip install "tensorflow-cpu==2.21.0" tensorboard "cshogi>=1.1" "tensorflow-datasets>=4.9" '
+    "importlib_resources absl-py && pip install --no-deps -e ."
 )
 
 TPU_INIT_HELP = (
@@ -182,23 +187,44 @@ def runtime_report(pci_devices=PCI_DEVICES):
         "python": platform.python_version(),
         **{
             name: _version(name)
-            for name in ("tensorflow-tpu", "tensorflow", "keras", "libtpu", "cshogi", "numpy")
+            for name in (
+                "tensorflow-tpu",
+                "tensorflow",
+                "tensorflow-cpu",
+                "keras",
+                "jax",
+                "orbax-checkpoint",
+                "libtpu",
+                "cshogi",
+                "numpy",
+            )
         },
         "tpu_chips": local_tpu_chips(pci_devices),
     }
 
 
-def preflight(strategy, pci_devices=PCI_DEVICES):
-    """(report lines, problem or None) for a run with --strategy on this runtime; imports no TensorFlow."""
+def preflight(strategy, pci_devices=PCI_DEVICES, backend="tensorflow"):
+    """(report lines, problem or None) for a run with --strategy on this runtime and Keras backend; imports
+    no TensorFlow."""
     report = runtime_report(pci_devices)
-    lines = [f"{name:15s} {value if value is not None else '-'}" for name, value in report.items()]
+    lines = [f"{name:16s} {value if value is not None else '-'}" for name, value in report.items()]
     problems = []
     if report["tensorflow-tpu"] and report["tensorflow"]:
         problems.append(
             "both tensorflow and tensorflow-tpu are installed: `pip uninstall -y tensorflow`, then reinstall "
             "tensorflow-tpu (a plain `pip install -e .` pulls the CPU wheel in; install with --no-deps)"
         )
-    if report["libtpu"] and report["libtpu"] != "0.0.14" and report["tensorflow-tpu"] == "2.20.0":
+    if backend == "jax":
+        if not report["jax"] or not report["orbax-checkpoint"]:
+            problems.append(
+                "the JAX backend needs jax and orbax-checkpoint (preinstalled on Colab TPU runtimes)"
+            )
+        if report["tensorflow-tpu"]:
+            problems.append(
+                "tensorflow-tpu is installed: its libtpu 0.0.14 is not the one JAX needs. `pip uninstall -y "
+                f"tensorflow-tpu`, reinstall the libtpu that came with JAX, then {JAX_PIP_LINE}"
+            )
+    elif report["libtpu"] and report["libtpu"] != "0.0.14" and report["tensorflow-tpu"] == "2.20.0":
         problems.append(f"libtpu {report['libtpu']}: tensorflow-tpu 2.20.0 needs libtpu==0.0.14")
     if missing_tpu(strategy, "local", pci_devices):
         problems.append(NO_TPU_HELP)

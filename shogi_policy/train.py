@@ -1,12 +1,19 @@
-"""shogi-policy-train: train the policy network on record shards (or MNIST) under tf.distribute.
+"""shogi-policy-train: train the policy network on record shards (or MNIST) under tf.distribute or JAX.
 
     shogi-policy-train --data_dir=shards/ --model_dir=gs://bucket/run1 --preset=tpu \
         --batch_size=1024 --steps=100000 --steps_per_epoch=1000 --mixed_bfloat16
 
 Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
 
-model_dir receives network.json, train_flags.json, checkpoints/ (tf.train.CheckpointManager,
-every --checkpoint_every steps and at the end), logs/ (TensorBoard), model.keras, metrics.json and
+The Keras backend is TensorFlow (tf.distribute strategies) or, with --backend=jax or KERAS_BACKEND=jax,
+JAX (keras.distribution.DataParallel over JAX's devices, shogi_policy.strategy). Keras reads the backend
+when it is first imported, so --backend takes effect through the shogi-policy-train command (the
+shogi_policy.cli launcher sets KERAS_BACKEND before anything imports keras); here it is only checked.
+Both backends read the same tf.data shards and write the same model directory, except the checkpoints'
+format (shogi_policy.checkpoints).
+
+model_dir receives network.json, train_flags.json, checkpoints/ (every --checkpoint_every steps and at
+the end), logs/ (TensorBoard), model.keras, metrics.json and
 history.jsonl (shogi_policy.model_dir; history.jsonl has one line per epoch: step, positions seen,
 training positions/s, test-split and --eval_tsv move-match accuracy). What is trained (model, data,
 loss) comes from a task (shogi_policy.tasks).
@@ -24,10 +31,12 @@ checkpointed, so the latest checkpoint is the last good one and a rerun with a l
 a value that is not a finite number (an evaluation loss that overflowed) is written as null.
 """
 
+import contextlib
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import keras
@@ -35,9 +44,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import evaluate, input_pipeline, model_dir, network
-from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, compilation_for, make_strategy
+from shogi_policy import checkpoints, evaluate, input_pipeline, model_dir, network
+from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, JaxDataParallel, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS
+
+BACKENDS = ("tensorflow", "jax")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -57,8 +68,30 @@ def define_flags(flag_values=flags.FLAGS):
         "dataset", "shogi", list(TASKS), "shogi shards, or MNIST via tensorflow-datasets.", **kw
     )
     flags.DEFINE_string("model_dir", None, "Output and checkpoint directory; local or gs://.", **kw)
-    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy.", **kw)
-    flags.DEFINE_string("tpu", "local", "TPU address for TPUClusterResolver; 'local' on a TPU VM.", **kw)
+    flags.DEFINE_enum(
+        "backend",
+        None,
+        list(BACKENDS),
+        "Keras backend (default: KERAS_BACKEND, else tensorflow). Set by the shogi-policy-train command "
+        "before Keras loads; python -m shogi_policy.train only checks it.",
+        **kw,
+    )
+    flags.DEFINE_enum(
+        "strategy", "auto", list(STRATEGIES), "tf.distribute strategy; under JAX, DataParallel devices.", **kw
+    )
+    flags.DEFINE_string(
+        "tpu",
+        "local",
+        "TPU address for TPUClusterResolver; 'local' on a TPU VM (the only value under JAX).",
+        **kw,
+    )
+    flags.DEFINE_bool(
+        "jax_distributed",
+        False,
+        "Multi-host JAX (TPU pods): start JAX's distributed runtime (keras.distribution.initialize; on Cloud "
+        "TPU every argument is detected) and read this host's shard files. Run the same command on every host.",
+        **kw,
+    )
     flags.DEFINE_enum(
         "preset", "cpu", sorted(network.PRESETS), "Network preset, refined by the flags below.", **kw
     )
@@ -110,7 +143,8 @@ def define_flags(flag_values=flags.FLAGS):
         "jit_compile",
         "auto",
         list(JIT_COMPILE),
-        "XLA for the whole step; auto: on with a GPU under the default strategy only (strategy.compilation).",
+        "XLA for the whole step; auto: on with a GPU under the default strategy only (strategy.compilation). "
+        "JAX compiles the whole step unless false.",
         **kw,
     )
     flags.DEFINE_integer(
@@ -262,13 +296,15 @@ def learning_rate_schedule(options):
 
 
 def make_optimizer(options):
+    """SGD or AdamW per the flags. Named: its variables' paths (what Orbax checkpoints match) then do not
+    depend on how many optimizers the process made before."""
     clip = {"global_clipnorm": options.clip_norm} if options.clip_norm > 0 else {}
     schedule = learning_rate_schedule(options)
     if options.optimizer == "sgd":
         return keras.optimizers.SGD(
-            schedule, momentum=0.9, nesterov=True, weight_decay=options.weight_decay, **clip
+            schedule, momentum=0.9, nesterov=True, weight_decay=options.weight_decay, name="sgd", **clip
         )
-    return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
+    return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, name="adamw", **clip)
 
 
 def _eval_steps(options, task):
@@ -330,6 +366,26 @@ def _check_options(options):
     _check_numeric_flags(options)
     if not options.model_dir:
         raise app.UsageError("--model_dir is required")
+    backend = keras.backend.backend()
+    if options.backend not in (None, backend):
+        raise app.UsageError(
+            f"--backend={options.backend}, but Keras was loaded with the {backend} backend: Keras reads it at "
+            f"import, so run the shogi-policy-train command (python -m shogi_policy.cli train) or set "
+            f"KERAS_BACKEND={options.backend}"
+        )
+    if options.jax_distributed and backend != "jax":
+        raise app.UsageError("--jax_distributed needs the JAX backend (--backend=jax)")
+    if options.jax_distributed and options.eval_tsv:
+        raise app.UsageError("--eval_tsv is single-host: evaluate the exported model afterwards instead")
+
+
+def is_primary_host():
+    """False on the hosts other than the first of a multi-host JAX run: they write no files of their own."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax  # noqa: PLC0415
+
+    return jax.process_index() == 0
 
 
 def _check_steps_per_execution(options, steps_per_execution):
@@ -346,8 +402,10 @@ def _check_steps_per_execution(options, steps_per_execution):
 
 
 def _claim_model_dir(options, config):
-    """Writes network.json, or checks that a resumed model_dir holds the same network."""
+    """Writes network.json, or checks that a resumed model_dir holds the same network (first host only)."""
     tf.io.gfile.makedirs(options.model_dir)
+    if not is_primary_host():
+        return
     existing = model_dir.read_network_config(options.model_dir)
     if existing is not None and existing != config:
         raise ValueError(f"{options.model_dir} holds a {existing} run, not this run's {config}")
@@ -368,14 +426,21 @@ def train(options, callbacks=()):
       app.UsageError for bad flags; TrainingDiverged when the loss or weights stop being finite.
     """
     _check_options(options)
+    if options.seed is not None:
+        keras.utils.set_random_seed(options.seed)
+    if options.jax_distributed:
+        # Before anything touches JAX; every host runs this command. After the seed: initialize() would
+        # otherwise seed every host with one random seed of its own making.
+        keras.distribution.initialize()
     task = TASKS[options.dataset](options)
     problem = task.check_options()
     if problem:
         raise app.UsageError(problem)
     config = network_config(options)
-    if options.seed is not None:
-        keras.utils.set_random_seed(options.seed)
-    strategy = make_strategy(options.strategy, options.tpu)
+    try:
+        strategy = make_strategy(options.strategy, options.tpu)
+    except ValueError as error:  # JAX: a remote --tpu, or --strategy=default on several hosts
+        raise app.UsageError(str(error)) from None
     _check_replicas(options, strategy)
     try:
         nested_xla, jit_compile = compilation_for(strategy, options.jit_compile)
@@ -404,27 +469,22 @@ def train(options, callbacks=()):
                 **task.compile_args(config),
             )
             optimizer.build(model.trainable_variables)
-            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(options.model_dir, model_dir.CHECKPOINT_DIR), max_to_keep=3
-        )
-        if manager.latest_checkpoint:
-            _resume(checkpoint, manager.latest_checkpoint)
-        try:
-            return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
-        except TrainingDiverged as error:
-            raise TrainingDiverged(f"{error}. {_divergence_advice(options, manager)}") from None
+            manager = checkpoints.manager(
+                model, optimizer, os.path.join(options.model_dir, model_dir.CHECKPOINT_DIR)
+            )
+        # JAX's trainer distributes each batch under the distribution active in fit, and the checkpoint
+        # restores onto its shardings; TensorFlow's strategies need their scope only to build.
+        with strategy.scope() if isinstance(strategy, JaxDataParallel) else contextlib.nullcontext():
+            try:
+                if manager.latest_checkpoint:
+                    checkpoints.resume(manager, manager.latest_checkpoint)
+                return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(f"{error}. {_divergence_advice(options, manager)}") from None
+            finally:
+                manager.close()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def _resume(checkpoint, path):
-    """Restores model and optimizer; the optimizer step must equal the checkpoint's number."""
-    checkpoint.restore(path)
-    step = int(checkpoint.optimizer.iterations.numpy())
-    if str(step) != path.rsplit("-", 1)[-1]:
-        raise ValueError(f"restoring {path} gave optimizer step {step}: the checkpoint does not match")
-    logging.info("resumed from %s at step %d", path, step)
 
 
 def _divergence_advice(options, manager):
@@ -463,9 +523,14 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
     callbacks = [Throughput(options.batch_size), DivergenceGuard()]
     if options.eval_tsv:
         callbacks.append(TsvEvaluation(options.eval_tsv, options.eval_tsv_split, options.batch_size))
-    callbacks.append(
-        EpochHistory(os.path.join(options.model_dir, model_dir.HISTORY_JSONL), options.batch_size)
-    )
+    if is_primary_host():
+        callbacks += [
+            EpochHistory(os.path.join(options.model_dir, model_dir.HISTORY_JSONL), options.batch_size),
+            # The graph (feature ops included) is large to write and of little use.
+            keras.callbacks.TensorBoard(
+                os.path.join(options.model_dir, model_dir.LOG_DIR), write_graph=False
+            ),
+        ]
     start = time.perf_counter()
     if initial_step < options.steps:
         model.fit(
@@ -480,10 +545,6 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
             callbacks=[
                 *callbacks,
                 StepCheckpoint(manager, options.checkpoint_every, options.steps),
-                # The graph (feature ops included) is large to write and of little use.
-                keras.callbacks.TensorBoard(
-                    os.path.join(options.model_dir, model_dir.LOG_DIR), write_graph=False
-                ),
                 *extra_callbacks,
             ],
             shuffle=False,  # the dataset shuffles itself
@@ -500,10 +561,24 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
     if eval_data is not None:
         results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
         metrics.update(_eval_metrics(results))
-    model.save(os.path.join(options.model_dir, model_dir.MODEL_KERAS))
-    model_dir.write_json(os.path.join(options.model_dir, model_dir.METRICS_JSON), metrics)
+    _save_model(model, options.model_dir)
+    if is_primary_host():
+        model_dir.write_json(os.path.join(options.model_dir, model_dir.METRICS_JSON), metrics)
     logging.info("final metrics: %s", json.dumps(metrics))
     return metrics
+
+
+def _save_model(model, directory):
+    """model.keras into directory; on the other hosts of a multi-host JAX run into a throwaway directory.
+
+    Every host must save: reading a replicated global array is a collective, and model.save on the first
+    host alone waits for the others until JAX's distributed runtime aborts the run.
+    """
+    if is_primary_host():
+        model.save(os.path.join(directory, model_dir.MODEL_KERAS))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save(os.path.join(scratch, model_dir.MODEL_KERAS))
 
 
 def main(argv):

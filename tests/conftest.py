@@ -1,4 +1,4 @@
-"""Test set-up: two logical CPU devices (for MirroredStrategy) before TensorFlow initialises.
+"""Test set-up: two logical CPU devices (MirroredStrategy; under KERAS_BACKEND=jax, DataParallel) before use.
 
 Also the helpers that several test modules share: random cshogi games, the tiny exported model,
 the numpy softmax oracle and the trainer's flags (test modules import them from here, never from
@@ -31,6 +31,11 @@ tf.config.set_logical_device_configuration(
 
 # After the device set-up: these modules may create tensors when imported.
 import keras  # noqa: E402
+
+if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataParallel, as TF's two above
+    import jax  # noqa: E402
+
+    jax.config.update("jax_num_cpu_devices", 2)
 from absl import flags  # noqa: E402
 
 from shogi_policy import encoding, model_dir, network, policy_ops, train  # noqa: E402

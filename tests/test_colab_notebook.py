@@ -1,5 +1,8 @@
 """The Colab TPU notebook runs as written on CPU, with its TPU pieces switched to the default strategy.
 
+It runs once per Keras backend (BACKEND "tensorflow" and "jax"; the JAX run skips where jax is not installed,
+as in the tensorflow-tpu wheel's CI lane), and BACKEND "auto" must switch to JAX when TensorFlow's preflight
+fails.
 Cells run in a real IPython shell, so magics and {var} expansion behave as in Colab. Cells tagged 'colab'
 (TPU wheels, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_mnist.py covers
 it with tfds mock data) are skipped. Commands go through the notebook's own run() helper, which must stop
@@ -7,6 +10,7 @@ the notebook on a failure (Colab's '!' does not); the preflight must let the def
 stop a TPU run on this TPU-less machine; a REPO_URL left empty must be refused with what to set.
 """
 
+import importlib.util
 import os
 import re
 import sys
@@ -23,12 +27,13 @@ NOTEBOOK = REPO / "scripts" / "colab_tpu.ipynb"
 SKIPPED_TAGS = {"colab", "downloads"}
 
 
-def cpu_parameters(work_dir):
+def cpu_parameters(work_dir, backend):
     """Overrides of the notebook's parameters cell: default strategy, tiny net, a few steps."""
     return {
         "REPO_DIR": str(REPO),
         "WORK_DIR": str(work_dir),
         "RECORDS": str(REPO / "data" / "engine_games.usi.gz"),
+        "BACKEND": backend,
         "STRATEGY": "default",
         "PRESET": "cpu",
         "BATCH_SIZE": 64,
@@ -75,15 +80,20 @@ def run_cells(shell, cells, parameters):
     return ran
 
 
-def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(notebook)
-    ran = run_cells(shell, code_cells(notebook), cpu_parameters(tmp_path))
+    ran = run_cells(shell, code_cells(notebook), cpu_parameters(tmp_path, backend))
     assert len(ran) >= 7
     assert (tmp_path / "export" / "saved_model.pb").is_file()
     assert (tmp_path / "model" / "metrics.json").is_file()
     out = capsys.readouterr().out
-    assert "preflight ok for --strategy=default" in out and "cshogi" in out and "tpu_chips" in out
+    assert f"preflight ok for --strategy=default --backend={backend}" in out
+    assert "cshogi" in out and "tpu_chips" in out
+    assert f"Keras backend for training: {backend}" in out
     assert "sampled: " in out and "top-1 " in out, "sample and evaluate printed their reports"
     assert os.environ["TPU_LOAD_LIBRARY"] == "0", "the kernel itself stays off the TPU"
 
@@ -93,14 +103,26 @@ def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys):
     # The kernel's TPU_LOAD_LIBRARY=0 is not passed on: each console command decides for itself.
     run(f"{sys.executable} -c 'import os, sys; sys.exit(\"TPU_LOAD_LIBRARY\" in os.environ)'")
 
+    if backend == "jax":
+        return
     # The preflight stops a TPU run on a runtime without a TPU, saying what to do.
-    (preflight,) = [cell for cell in ran if "preflight" in cell.source]
+    (choose,) = [cell for cell in ran if cell.source.startswith("BACKEND = choose_backend(")]
+    (jax_preflight,) = [cell for cell in ran if 'preflight("jax"' in cell.source]
     shell.user_ns["STRATEGY"] = "tpu"
     capsys.readouterr()
-    with pytest.raises(RuntimeError, match="exit status 1"):
-        shell.run_cell(preflight.source).raise_error()
+    with pytest.raises(RuntimeError, match="TensorFlow preflight failed"):
+        shell.run_cell(choose.source).raise_error()
     out = capsys.readouterr().out
     assert "PREFLIGHT FAILED" in out and "Change runtime type > TPU" in out and "--strategy=default" in out
+    # BACKEND "auto": TensorFlow's preflight fails, the notebook says so and switches to JAX, whose own
+    # preflight must then pass (here it cannot either: no TPU).
+    shell.user_ns["BACKEND"] = "auto"
+    shell.run_cell(choose.source).raise_error()
+    assert shell.user_ns["BACKEND"] == "jax"
+    assert "switching to the JAX backend" in capsys.readouterr().out
+    if importlib.util.find_spec("jax"):
+        with pytest.raises(RuntimeError, match="JAX preflight failed"):
+            shell.run_cell(jax_preflight.source).raise_error()
 
 
 def test_repo_url_must_be_set_unless_the_project_is_there(shell, tmp_path):

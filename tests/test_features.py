@@ -1,4 +1,8 @@
-"""DlshogiFeatures against cshogi.dlshogi.make_input_features, bit for bit, with and without XLA."""
+"""DlshogiFeatures against cshogi.dlshogi.make_input_features, bit for bit, with and without XLA.
+
+Runs under the Keras backend of the process: KERAS_BACKEND=jax (.ci/jax_lane) checks the same planes under
+jax.jit, on uint8 records and on the int32 records the trainer feeds.
+"""
 
 import itertools
 
@@ -79,15 +83,27 @@ def batches(boards):
         yield records, features1[:n], features2[:n]
 
 
+def _numpy(function):
+    return lambda records: keras.ops.convert_to_numpy(function(records))
+
+
 @pytest.fixture(scope="module")
 def layer_functions():
-    """The layer under plain tf.function, and where the host has XLA, as its own XLA computations and inside one."""
+    """Records uint8 [n, 100] -> planes as numpy, per mode: how the backend compiles the layer.
+
+    TF: plain tf.function, and where the host has XLA, as its own XLA computations and inside one.
+    JAX: jax.jit on uint8 and on int32 records (nested_xla is ignored there).
+    """
+    layer = features.DlshogiFeatures(dtype="float32")
+    if keras.backend.backend() == "jax":
+        jitted = features.compiled(layer)
+        return {"jax.jit": _numpy(jitted), "jax.jit int32": _numpy(lambda r: jitted(r.astype(np.int32)))}
     if not host_xla_available():  # the tensorflow-tpu wheel
-        return {"graph": tf.function(features.DlshogiFeatures(dtype="float32"))}
+        return {"graph": _numpy(tf.function(layer))}
     return {
-        "graph": tf.function(features.DlshogiFeatures(dtype="float32")),
-        "nested xla": tf.function(features.DlshogiFeatures(nested_xla=True, dtype="float32")),
-        "xla": tf.function(features.DlshogiFeatures(dtype="float32"), jit_compile=True),
+        "graph": _numpy(tf.function(layer)),
+        "nested xla": _numpy(tf.function(features.DlshogiFeatures(nested_xla=True, dtype="float32"))),
+        "xla": _numpy(tf.function(layer, jit_compile=True)),
     }
 
 
@@ -99,7 +115,7 @@ def assert_matches_oracle(layer_functions, boards):
         n = len(records)
         padded[:n] = records
         for mode, function in layer_functions.items():
-            ours = function(padded).numpy()[:n].transpose(0, 3, 1, 2)  # cshogi's [n, 119, 9, 9]
+            ours = function(padded)[:n].transpose(0, 3, 1, 2)  # cshogi's [n, 119, 9, 9]
             if np.array_equal(ours[:, :62], features1) and np.array_equal(ours[:, 62:], features2):
                 continue
             oracle = np.concatenate([features1, features2], axis=1)
@@ -136,8 +152,9 @@ def test_layer_serialises_and_computes_in_bfloat16():
     assert isinstance(layer, features.DlshogiFeatures)
     sfens = [board.sfen() for board in random_boards(64, seed=2)]
     out = layer(encoding.encode_boards([cshogi.Board(sfen) for sfen in sfens]))
-    assert out.shape == (64, 9, 9, features.NUM_FEATURES) and out.dtype == tf.bfloat16
+    assert out.shape == (64, 9, 9, features.NUM_FEATURES)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     np.testing.assert_array_equal(
-        out.numpy().astype(np.float32).transpose(0, 3, 1, 2),
+        keras.ops.convert_to_numpy(out).astype(np.float32).transpose(0, 3, 1, 2),
         features.dlshogi_planes(sfens),
     )

@@ -89,3 +89,22 @@ def test_bad_arguments():
         losses.PolicyLoss(label_smoothing=1.0)
     with pytest.raises(ValueError, match="weights"):
         losses.PolicyLoss(loser_weight=-1.0)
+
+
+def test_loss_and_metrics_equal_a_float64_oracle_on_either_backend(batch):
+    """The same numbers under KERAS_BACKEND=tensorflow and jax (.ci/jax_lane): both held to one oracle."""
+    targets, labels, results, logits = batch
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    nll = -log_probs[np.arange(BATCH), labels]
+    smoothed = 0.9 * nll + 0.1 * -log_probs.mean(axis=1)
+    weights = np.select([results == encoding.RESULT_WIN, results == encoding.RESULT_DRAW], [1.0, 0.25], 0.5)
+    loss = losses.PolicyLoss(label_smoothing=0.1, loser_weight=0.5, draw_weight=0.25)
+    np.testing.assert_allclose(float(loss(targets, logits)), np.mean(smoothed * weights), rtol=1e-6)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    for metric, expected in (
+        (losses.PolicyAccuracy(), np.mean(logits.argmax(axis=1) == labels)),
+        (losses.PolicyTop5Accuracy(), np.mean((top5 == labels[:, None]).any(axis=1))),
+    ):
+        metric.update_state(targets.astype(np.float32), logits)  # Keras hands targets over as float32
+        assert float(metric.result()) == pytest.approx(expected, abs=1e-7)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import tensorflow as tf
@@ -95,22 +96,55 @@ def test_console_scripts_are_the_launchers():
 
 
 @pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
-def test_serving_commands_keep_off_the_tpu(command, monkeypatch):
-    monkeypatch.delenv("TPU_LOAD_LIBRARY", raising=False)
+def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
+    monkeypatch.setenv("TPU_LOAD_LIBRARY", "")  # restored after the test, whatever the launcher sets
+    monkeypatch.delenv("TPU_LOAD_LIBRARY")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # left in the environment for a JAX trainer
     seen = []
-    monkeypatch.setattr(cli, "_run_app", lambda name: seen.append((name, os.environ.get("TPU_LOAD_LIBRARY"))))
+    monkeypatch.setattr(
+        cli,
+        "_run_app",
+        lambda name: seen.append((name, os.environ.get("TPU_LOAD_LIBRARY"), os.environ["KERAS_BACKEND"])),
+    )
     cli.COMMANDS[command]()
-    assert seen == [(command, "0")]
+    assert seen == [(command, "0", "tensorflow")]
+
+
+@pytest.mark.parametrize(
+    "argv, environment, expected",
+    [
+        (["--backend=jax"], None, "jax"),
+        (["--backend=tensorflow"], "jax", "tensorflow"),
+        ([], "jax", "jax"),
+        ([], None, None),
+    ],
+)
+def test_train_command_sets_the_keras_backend(argv, environment, expected, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-train", "--strategy=default", *argv])
+    seen = []
+    monkeypatch.setattr(
+        cli,
+        "_run_app",
+        lambda name: seen.append((os.environ.get("KERAS_BACKEND"), os.environ.get("TPU_LOAD_LIBRARY"))),
+    )
+    with mock.patch.dict(os.environ):  # the launcher sets variables directly: none may leak into later tests
+        for name in ("TPU_LOAD_LIBRARY", "KERAS_BACKEND"):
+            os.environ.pop(name, None)
+        if environment:
+            os.environ["KERAS_BACKEND"] = environment
+        cli.train()
+    assert seen == [(expected, "0")]
 
 
 def test_trainer_target_reads_flags_and_flagfiles(tmp_path):
-    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local")
-    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local")
+    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local", None)
+    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local", None)
     flagfile = tmp_path / "run.flags"
-    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n")
+    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n--backend=jax\n")
     assert cli.trainer_target([f"--flagfile={flagfile}", "--preset=tpu"]) == (
         "default",
         "grpc://10.0.0.2:8470",
+        "jax",
     )
 
 
@@ -133,6 +167,7 @@ def test_trainer_with_tpu_strategy_and_no_tpu_stops_before_tensorflow(tmp_path):
 
 
 def test_preflight(monkeypatch, capsys):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default"])
     cli.preflight()
     out = capsys.readouterr().out
