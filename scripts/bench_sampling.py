@@ -84,7 +84,7 @@ def run(quick=False):
         )
 
         def host_part():
-            mask, _, _ = inference.legal_move_mask(boards)
+            mask, _, _ = encoding.legal_move_mask(boards)
             return encoding.encode_boards(boards), mask
 
         host = _median_seconds(host_part, repeats)

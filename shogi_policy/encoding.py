@@ -115,6 +115,26 @@ def legal_moves_and_labels(board):
     return moves, move_labels(moves, board.turn)
 
 
+def legal_move_mask(boards):
+    """Legal moves of boards and the label mask for the SavedModel.
+
+    Returns:
+      (mask, moves, labels): bool [N, 2187]; per board int64 [M] cshogi moves and int32 [M] labels.
+    Raises:
+      ValueError if a board has no legal move (checkmate or no move possible).
+    """
+    mask = np.zeros((len(boards), NUM_MOVE_LABELS), dtype=bool)
+    moves, labels = [], []
+    for row, board in enumerate(boards):
+        board_moves, board_labels = legal_moves_and_labels(board)
+        if not len(board_moves):
+            raise ValueError(f"position {board.sfen()!r} has no legal move")
+        mask[row, board_labels] = True
+        moves.append(board_moves)
+        labels.append(board_labels)
+    return mask, moves, labels
+
+
 def board_arrays(board):
     """The board and hands of a cshogi.Board as uint8 arrays [81] and [14]."""
     black_hand, white_hand = board.pieces_in_hand

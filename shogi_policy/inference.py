@@ -30,26 +30,6 @@ def parse_positions(positions):
     return [encoding.parse_position(position) for position in positions]
 
 
-def legal_move_mask(boards):
-    """Legal moves of boards and the label mask for the SavedModel.
-
-    Returns:
-      (mask, moves, labels): bool [N, 2187]; per board int64 [M] cshogi moves and int32 [M] labels.
-    Raises:
-      ValueError if a board has no legal move (checkmate or no move possible).
-    """
-    mask = np.zeros((len(boards), encoding.NUM_MOVE_LABELS), dtype=bool)
-    moves, labels = [], []
-    for row, board in enumerate(boards):
-        board_moves, board_labels = encoding.legal_moves_and_labels(board)
-        if not len(board_moves):
-            raise ValueError(f"position {board.sfen()!r} has no legal move")
-        mask[row, board_labels] = True
-        moves.append(board_moves)
-        labels.append(board_labels)
-    return mask, moves, labels
-
-
 def encode_positions(positions):
     """Model inputs of positions (see parse_positions).
 
@@ -58,7 +38,7 @@ def encode_positions(positions):
       cshogi moves int64 [M] and their labels int32 [M].
     """
     boards = parse_positions(positions)
-    mask, moves, labels = legal_move_mask(boards)
+    mask, moves, labels = encoding.legal_move_mask(boards)
     return encoding.encode_boards(boards), mask, moves, labels
 
 

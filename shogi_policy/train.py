@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import checkpoints, evaluate, input_pipeline, model_dir, network
+from shogi_policy import checkpoints, input_pipeline, model_dir, move_match, network
 from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, JaxDataParallel, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS
 
@@ -232,15 +232,14 @@ class Throughput(keras.callbacks.Callback):
 
 
 class TsvEvaluation(keras.callbacks.Callback):
-    """Adds tsv_top1 / tsv_top5 (move match among the legal moves, evaluate.move_match) to each epoch's logs.
+    """Adds tsv_top1 / tsv_top5 (move match among the legal moves, move_match.move_match) to each epoch's logs.
 
     Positions are read once.
     """
 
     def __init__(self, path, split, batch_size):
         super().__init__()
-        self._move_match = evaluate.move_match
-        records, self.mask, self.labels = evaluate.tsv_inputs(path, split)
+        records, self.mask, self.labels = move_match.tsv_inputs(path, split)
         padded = math.ceil(len(records) / batch_size) * batch_size  # static batch shapes (TPU)
         self.records = np.zeros((padded, records.shape[1]), np.int32)
         self.records[: len(records)] = records
@@ -250,7 +249,7 @@ class TsvEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         outputs = self.model.predict(self.records, batch_size=self.batch_size, verbose=0)
         logits = outputs["policy"] if isinstance(outputs, dict) else outputs
-        accuracy = self._move_match(
+        accuracy = move_match.move_match(
             np.asarray(logits, np.float32)[: len(self.labels)], self.mask, self.labels
         )
         if logs is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy import encoding, evaluate, inference, shards
+from shogi_policy import encoding, evaluate, inference, move_match, shards
 
 
 @pytest.fixture
@@ -27,20 +27,20 @@ def test_move_match_against_sorting_oracle():
     mask = rng.random((300, encoding.NUM_MOVE_LABELS)) < 0.02
     mask[:, 0] = True  # some rows then have a single legal move
     labels = np.array([rng.choice(np.flatnonzero(row)) for row in mask])
-    accuracy = evaluate.move_match(logits, mask, labels, ks=(1, 3, 5))
+    accuracy = move_match.move_match(logits, mask, labels, ks=(1, 3, 5))
     for k in (1, 3, 5):
         hits = [
             label in sorted(np.flatnonzero(row_mask), key=lambda i, r=row: -r[i])[:k]
             for row, row_mask, label in zip(logits, mask, labels, strict=True)
         ]
         assert accuracy[k] == pytest.approx(np.mean(hits))
-    assert evaluate.random_move_match(mask, ks=(1,))[1] == pytest.approx(np.mean(1 / mask.sum(axis=1)))
+    assert move_match.random_move_match(mask, ks=(1,))[1] == pytest.approx(np.mean(1 / mask.sum(axis=1)))
 
 
 def test_tsv_evaluation_matches_keras_and_cshogi(tiny_export, shared_data, val_positions):
     model_dir, export_dir = tiny_export
     tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
-    records, mask, labels = evaluate.tsv_inputs(str(tsv), "val")
+    records, mask, labels = move_match.tsv_inputs(str(tsv), "val")
     report = evaluate.evaluate(inference.PolicyModel(str(export_dir)), records, mask, labels)
     assert report["positions"] == len(val_positions) == 1000
 
@@ -71,7 +71,7 @@ def test_read_tsv_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.tsv"
     path.write_text("val\tstartpos\t7g7f\n" + line)
     with pytest.raises(ValueError, match=f"bad.tsv:2: {message}"):
-        evaluate.read_tsv(str(path), "val")
+        move_match.read_tsv(str(path), "val")
 
 
 def write_test_shards(data_dir, positions):
@@ -94,7 +94,7 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
     write_test_shards(tmp_path / "shards", val_positions)
     tsv = shared_data / "floodgate_positions" / "train_val_2000.tsv"
     expected = evaluate.evaluate(
-        inference.PolicyModel(str(export_dir)), *evaluate.tsv_inputs(str(tsv), "val")
+        inference.PolicyModel(str(export_dir)), *move_match.tsv_inputs(str(tsv), "val")
     )
     result = subprocess.run(
         [
@@ -151,8 +151,8 @@ def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label
     ]
     records.tofile(path)
     with pytest.raises(ValueError, match=f"{path}: record 3: its label is not a legal move"):
-        evaluate.shard_inputs(str(tmp_path / "a"), "test")
+        move_match.shard_inputs(str(tmp_path / "a"), "test")
     records[5, :81] = encoding.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[0]  # a dead pawn
     records.tofile(path)
     with pytest.raises(ValueError, match=f"{path}: record 5: 'P' on rank 1, file 9 could never move"):
-        evaluate.shard_inputs(str(tmp_path / "a"), "test")
+        move_match.shard_inputs(str(tmp_path / "a"), "test")
