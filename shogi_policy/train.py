@@ -46,7 +46,7 @@ from absl import app, flags, logging
 
 from shogi_policy import checkpoints, input_pipeline, model_dir, move_match, network
 from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, JaxDataParallel, compilation_for, make_strategy
-from shogi_policy.tasks import TASKS
+from shogi_policy.tasks import TASKS, hosts
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -380,11 +380,8 @@ def _check_options(options):
 
 def is_primary_host():
     """False on the hosts other than the first of a multi-host JAX run: they write no files of their own."""
-    if keras.backend.backend() != "jax":
-        return True
-    import jax  # noqa: PLC0415
-
-    return jax.process_index() == 0
+    host_index, _ = hosts()
+    return host_index == 0
 
 
 def _check_steps_per_execution(options, steps_per_execution):
