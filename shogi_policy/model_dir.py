@@ -130,7 +130,7 @@ def restore_model(directory, build_model=network.build_policy_model):
         try:
             _restore_weights(model, checkpoint_path)
             return model
-        except (tf.errors.NotFoundError, tf.errors.DataLossError, FileNotFoundError, ValueError):
+        except (tf.errors.NotFoundError, FileNotFoundError, ValueError):
             if latest_checkpoint(directory) == checkpoint_path:
                 raise  # still the newest: damaged or foreign, not rotated away
             logging.info(
@@ -144,8 +144,8 @@ def restore_model(directory, build_model=network.build_policy_model):
 def _restore_weights(model, checkpoint_path):
     """Assigns the model variables of one checkpoint (TF ckpt-<step> or Orbax <step>/) to model.
 
-    Raises ValueError when it does not hold the model's network; TF's NotFoundError/DataLossError or
-    FileNotFoundError when its files are missing or torn.
+    Raises ValueError when it does not hold the model's network or its files are torn; TF's NotFoundError
+    or FileNotFoundError when they are missing.
     """
     if os.path.basename(checkpoint_path).isdigit():  # Orbax's step directory
         if not tf.io.gfile.isdir(checkpoint_path):
@@ -155,7 +155,15 @@ def _restore_weights(model, checkpoint_path):
         except ValueError as error:
             raise ValueError(f"{checkpoint_path} does not hold a {model.name} network: {error}") from None
         return
-    status = tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    try:
+        status = tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    except tf.errors.NotFoundError:
+        raise  # gone: restore_model looks for a newer one
+    except (
+        tf.errors.OpError,
+        IndexError,
+    ) as error:  # a torn file: DataLossError, or IndexError "Read less bytes"
+        raise ValueError(f"{checkpoint_path} cannot be read, truncated or damaged: {error}") from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as error:
