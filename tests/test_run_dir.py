@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 from absl import app
 from conftest import FUZZ_SETTINGS, parse_flags, random_game_records
@@ -203,3 +204,12 @@ def test_resume_with_changed_flags(small_shards, tmp_path):
     ]
     history = [json.loads(line) for line in (run / model_dir.HISTORY_JSONL).read_text().splitlines()]
     assert [(row["step"], row["positions"]) for row in history] == [(2, 32), (4, 64), (6, 128)]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="fakes a JAX run's checkpoint")
+def test_resume_refuses_the_other_backends_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    (run / model_dir.CHECKPOINT_DIR / "4").mkdir(parents=True)  # an Orbax step directory, as JAX runs write
+    with pytest.raises(app.UsageError, match=r"4 is a jax checkpoint .* tensorflow backend.*--backend=jax"):
+        _train(run, tmp_path / "no_shards")
+    assert sorted(os.listdir(run)) == [model_dir.CHECKPOINT_DIR, run_lock.LOCK_FILE], "refused before writing"
