@@ -66,6 +66,19 @@ def policy_logits(model, records):
     return tf.cond(tf.shape(records)[0] > 0, run_model, no_positions)
 
 
+def check_output_directory(directory, overwrite):
+    """ValueError when directory is a file, or a non-empty directory and not overwrite (absent is fine)."""
+    directory = str(directory).rstrip("/")
+    if not tf.io.gfile.exists(directory):
+        return
+    if not tf.io.gfile.isdir(directory):
+        raise ValueError(f"{directory} is a file, not a directory")
+    present = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
+    if present and not overwrite:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise ValueError(f"{directory} is not empty (it holds {shown}): pass --overwrite to replace it")
+
+
 def write_directory(directory, write, overwrite=False):
     """Runs write(path) on a fresh sibling directory and moves it to `directory` once it is complete.
 
@@ -82,15 +95,7 @@ def write_directory(directory, write, overwrite=False):
       ValueError, before anything is written, when directory is a file, or non-empty without overwrite.
     """
     directory = str(directory).rstrip("/")
-    if tf.io.gfile.exists(directory):
-        if not tf.io.gfile.isdir(directory):
-            raise ValueError(f"{directory} is a file, not a directory")
-        present = sorted(tf.io.gfile.listdir(directory))
-        if present and not overwrite:
-            shown = ", ".join(name.rstrip("/") for name in present[:5]) + (
-                ", ..." if len(present) > 5 else ""
-            )
-            raise ValueError(f"{directory} is not empty (it holds {shown}): pass --overwrite to replace it")
+    check_output_directory(directory, overwrite)
     parent, name = os.path.split(directory)
     staging = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
     aside = os.path.join(parent, f".{name}.old-{os.getpid()}")
@@ -234,6 +239,7 @@ def main(argv):
     args = flags.FLAGS
     source = args.model_dir or args.keras_model
     try:
+        check_output_directory(args.export_dir, args.overwrite)  # before the slow part
         model, network_config = load_model(args.model_dir, args.keras_model)
         if args.format == "onnx":
             _, metadata = write_directory(
