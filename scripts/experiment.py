@@ -124,7 +124,12 @@ def main(argv=None):
     train_seconds = run(train, args.nice, log)
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
     run(
-        ["shogi-policy-export", f"--model_dir={run_dir / 'model'}", f"--export_dir={run_dir / 'export'}"],
+        [
+            "shogi-policy-export",
+            f"--model_dir={run_dir / 'model'}",
+            f"--export_dir={run_dir / 'export'}",
+            "--overwrite",
+        ],
         args.nice,
         log,
     )

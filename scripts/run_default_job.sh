@@ -36,7 +36,7 @@ shogi-policy-train --data_dir="$OUT/shards" --model_dir="$OUT/model" --preset=cp
   --batch_size=256 --eval_steps=10 --optimizer=adamw --learning_rate=0.002 --warmup_steps=20 --seed=1 \
   "${RECIPE_FLAGS[@]}" ${EVAL_TSV[@]+"${EVAL_TSV[@]}"}
 
-shogi-policy-export --model_dir="$OUT/model" --export_dir="$OUT/export"
+shogi-policy-export --model_dir="$OUT/model" --export_dir="$OUT/export" --overwrite
 
 echo "== a move sampled from the start position at temperature 1.0"
 shogi-policy-sample --model="$OUT/export" --position=startpos --temperature=1.0 --seed=1 --top_k=5

@@ -60,6 +60,12 @@ def main(argv):
     args = flags.FLAGS
     if (args.tsv is None) == (args.data_dir is None):
         raise app.UsageError("give exactly one of --tsv and --data_dir")
+    for name in ("limit", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise app.UsageError(f"--{name} must be an integer >= 1, got {value}")
+    if args.limit is not None and args.tsv is not None:
+        raise app.UsageError("--limit applies to --data_dir only")
     try:
         if args.tsv is not None:
             source, split = args.tsv, args.split

@@ -27,11 +27,6 @@ from absl import app, flags, logging
 from shogi_policy import encoding, features, network, onnx_export, policy_ops
 from shogi_policy.model_dir import read_network_config, restore_model
 
-_RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
-_MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
-_TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
-_SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
-
 
 def _check_inputs(records, legal_mask, temperature):
     """Graph-side guards, so that a SavedModel caller without shogi_policy gets an error, not NaNs or a broadcast."""
@@ -71,19 +66,71 @@ def policy_logits(model, records):
     return tf.cond(tf.shape(records)[0] > 0, run_model, no_positions)
 
 
-def export_model(model, export_dir, network_config=None, source=None):
+def check_output_directory(directory, overwrite):
+    """ValueError when directory is a file, or a non-empty directory and not overwrite (absent is fine)."""
+    directory = str(directory).rstrip("/")
+    if not tf.io.gfile.exists(directory):
+        return
+    if not tf.io.gfile.isdir(directory):
+        raise ValueError(f"{directory} is a file, not a directory")
+    present = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
+    if present and not overwrite:
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise ValueError(f"{directory} is not empty (it holds {shown}): pass --overwrite to replace it")
+
+
+def write_directory(directory, write, overwrite=False):
+    """Runs write(path) on a fresh sibling directory and moves it to `directory` once it is complete.
+
+    A reader never sees a half-written directory or a mix of old and new files: `directory` is replaced
+    by two renames (the old one aside, the new one in), and the old one is then deleted.
+
+    Args:
+      directory: the output directory (local or gs://); absent or empty unless overwrite.
+      write: callable(path) writing everything into path (which exists and is empty).
+      overwrite: replace a non-empty directory.
+    Returns:
+      What write returned.
+    Raises:
+      ValueError, before anything is written, when directory is a file, or non-empty without overwrite.
+    """
+    directory = str(directory).rstrip("/")
+    check_output_directory(directory, overwrite)
+    parent, name = os.path.split(directory)
+    staging = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+    aside = os.path.join(parent, f".{name}.old-{os.getpid()}")
+    for leftover in (staging, aside):  # from an earlier process of this pid that died half-way
+        if tf.io.gfile.exists(leftover):
+            tf.io.gfile.rmtree(leftover)
+    tf.io.gfile.makedirs(staging)
+    try:
+        result = write(staging)
+    except BaseException:
+        tf.io.gfile.rmtree(staging)
+        raise
+    if tf.io.gfile.exists(directory):
+        tf.io.gfile.rename(directory, aside)
+    tf.io.gfile.rename(staging, directory)
+    if tf.io.gfile.exists(aside):
+        tf.io.gfile.rmtree(aside)
+    return result
+
+
+def export_model(model, export_dir, network_config=None, source=None, overwrite=False):
     """Writes `model` as a SavedModel with the three signatures, plus shogi_policy_export.json.
 
     Args:
       model: keras.Model, records int32 [N, 100] -> logits [N, 2187] (or a dict with "policy"),
         float32 weights, built under the default strategy.
-      export_dir: output directory (local or gs://).
+      export_dir: output directory (local or gs://), written whole or not at all (write_directory).
       network_config: dict of NetworkConfig.to_dict(), recorded in the metadata (None if unknown).
       source: where the model came from, recorded in the metadata.
+      overwrite: replace a non-empty export_dir.
     Returns:
       The metadata dict that was written.
     Raises:
-      ValueError, before anything is written, if a weight holds NaN or inf (a diverged training run).
+      ValueError, before anything is written, if a weight holds NaN or inf (a diverged training run) or
+      export_dir is not empty and not overwrite.
       RuntimeError under a Keras backend other than TensorFlow.
     """
     if keras.backend.backend() != "tensorflow":
@@ -113,27 +160,26 @@ def export_model(model, export_dir, network_config=None, source=None):
             logits = policy_logits(model, records)
         return {"label": policy_ops.sample_labels(logits, legal_mask, temperature, seed)}
 
-    archive.add_endpoint("logits", logits_fn, input_signature=[_RECORDS_SPEC])
-    archive.add_endpoint(
-        "probabilities", probabilities_fn, input_signature=[_RECORDS_SPEC, _MASK_SPEC, _TEMPERATURE_SPEC]
-    )
-    archive.add_endpoint(
-        "sample", sample_fn, input_signature=[_RECORDS_SPEC, _MASK_SPEC, _TEMPERATURE_SPEC, _SEED_SPEC]
-    )
-    archive.write_out(export_dir, verbose=False)
-
+    functions = {"logits": logits_fn, "probabilities": probabilities_fn, "sample": sample_fn}
+    for name, (specs, _) in policy_ops.SIGNATURES.items():
+        archive.add_endpoint(name, functions[name], input_signature=list(specs))
     metadata = {
         "format": "shogi_policy.export",
         **policy_ops.format_metadata(),
         "feature_scheme": features.FEATURE_SCHEME,
         "network": network_config,
-        "signatures": ["logits", "probabilities", "sample"],
+        "signatures": list(policy_ops.SIGNATURES),
         "source": source,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
-    with tf.io.gfile.GFile(os.path.join(export_dir, policy_ops.METADATA_FILENAME), "w") as f:
-        f.write(json.dumps(metadata, indent=1) + "\n")
+
+    def write(path):
+        archive.write_out(path, verbose=False)
+        with tf.io.gfile.GFile(os.path.join(path, policy_ops.METADATA_FILENAME), "w") as f:
+            f.write(json.dumps(metadata, indent=1) + "\n")
+
+    write_directory(export_dir, write, overwrite)
     return metadata
 
 
@@ -161,6 +207,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
     flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
     flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "onnx"], "onnx: export_dir/model.onnx.", **kw)
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace a non-empty --export_dir (whole: the old files do not stay).", **kw
+    )
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -190,11 +239,18 @@ def main(argv):
     args = flags.FLAGS
     source = args.model_dir or args.keras_model
     try:
+        check_output_directory(args.export_dir, args.overwrite)  # before the slow part
         model, network_config = load_model(args.model_dir, args.keras_model)
         if args.format == "onnx":
-            path, metadata = onnx_export.export_onnx(model, args.export_dir, network_config, source)
+            _, metadata = write_directory(
+                args.export_dir,
+                lambda staging: onnx_export.export_onnx(model, staging, network_config, source),
+                args.overwrite,
+            )
+            path = os.path.join(args.export_dir, onnx_export.ONNX_FILENAME)
         else:
-            path, metadata = args.export_dir, export_model(model, args.export_dir, network_config, source)
+            metadata = export_model(model, args.export_dir, network_config, source, args.overwrite)
+            path = args.export_dir
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise app.UsageError(str(error)) from error
     logging.info("Exported %s to %s: %s", source, path, json.dumps(metadata))

@@ -8,7 +8,8 @@ Positions are SFEN strings, USI position strings ("position startpos moves ...",
 "sfen ... moves ...") or cshogi.Boards. The legal-move mask is built on the host with cshogi
 (encoding.legal_moves_and_labels); the softmax, masking and sampling run inside the SavedModel.
 Bad input raises ValueError naming it (a position, a temperature, a seed, k, array shapes); no positions
-give an empty result.
+give an empty result. So does an export directory that is not one of this package's exports, or is damaged
+(load_export): the sampler, evaluator and USI engine load through PolicyModel.
 """
 
 import json
@@ -89,27 +90,88 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _capped(text, limit=300):
+    """text shortened to limit characters (long error text from a damaged file stays readable)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def read_metadata(export_dir):
     """The shogi_policy_export.json of an export, checked against this package's record and label layout."""
     path = os.path.join(export_dir, policy_ops.METADATA_FILENAME)
     if not tf.io.gfile.exists(path):
         raise ValueError(f"{path} not found: {export_dir} is not a shogi_policy export")
     with tf.io.gfile.GFile(path) as f:
-        metadata = json.loads(f.read())
+        text = f.read()
+    try:
+        metadata = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): a damaged export") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path} holds a JSON {type(metadata).__name__}, not an object: a damaged export")
     for key, value in policy_ops.format_metadata().items():
         if metadata.get(key) != value:
-            raise ValueError(f"{path}: {key} is {metadata.get(key)!r}, this package reads {value!r}")
+            raise ValueError(
+                f"{path}: {key} is {_capped(repr(metadata.get(key)))}, this package reads {value!r}"
+            )
     return metadata
+
+
+def _describe_inputs(specs):
+    return ", ".join(f"{name} {specs[name].dtype.name} {specs[name].shape}" for name in sorted(specs))
+
+
+def _check_signatures(loaded, export_dir):
+    """ValueError unless the loaded SavedModel serves policy_ops.SIGNATURES, with their inputs and outputs."""
+    for name, (specs, output) in policy_ops.SIGNATURES.items():
+        signature = loaded.signatures.get(name)
+        if signature is None or not callable(getattr(loaded, name, None)):
+            raise ValueError(
+                f"{export_dir}: the SavedModel has no {name!r} signature (it has {sorted(loaded.signatures)}): "
+                f"not a shogi_policy export, whatever its {policy_ops.METADATA_FILENAME} says"
+            )
+        inputs = signature.structured_input_signature[1]
+        expected = {spec.name: spec for spec in specs}
+        if (
+            _describe_inputs(inputs) != _describe_inputs(expected)
+            or output not in signature.structured_outputs
+        ):
+            raise ValueError(
+                f"{export_dir}: signature {name!r} takes ({_describe_inputs(inputs)}) and gives "
+                f"{sorted(signature.structured_outputs)}, not ({_describe_inputs(expected)}) and [{output!r}]: "
+                "not a shogi_policy export (or one of another version)"
+            )
+
+
+def load_export(export_dir):
+    """(metadata dict, loaded SavedModel) of an export directory, checked before use.
+
+    Raises ValueError naming export_dir and the problem: no or other metadata (read_metadata), a
+    SavedModel that does not load (truncated or damaged files), or one without this package's signatures.
+    """
+    metadata = read_metadata(export_dir)
+    try:
+        loaded = tf.saved_model.load(export_dir)
+    except (
+        Exception
+    ) as error:  # TF raises many kinds on a damaged SavedModel (DataLossError, ValueError, ...)
+        raise ValueError(
+            f"{export_dir}: the SavedModel does not load ({type(error).__name__}: {_capped(error)}): "
+            "truncated or damaged files? Export it again"
+        ) from None
+    _check_signatures(loaded, export_dir)
+    return metadata, loaded
 
 
 class PolicyModel:
     """An exported policy network: batched legal-move probabilities, top-k and sampling."""
 
     def __init__(self, export_dir, batch_size=DEFAULT_BATCH_SIZE):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.export_dir = export_dir
-        self.metadata = read_metadata(export_dir)
         self.batch_size = batch_size
-        self._saved_model = tf.saved_model.load(export_dir)
+        self.metadata, self._saved_model = load_export(export_dir)
 
     def _batches(self, *arrays):
         for start in range(0, len(arrays[0]), self.batch_size):

@@ -1,8 +1,13 @@
 """MNIST through the same trainer (--dataset=mnist): a smoke test of strategies, checkpoints and logging.
 
 Images come from tensorflow-datasets (tfds.load("mnist")); the model is the residual tower of
-shogi_policy.network over 28x28x1 images with a 10-way logits head.
+shogi_policy.network over 28x28x1 images with a 10-way logits head. tensorflow-datasets downloads MNIST
+into its data directory (TFDS_DATA_DIR, default ~/tensorflow_datasets) the first time; without the network
+that download retries for minutes, so unavailable() answers first, in seconds.
 """
+
+import socket
+import threading
 
 import keras
 import tensorflow as tf
@@ -13,6 +18,44 @@ from shogi_policy import network
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 _SHUFFLE_BUFFER = 10_000
+
+
+# Where tensorflow-datasets downloads MNIST from (its mnist builder's URLs), probed before a download.
+DOWNLOAD_ADDRESS = ("storage.googleapis.com", 443)
+_PROBE_SECONDS = 5
+
+
+def _reachable(address, seconds=_PROBE_SECONDS):
+    """Whether a TCP connection to (host, port) opens within seconds (name lookup included)."""
+    opened = []
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=seconds).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(seconds)
+    return bool(opened)
+
+
+def unavailable():
+    """Why MNIST cannot be read (a message), or None: it is prepared in the data directory or can be downloaded."""
+    try:
+        tfds.load("mnist", split="test", download=False)
+        return None
+    except AssertionError as error:  # tfds: "Dataset mnist: could not find data in <data_dir>. ..."
+        missing = str(error).split(".")[0]
+    if _reachable(DOWNLOAD_ADDRESS):
+        return None
+    return (
+        f"--dataset=mnist: {missing}, and {DOWNLOAD_ADDRESS[0]} cannot be reached to download it: "
+        "tensorflow-datasets needs the network once, or TFDS_DATA_DIR naming a directory where MNIST is "
+        "prepared (tfds build mnist --data_dir=DIR on a machine with the network, then copy DIR)"
+    )
 
 
 def _load(split):

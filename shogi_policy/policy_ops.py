@@ -23,6 +23,18 @@ def format_metadata():
     }
 
 
+# The export's signatures (shogi_policy.export writes them, shogi_policy.inference checks an export has them):
+# name -> (input specs in call order, output name).
+RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
+MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
+TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
+SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
+SIGNATURES = {
+    "logits": ((RECORDS_SPEC,), "logits"),
+    "probabilities": ((RECORDS_SPEC, MASK_SPEC, TEMPERATURE_SPEC), "probabilities"),
+    "sample": ((RECORDS_SPEC, MASK_SPEC, TEMPERATURE_SPEC, SEED_SPEC), "label"),
+}
+
 # A temperature beyond float32's range would be inf in the graph, and logits / inf are NaN or 0. Refused rather than
 # read as "uniform over the legal moves", so that an overflow in the caller's arithmetic is seen, not served.
 TEMPERATURE_RULE = "temperature must be a number >= 0 (0: greedy) that is finite in float32 (at most 3.4e38)"

@@ -85,7 +85,9 @@ class MnistTask:
     def check_options(self):
         if self.options.jax_distributed:
             return "--dataset=mnist is single-host: drop --jax_distributed"
-        return "--eval_tsv needs --dataset=shogi" if self.options.eval_tsv else None
+        if self.options.eval_tsv:
+            return "--eval_tsv needs --dataset=shogi"
+        return mnist.unavailable()
 
     def build_model(self, config, nested_xla=False):
         del nested_xla  # images need no feature layer

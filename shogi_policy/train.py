@@ -19,7 +19,10 @@ training positions/s, test-split and --eval_tsv move-match accuracy). What is tr
 loss) comes from a task (shogi_policy.tasks).
 Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
 optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
---seed the data stream is fast-forwarded too, so a resumed run sees the same batches.
+--seed the data stream is fast-forwarded too, so a resumed run sees the same batches. A resume with flags
+that change the network or optimizer is refused, and one with flags that change the optimizer's course or
+the data stream (RESUME_STREAM) unless --allow_changed_flags. One trainer at a time holds a model_dir
+(shogi_policy.run_lock). docs/run_directory.md has the rules.
 Keras's BackupAndRestore is not used: in Keras 3.15 it restores only the epoch number, so a
 preemption mid-epoch would repeat the whole epoch and overshoot --steps.
 
@@ -44,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import checkpoints, input_pipeline, model_dir, move_match, network
+from shogi_policy import checkpoints, input_pipeline, model_dir, move_match, network, run_lock
 from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, JaxDataParallel, compilation_for, make_strategy
 from shogi_policy.tasks import TASKS, hosts
 
@@ -150,6 +153,39 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer(
         "seed", None, "Seed for weights and data order; makes runs and resumes reproducible.", **kw
     )
+    flags.DEFINE_bool(
+        "allow_changed_flags",
+        False,
+        "Resume a --model_dir even though flags that change the optimizer or data stream (RESUME_STREAM) differ "
+        "from its train_flags.json; the changes are logged and recorded there.",
+        **kw,
+    )
+
+
+# How each trainer flag may differ from the model_dir's train_flags.json when a run resumes its checkpoints.
+# RESUME_FIXED: the checkpoint cannot be restored under another value (never accepted). RESUME_STREAM: the restored
+# state would go on under another optimizer, objective or data stream, so the run would no longer be the one
+# its checkpoints, history and positions count describe (accepted with --allow_changed_flags). RESUME_FREE: how
+# long to train (--steps: the cosine schedule is stretched to it, logged), how often to log, evaluate and
+# checkpoint, and how the same step is computed (strategy, XLA, bfloat16); --backend is checked against the
+# checkpoints' format instead of its flag value.
+RESUME_FIXED = {
+    "dataset": "the model's inputs and outputs",
+    **dict.fromkeys(("preset", "blocks", "filters", "activation", "value_head"), "the checkpoint's network"),
+    "optimizer": "the optimizer's slot variables in the checkpoint",
+}
+RESUME_STREAM = (
+    # the data stream: which records, in which order, how many per step, how they are augmented
+    *("data_dir", "bad_records", "batch_size", "seed", "mirror", "jax_distributed"),
+    # the optimizer's course and the objective
+    *("learning_rate", "warmup_steps", "weight_decay", "clip_norm"),
+    *("label_smoothing", "loser_weight", "draw_weight", "value_loss_weight"),
+)
+RESUME_FREE = (
+    *("model_dir", "allow_changed_flags", "backend", "strategy", "tpu", "jit_compile", "mixed_bfloat16"),
+    *("steps", "steps_per_epoch", "steps_per_execution", "checkpoint_every"),
+    *("eval_steps", "eval_tsv", "eval_tsv_split"),
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -258,16 +294,20 @@ class TsvEvaluation(keras.callbacks.Callback):
 
 
 class EpochHistory(keras.callbacks.Callback):
-    """Appends each epoch's logs, with the step and positions seen, as a JSON line to a file."""
+    """Appends each epoch's logs, with the step and positions seen, as a JSON line to a file.
 
-    def __init__(self, path, batch_size):
+    runs: the model_dir's runs (model_dir.read_run_record), this one last: positions seen count each run's
+    steps at its own batch size.
+    """
+
+    def __init__(self, path, runs):
         super().__init__()
         self.path = path
-        self.batch_size = batch_size
+        self.runs = runs
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        row = {"step": step, "positions": step * self.batch_size}
+        row = {"step": step, "positions": model_dir.positions_seen(self.runs, step)}
         row.update({name: float(value) for name, value in (logs or {}).items()})
         previous = tf.io.gfile.GFile(self.path).read() if tf.io.gfile.exists(self.path) else ""
         with tf.io.gfile.GFile(self.path, "w") as f:  # GFile has no append mode on every filesystem
@@ -397,17 +437,115 @@ def _check_steps_per_execution(options, steps_per_execution):
             )
 
 
+def _normalized(name, value):
+    """A flag value as compared on resume: --data_dir without a trailing slash or ./ segments."""
+    if name == "data_dir" and isinstance(value, str):
+        return value.rstrip("/") if "://" in value else os.path.normpath(value)
+    return value
+
+
+def flag_changes(recorded, current):
+    """{flag: (recorded value, current value)} of the flags that differ, in current's order.
+
+    recorded: a model_dir's train_flags.json flags; current: this run's. A flag missing from recorded (an
+    older trainer did not have it) is not compared; nor are RESUME_FREE flags that say where things go
+    (model_dir) or whether changes are allowed.
+    """
+    return {
+        name: (recorded[name], value)
+        for name, value in current.items()
+        if name in recorded
+        and name not in ("model_dir", "allow_changed_flags")
+        and _normalized(name, recorded[name]) != _normalized(name, value)
+    }
+
+
+def resume_refusal(changes, allow_changed_flags):
+    """Why a run may not resume checkpoints made under other flags (a message), or None.
+
+    changes: flag_changes(); RESUME_FIXED changes are always refused, RESUME_STREAM ones unless
+    allow_changed_flags.
+    """
+
+    def listed(names, why=None):
+        return "; ".join(
+            f"--{name} {changes[name][0]!r} -> {changes[name][1]!r}" + (f" ({why[name]})" if why else "")
+            for name in names
+        )
+
+    fixed = [name for name in changes if name in RESUME_FIXED]
+    if fixed:
+        return (
+            f"the checkpoints cannot be resumed with {listed(fixed, RESUME_FIXED)}: rerun with the recorded "
+            "value, or train into a new --model_dir"
+        )
+    stream = [name for name in changes if name in RESUME_STREAM]
+    if stream and not allow_changed_flags:
+        return (
+            f"resuming would change the optimizer or data stream of the run: {listed(stream)}. Rerun with the "
+            "recorded values (train_flags.json), or pass --allow_changed_flags to continue under the new ones"
+        )
+    return None
+
+
+def _check_backend_matches_checkpoint(checkpoint_path):
+    """app.UsageError when the latest checkpoint is in the other Keras backend's format (shogi_policy.checkpoints)."""
+    written_by = "jax" if os.path.basename(checkpoint_path).isdigit() else "tensorflow"
+    backend = keras.backend.backend()
+    if written_by != backend:
+        raise app.UsageError(
+            f"{checkpoint_path} is a {written_by} checkpoint and this run uses the {backend} backend: a run "
+            f"resumes under the backend it started with (--backend={written_by})"
+        )
+
+
 def _claim_model_dir(options, config):
-    """Writes network.json, or checks that a resumed model_dir holds the same network (first host only)."""
-    tf.io.gfile.makedirs(options.model_dir)
-    if not is_primary_host():
-        return
+    """Checks a resumed model_dir against this run and writes network.json (first host only).
+
+    Returns the model_dir's run record (model_dir.read_run_record; None for a new directory) and the
+    flag changes this run makes to it. app.UsageError when the run may not resume it (resume_refusal,
+    another network, another backend's checkpoints).
+    """
+    record = model_dir.read_run_record(options.model_dir)
+    changes = {}
+    checkpoint_path = model_dir.latest_checkpoint(options.model_dir)
+    if checkpoint_path:
+        _check_backend_matches_checkpoint(checkpoint_path)
+        changes = flag_changes(record[0], _flag_values(options)) if record else {}
+        refusal = resume_refusal(changes, options.allow_changed_flags)
+        if refusal:
+            raise app.UsageError(f"--model_dir={options.model_dir}: {refusal}")
+        if changes:
+            logging.warning(
+                "resuming %s with changed flags: %s",
+                options.model_dir,
+                ", ".join(f"--{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()),
+            )
     existing = model_dir.read_network_config(options.model_dir)
-    if existing is not None and existing != config:
-        raise ValueError(f"{options.model_dir} holds a {existing} run, not this run's {config}")
-    model_dir.write_json(os.path.join(options.model_dir, model_dir.NETWORK_JSON), config.to_dict())
-    flag_values = {flag.name: flag.value for flag in options.get_flags_for_module(__name__)}
-    model_dir.write_json(os.path.join(options.model_dir, model_dir.FLAGS_JSON), flag_values)
+    if checkpoint_path and existing is not None and existing != config:
+        raise app.UsageError(
+            f"--model_dir={options.model_dir} holds a {existing} run, not this run's {config}"
+        )
+    if is_primary_host():
+        model_dir.write_json(os.path.join(options.model_dir, model_dir.NETWORK_JSON), config.to_dict())
+    return record, changes
+
+
+def _flag_values(options):
+    """{name: value} of the trainer's flags, as train_flags.json records them."""
+    return {flag.name: flag.value for flag in options.get_flags_for_module(__name__)}
+
+
+def _record_run(options, record, changes, initial_step):
+    """Writes train_flags.json for this run, starting at initial_step; returns the runs (model_dir.read_run_record)."""
+    earlier = (
+        [run for run in record[1] if run["start_step"] < initial_step] if record and initial_step else []
+    )
+    changed = {name: list(values) for name, values in changes.items()}
+    runs = [*earlier, {"start_step": initial_step, "batch_size": options.batch_size, "changed": changed}]
+    if is_primary_host():
+        model_dir.write_run_record(options.model_dir, _flag_values(options), runs)
+    return runs
 
 
 def train(options, callbacks=()):
@@ -450,8 +588,31 @@ def train(options, callbacks=()):
         )
         steps_per_execution = 1
     _check_steps_per_execution(options, steps_per_execution)
-    _claim_model_dir(options, config)
+    tf.io.gfile.makedirs(options.model_dir)
+    try:
+        # One writer per model_dir: the first host holds the lock for the whole run (shogi_policy.run_lock).
+        with run_lock.hold(options.model_dir) if is_primary_host() else contextlib.nullcontext():
+            record, changes = _claim_model_dir(options, config)
+            return _build_and_fit(
+                options,
+                task,
+                config,
+                strategy,
+                nested_xla,
+                jit_compile,
+                steps_per_execution,
+                callbacks,
+                record,
+                changes,
+            )
+    except run_lock.RunDirectoryLocked as error:
+        raise app.UsageError(str(error)) from None
 
+
+def _build_and_fit(
+    options, task, config, strategy, nested_xla, jit_compile, steps_per_execution, callbacks, record, changes
+):
+    """Builds model, optimizer and checkpoint manager, resumes the latest checkpoint and trains (train's second half)."""
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if options.mixed_bfloat16 else "float32")
     try:
@@ -474,7 +635,8 @@ def train(options, callbacks=()):
             try:
                 if manager.latest_checkpoint:
                     checkpoints.resume(manager, manager.latest_checkpoint)
-                return _fit(options, task, model, manager, steps_per_execution, config, callbacks)
+                runs = _record_run(options, record, changes, int(model.optimizer.iterations.numpy()))
+                return _fit(options, task, model, manager, steps_per_execution, config, callbacks, runs)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"{error}. {_divergence_advice(options, manager)}") from None
             finally:
@@ -493,7 +655,8 @@ def _divergence_advice(options, manager):
     clip = "a smaller --clip_norm" if options.clip_norm else "--clip_norm > 0 (e.g. 10)"
     return (
         f"Nothing of the diverged state was saved: {resume} is the last good state. Rerun the same command "
-        f"with a lower --learning_rate (now {options.learning_rate:g}) or {clip} to resume from it"
+        f"with --allow_changed_flags and a lower --learning_rate (now {options.learning_rate:g}) or {clip} to "
+        "resume from it"
     )
 
 
@@ -502,7 +665,8 @@ def _eval_metrics(results):
     return {f"eval_{name}": float(value) if math.isfinite(value) else None for name, value in results.items()}
 
 
-def _fit(options, task, model, manager, steps_per_execution, config, extra_callbacks):
+def _fit(options, task, model, manager, steps_per_execution, config, extra_callbacks, runs):
+    """Trains from the restored step to --steps, evaluates and saves; runs: model_dir.read_run_record's, this run last."""
     initial_step = int(model.optimizer.iterations.numpy())
     train_data = task.make_dataset("train", options.batch_size, config, shuffle=True, seed=options.seed)
     eval_steps = _eval_steps(options, task)
@@ -521,7 +685,7 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
         callbacks.append(TsvEvaluation(options.eval_tsv, options.eval_tsv_split, options.batch_size))
     if is_primary_host():
         callbacks += [
-            EpochHistory(os.path.join(options.model_dir, model_dir.HISTORY_JSONL), options.batch_size),
+            EpochHistory(os.path.join(options.model_dir, model_dir.HISTORY_JSONL), runs),
             # The graph (feature ops included) is large to write and of little use.
             keras.callbacks.TensorBoard(
                 os.path.join(options.model_dir, model_dir.LOG_DIR), write_graph=False
@@ -549,7 +713,7 @@ def _fit(options, task, model, manager, steps_per_execution, config, extra_callb
         )
     elapsed = time.perf_counter() - start
     final_step = int(model.optimizer.iterations.numpy())
-    metrics = {"step": final_step, "positions": final_step * options.batch_size}
+    metrics = {"step": final_step, "positions": model_dir.positions_seen(runs, final_step)}
     if final_step > initial_step:
         # Wall-clock over the whole fit, compilation and evaluation included; the per-epoch
         # training-only figure is logged (and in TensorBoard) as positions_per_second.
