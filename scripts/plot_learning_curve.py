@@ -1,6 +1,6 @@
 """Draw move-match accuracy against positions seen, from the trainer's history.jsonl, to a PNG.
 
-  python scripts/plot_learning_curve.py --runs="main job=runs/default/model" --output=scripts/learning_curve.png
+  python scripts/plot_learning_curve.py --runs="main job=runs/default/model" --output=docs/learning_curve.png
 
 Each run is LABEL=MODEL_DIR (a shogi-policy-train --model_dir). The trainer writes one line of metrics per
 epoch to MODEL_DIR/history.jsonl; with --eval_tsv=FILE it measures top-1 / top-5 move match among the legal
@@ -85,7 +85,7 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", required=True, help="Comma list of LABEL=MODEL_DIR.")
-    parser.add_argument("--output", default="scripts/learning_curve.png", help="PNG to write.")
+    parser.add_argument("--output", default="docs/learning_curve.png", help="PNG to write.")
     parser.add_argument(
         "--metric", choices=sorted(METRICS), default="tsv", help="tsv: --eval_tsv rows; val: test split."
     )
