@@ -96,20 +96,25 @@ def read_games(path):
 # ---------------------------------------------------------------------------- shared helpers
 
 
+def is_gzip(path):
+    """Whether a record file is gzipped: its name ends with .gz in any case ('a.USI.GZ')."""
+    return path.lower().endswith(".gz")
+
+
 def record_extension(path):
     """The lower-case extension of a record file, ignoring a trailing .gz ('.csa' for 'a.CSA.gz')."""
-    return os.path.splitext(path[:-3] if path.endswith(".gz") else path)[1].lower()
+    return os.path.splitext(path[:-3] if is_gzip(path) else path)[1].lower()
 
 
 def _open_binary(path):
     """A binary file object of path (local or gs://), gunzipped when it ends with .gz."""
     stream = tf.io.gfile.GFile(path, "rb")
-    return gzip.GzipFile(fileobj=stream, mode="rb") if path.endswith(".gz") else stream
+    return gzip.GzipFile(fileobj=stream, mode="rb") if is_gzip(path) else stream
 
 
 def _open_lines(path):
     """A UTF-8 text file object of path (local or gs://, .gz allowed) iterating over lines."""
-    if path.endswith(".gz"):
+    if is_gzip(path):
         return io.TextIOWrapper(_open_binary(path), encoding="utf-8")
     return tf.io.gfile.GFile(path, "r")  # GFile is no io.IOBase; it decodes UTF-8 in text mode
 
@@ -445,7 +450,7 @@ def read_hcpe(path):
     position after row i's move (identical HuffmanCodedPos) and the same gameResult.
     A file whose size is not a multiple of 38 bytes is one RecordError (rows cannot be trusted).
     """
-    if not path.endswith(".gz"):
+    if not is_gzip(path):
         size = tf.io.gfile.stat(path).length
         if size % _HCPE_DTYPE.itemsize:
             yield RecordError(

@@ -91,9 +91,11 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
     splits = manifest["splits"]
     assert manifest["format"] == "shogi_policy.records" and manifest["format_version"] == 1
     assert manifest["record_bytes"] == encoding.RECORD_BYTES == 100 and manifest["seed"] == 3
-    assert splits["train"]["games"] + splits["test"]["games"] == 1291 + 100
-    assert splits["train"]["positions"] + splits["test"]["positions"] == 127415 + csa_positions
-    assert 0.05 < splits["test"]["games"] / 1391 < 0.15
+    # csa/ holds 100 of the games of games.usi again: each game once, the copies counted.
+    assert splits["train"]["games"] + splits["test"]["games"] == 1291
+    assert splits["train"]["positions"] + splits["test"]["positions"] == 127415
+    assert manifest["skipped"]["duplicate"] == 100 and csa_positions > 5000
+    assert 0.05 < splits["test"]["games"] / 1291 < 0.15
     bad_count, bad_example = converted["bad"]
     assert manifest["skipped"]["error"] == bad_count
     assert bad_example in manifest["skipped"]["error_examples"]
@@ -108,9 +110,9 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
 
 
 def test_shards_hold_exactly_the_positions_of_the_games(converted):
-    """The multiset of positions (game ids aside) equals games_to_records of every input game."""
+    """The multiset of positions (game ids aside) equals games_to_records of every input game, once."""
     usi = list(records.read_games(str(SHARED_DATA / "floodgate_games" / "games.usi")))
-    expected = records.games_to_records(usi + usi[:100], np.zeros(1391, dtype=np.int64))
+    expected = records.games_to_records(usi, np.zeros(1291, dtype=np.int64))
     stored = np.concatenate([r for split in shards.SPLITS for r in read_split(converted["output"], split)])
     assert np.array_equal(sorted_positions(stored), sorted_positions(expected))
 
@@ -119,8 +121,8 @@ def test_split_never_shares_a_game_even_across_formats(converted):
     train = game_signatures(np.concatenate(read_split(converted["output"], "train")))
     test = game_signatures(np.concatenate(read_split(converted["output"], "test")))
     assert not set(train) & set(test)  # game ids
-    assert not set(train.values()) & set(test.values())  # contents: the CSA copy joins its USI twin
-    assert len(train) + len(test) == 1391
+    assert not set(train.values()) & set(test.values())  # contents
+    assert len(train) + len(test) == 1291  # the CSA copies of 100 games are dropped
     assert len(set(train.values())) + len(set(test.values())) == 1291
 
 
@@ -237,7 +239,9 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     for chunk in np.array_split(tagged, 13):
         writer.add(chunk)
     result = writer.close()
-    assert result == {"files": [shards.shard_name("train", i, 5) for i in range(5)], "positions": n}
+    assert result["files"] == [shards.shard_name("train", i, 5) for i in range(5)] and result["positions"] == n
+    assert result["bytes"] == [1000 * encoding.RECORD_BYTES] * 5
+    assert result["sha256"] == [shards.file_sha256(str(tmp_path / name)) for name in result["files"]]
     order = np.concatenate(
         [
             encoding.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
