@@ -169,7 +169,7 @@ def _splits_problem(splits):
             )
         positions = entry["positions"]
         if not isinstance(positions, int) or positions * encoding.RECORD_BYTES != sum(sizes):
-            return f"split {split!r}: {encoding.quote(positions)} positions disagree with its shards' {sum(sizes)} bytes"
+            return f"split {split!r}: {json.dumps(positions)[: encoding.QUOTE_CHARS]} positions disagree with its shards' {sum(sizes)} bytes"
     return None
 
 
@@ -197,6 +197,17 @@ def shard_paths(data_dir, split):
     paths = [os.path.join(data_dir, name) for name in entry["files"]]
     for path, size, checksum in zip(paths, entry["bytes"], entry["sha256"], strict=True):
         _check_shard(path, size, checksum)
+    return paths
+
+
+def nonempty_shard_paths(data_dir, split):
+    """shard_paths of a split that must hold positions (training); ValueError saying so when it has none."""
+    paths = shard_paths(data_dir, split)
+    if not paths:
+        raise ValueError(
+            f"{data_dir}: split {split!r} is empty: the conversion put no game in it "
+            "(shogi-policy-convert --test_fraction decides which games go to 'test')"
+        )
     return paths
 
 
