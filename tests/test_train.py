@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-from conftest import parse_flags, random_game_plies, random_game_records
+from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
 from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
 
@@ -99,6 +99,7 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
     records = np.fromfile(shard, np.uint8).reshape(-1, encoding.RECORD_BYTES)
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
+    restamp_manifest(directory)
     common = {"data_dir": directory, "steps": 3, "steps_per_epoch": 3, "eval_steps": 0, "batch_size": 16}
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard}: record 7: {problem}"):
         train.train(parse_flags(model_dir=tmp_path / "fail", **common))
