@@ -131,6 +131,8 @@ def read_manifest(data_dir):
             f"{path} holds {type(manifest).__name__}, not a manifest object: damaged; convert again"
         )
     for key, value in make_manifest({}).items():
+        if key != "splits" and key not in manifest:
+            raise ValueError(f"{path} has no {key!r}: not a manifest of {FORMAT}, or damaged; convert again")
         if key != "splits" and manifest.get(key) != value:
             got = encoding.quote(json.dumps(manifest.get(key)))
             raise ValueError(f"{path}: {key} is {got}, this code reads {value!r}")
