@@ -386,6 +386,14 @@ def read_kif(path):
         seen_move_line = True
         if match.group(1) in _KIF_ENDINGS:
             ending, rule = _KIF_ENDINGS[match.group(1)]
+            # The game ends here: a move line after it is no part of it, and no guess is made which end is true.
+            later = next(
+                (n for n, text in enumerate(lines[number:], number + 1) if _KIF_MOVE_LINE.match(text)), None
+            )
+            if later is not None:
+                text = encoding.quote(lines[later - 1].strip())
+                yield RecordError(path, later, f"{text} after {match.group(1)}, which ended the game")
+                return
             break
         move, _, _ = cshogi.KIF.Parser.parse_move_str(line, board)
         if not encoding.is_legal_move(board, move):

@@ -1,12 +1,16 @@
-"""CSA read as the format defines it: several statements a line, specials ending the game where they stand.
+"""CSA read as the format defines it: several statements a line, specials ending the game where they stand
+(and KIF's terminal words likewise).
 
 Oracle: cshogi's own CSA parser (cshogi.CSA.Parser) on the 100 real floodgate CSA files, and on the same
 games written one statement a line, which it reads correctly (it reads one move a line and lets a later
 special override an earlier one, so it cannot be the oracle of the rewritten files themselves).
 """
 
+import datetime
+
 import cshogi
 import cshogi.CSA
+import cshogi.KIF
 import pytest
 from conftest import SHARED_DATA
 from hypothesis import given, settings
@@ -153,3 +157,24 @@ def test_a_huge_token_is_quoted_capped(tmp_path):
     error = read_one(tmp_path / "g.csa", "PI\n+\n+7776FU\n%" + "X" * 1_000_000 + "\n")
     assert isinstance(error, records.RecordError) and len(str(error)) < 400
     assert "(1,000,001 characters)" in error.message
+
+
+def test_a_kif_move_after_the_end_is_refused_too(tmp_path):
+    path = tmp_path / "g.kifu"
+    kif = cshogi.KIF.Exporter(str(path))
+    kif.header(["a", "b"], datetime.datetime(2026, 1, 1))
+    board = cshogi.Board()
+    for usi in ("7g7f", "3c3d"):
+        kif.move(board.move_from_usi(usi))
+        board.push_usi(usi)
+    kif.end("resign")
+    kif.close()
+    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    end = next(i for i, line in enumerate(lines) if "投了" in line)
+    (game,) = list(records.read_games(str(path)))
+    assert isinstance(game, records.Game) and len(game.moves) == 2 and game.result == records.WHITE_WIN
+    lines.insert(end + 1, "   4 ２六歩(27)   ( 0:00/00:00:00)")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (error,) = list(records.read_games(str(path)))
+    assert isinstance(error, records.RecordError) and error.line == end + 2, error
+    assert error.message.endswith("after 投了, which ended the game")
