@@ -23,9 +23,8 @@ from shogi_policy import encoding, records, shards
 
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
 MAX_ERROR_EXAMPLES = 10
-MAX_SEED = (
-    2**63
-)  # --seed keys a blake2b hash (at most 64 bytes) and seeds numpy, which takes no negative seed
+# --seed keys a blake2b hash (a key of at most 64 bytes) and seeds numpy, which takes no negative seed.
+MAX_SEED = 2**63
 _BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
 
 
