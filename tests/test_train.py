@@ -362,8 +362,10 @@ def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
     assert "--eval_steps must be an integer >= 0" in result.stderr
 
 
-def test_batch_must_split_over_replicas(tmp_path):
-    options = parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33)
+def test_batch_must_split_over_replicas(random_shards, tmp_path):
+    options = parse_flags(
+        data_dir=random_shards, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33
+    )
     with pytest.raises(app.UsageError, match="--batch_size=33 must be a multiple of the 2 replicas"):
         train.train(options)
     assert not (tmp_path / "run").exists(), "refused before the model directory is written"
