@@ -3,13 +3,16 @@
   shogi-policy-convert --inputs='games/*.csa,more.usi.gz' --output_dir=data/floodgate \\
       --min_rating=3500 --min_plies=50 --endings=resign,repetition,declare --test_fraction=0.1
 
-Games are split into train and test BY GAME: a hash of (seed, start position, moves) decides, so
-the same game always lands in the same split, even when it occurs in several inputs or formats.
-Bad games are skipped and counted in the manifest with the first few "file:line: message" errors.
+Games are identified by content (start position without its move number, and moves): a game met again,
+in another file, format or spelling, is dropped and counted in the manifest (skipped.duplicate), before
+the split. Games are split into train and test BY GAME: a hash of (seed, start position, moves) decides,
+so no game is ever on both sides. Bad games are skipped and counted in the manifest with the first few
+"file:line: message" errors.
 """
 
 import dataclasses
 import hashlib
+import math
 import os
 
 import numpy as np
@@ -18,8 +21,10 @@ from absl import app, flags, logging
 
 from shogi_policy import encoding, records, shards
 
-SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw")
+SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
 MAX_ERROR_EXAMPLES = 10
+# --seed keys a blake2b hash (a key of at most 64 bytes) and seeds numpy, which takes no negative seed.
+MAX_SEED = 2**63
 _BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
 
 
@@ -79,38 +84,73 @@ class _SplitOutput:
 
 
 def expand_inputs(inputs):
-    """Record files named by inputs (files, globs, directories searched recursively; comma lists).
+    """Record files named by inputs (files, globs, directories searched recursively; comma lists), each once.
 
-    Returns sorted unique paths with a known record extension (directories) or as named.
-    Raises ValueError when an entry matches nothing.
+    Local paths are resolved to real paths, so a file named several ways ('a.usi,./a.usi,x/../a.usi') or
+    reached through a symbolic link is read once, and a directory reached again (a link loop) is not
+    walked again. In a directory, files without a record extension (any case, .gz or not) are ignored.
+    Returns (sorted unique paths, sorted ignored paths). Raises ValueError when an entry matches nothing.
     """
-    paths = set()
+    paths, ignored = set(), set()
     for entry in (part.strip() for item in inputs for part in item.split(",")):
         if not entry:
             continue
         if tf.io.gfile.isdir(entry):
-            found = [
-                os.path.join(root, name)
-                for root, _, names in tf.io.gfile.walk(entry)
-                for name in names
-                if records.record_extension(name) in records.EXTENSIONS
-            ]
+            files = _walk(entry)
+            found = [path for path in files if records.record_extension(path) in records.EXTENSIONS]
+            ignored.update(path for path in files if records.record_extension(path) not in records.EXTENSIONS)
         elif any(char in entry for char in "*?["):
-            found = [path for path in tf.io.gfile.glob(entry) if not tf.io.gfile.isdir(path)]
+            found = [_resolved(path) for path in tf.io.gfile.glob(entry) if not tf.io.gfile.isdir(path)]
         else:
-            found = [entry] if tf.io.gfile.exists(entry) else []
+            found = [_resolved(entry)] if tf.io.gfile.exists(entry) else []
         if not found:
-            raise ValueError(f"--inputs entry {entry!r} matches no record file")
+            raise ValueError(f"--inputs entry {encoding.quote(entry)} matches no record file")
         paths.update(found)
-    return sorted(paths)
+    return sorted(paths), sorted(ignored - paths)
+
+
+def _resolved(path):
+    """The real path of a local file (links and '..' resolved); a gs:// path as it is."""
+    return path if "://" in path else os.path.realpath(path)
+
+
+def _walk(directory):
+    """Real paths of the files under directory; a local directory is walked once however often links reach it."""
+    if "://" in directory:
+        return [os.path.join(root, name) for root, _, names in tf.io.gfile.walk(directory) for name in names]
+    files, walked = [], set()
+    for root, subdirectories, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            subdirectories[:] = []
+            continue
+        walked.add(real)
+        files.extend(_resolved(os.path.join(root, name)) for name in names)
+    return files
+
+
+def start_position(sfen):
+    """A game's start position as its identity sees it: the SFEN with move number 1 (a move number is no position)."""
+    return " ".join(sfen.split()[:3] + ["1"])
+
+
+def _game_digest(game, digest_size, key=b""):
+    """blake2b digest of a game's content: its start position (start_position) and its moves."""
+    digest = hashlib.blake2b(digest_size=digest_size, key=key)
+    digest.update(start_position(game.sfen).encode())
+    digest.update(np.asarray(game.moves, dtype=np.uint32).tobytes())
+    return digest.digest()
+
+
+def game_key(game):
+    """16 bytes that identify a game by content: the same game in any format, file or spelling has the same key."""
+    return _game_digest(game, 16)
 
 
 def game_split(game, seed, test_fraction):
     """'test' or 'train' for a game, from a hash of (seed, start position, moves)."""
-    digest = hashlib.blake2b(digest_size=8, key=str(seed).encode())
-    digest.update(game.sfen.encode())
-    digest.update(np.asarray(game.moves, dtype=np.uint32).tobytes())
-    return "test" if int.from_bytes(digest.digest(), "little") / 2.0**64 < test_fraction else "train"
+    digest = _game_digest(game, 8, key=str(seed).encode())
+    return "test" if int.from_bytes(digest, "little") / 2.0**64 < test_fraction else "train"
 
 
 def convert(
@@ -123,6 +163,7 @@ def convert(
     seed=0,
     log_every=10000,
     inputs=None,
+    ignored=(),
     tmp_dir=None,
 ):
     """Converts record files into a shard directory and writes its manifest; returns the manifest.
@@ -133,6 +174,7 @@ def convert(
       filters: Filters of the games to keep.
       test_fraction, positions_per_shard, seed, log_every: as the flags.
       inputs: the input entries to record in the manifest (default: paths).
+      ignored: files of input directories that are no record files (counted in the manifest).
       tmp_dir: local directory for the writers' temporary buckets (default: shards.bucket_parent).
     Raises:
       ValueError before reading any input when output_dir cannot be written; after reading, when no game
@@ -143,7 +185,7 @@ def convert(
         for split in shards.SPLITS
     }
     skipped, errors = dict.fromkeys(SKIP_REASONS, 0), []
-    kept = 0
+    kept, keys = 0, set()  # keys: game_key of each kept game (16 bytes, about 90 bytes of memory a game)
     try:
         games = ((path, item) for path in paths for item in records.read_games(path))
         for seen, (path, item) in enumerate(games, 1):
@@ -156,9 +198,13 @@ def convert(
                 logging.warning("%s", item)
                 continue
             reason = filters.skip_reason(item)
+            key = None if reason else game_key(item)
+            if key in keys:
+                reason = "duplicate"
             if reason:
                 skipped[reason] += 1
                 continue
+            keys.add(key)
             outputs[game_split(item, seed, test_fraction)].add(kept % (encoding.MAX_GAME_ID + 1), item)
             kept += 1
         splits = {split: output.close() for split, output in outputs.items()}
@@ -173,6 +219,7 @@ def convert(
         skipped={**skipped, "error_examples": errors},
         inputs=list(inputs if inputs is not None else paths),
         input_files=len(paths),
+        ignored_files={"count": len(ignored), "examples": list(ignored[:MAX_ERROR_EXAMPLES])},
         seed=seed,
         positions_per_shard=positions_per_shard,
     )
@@ -232,18 +279,35 @@ def convert_with_options(options):
         raise app.UsageError("--inputs and --output_dir are required")
     if not 0.0 <= options.test_fraction <= 1.0:
         raise app.UsageError(f"--test_fraction must lie in [0, 1], got {options.test_fraction}")
-    if options.positions_per_shard < 1:
-        raise app.UsageError(f"--positions_per_shard must be positive, got {options.positions_per_shard}")
+    for name in ("positions_per_shard", "log_every"):
+        if options[name].value < 1:
+            raise app.UsageError(f"--{name} must be an integer >= 1, got {options[name].value}")
+    if not 0 <= options.seed < MAX_SEED:
+        raise app.UsageError(f"--seed must be an integer in [0, 2^63), got {options.seed}")
+    if options.min_plies < 0:
+        raise app.UsageError(f"--min_plies must be an integer >= 0, got {options.min_plies}")
+    if options.min_rating is not None and not math.isfinite(options.min_rating):
+        raise app.UsageError(f"--min_rating must be a finite number, got {options.min_rating}")
     unknown = sorted(set(options.endings) - set(records.ENDINGS))
     if unknown:
         logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
     try:
-        paths = expand_inputs(options.inputs)
+        paths, ignored = expand_inputs(options.inputs)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+    if ignored:
+        logging.warning(
+            "ignoring %d files of --inputs directories without a record extension %s: %s",
+            len(ignored),
+            records.EXTENSIONS,
+            ignored[:5],
+        )
     for path in paths:
         if records.record_extension(path) not in records.EXTENSIONS:
-            raise app.UsageError(f"{path}: unknown record extension; expected one of {records.EXTENSIONS}")
+            raise app.UsageError(
+                f"{path}: unknown record extension {encoding.quote(records.record_extension(path))}; "
+                f"expected one of {records.EXTENSIONS} (optionally .gz)"
+            )
     existing = shards.existing_outputs(options.output_dir)
     if existing and not options.overwrite:
         raise app.UsageError(f"{options.output_dir} already holds {existing[:3]}...; pass --overwrite")
@@ -265,6 +329,7 @@ def convert_with_options(options):
         seed=options.seed,
         log_every=options.log_every,
         inputs=options.inputs,
+        ignored=ignored,
     )
 
 

@@ -363,6 +363,20 @@ def record_to_board(record):
     return records_to_boards(np.reshape(record, (1, -1)))[0]
 
 
+QUOTE_CHARS = 80  # the most characters of bad input an error message quotes
+
+
+def quote(text, limit=QUOTE_CHARS):
+    """repr() of text for an error message; beyond limit characters, the first limit and the length.
+
+    One bad token can be megabytes long: quoted whole, it would flood stderr and the manifest.
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 _SFEN_PIECE = re.compile(r"\+[PLNSBRplnsbr]|[PLNSGBRKplnsgbrk]|[1-9]")
 _SFEN_RANK = re.compile(rf"(?:{_SFEN_PIECE.pattern})+")
 _SFEN_HANDS = re.compile(r"-|(?:[1-9][0-9]?[PLNSGBRplnsgbr]|[PLNSGBRplnsgbr])+")
@@ -377,10 +391,10 @@ def _sfen_rows(board):
     rows = []
     for index, rank in enumerate(ranks):
         if not _SFEN_RANK.fullmatch(rank):
-            raise ValueError(f"bad SFEN rank {index + 1} {rank!r}")
+            raise ValueError(f"bad SFEN rank {index + 1} {quote(rank)}")
         row = [square for token in _SFEN_PIECE.findall(rank) for square in _SFEN_EMPTY.get(token, (token,))]
         if len(row) != 9:
-            raise ValueError(f"SFEN rank {index + 1} {rank!r} has {len(row)} squares, not 9")
+            raise ValueError(f"SFEN rank {index + 1} {quote(rank)} has {len(row)} squares, not 9")
         rows.append(row)
     return rows
 
@@ -411,17 +425,17 @@ def board_from_sfen(sfen):
     """
     fields = sfen.split()
     if len(fields) not in (3, 4):
-        raise ValueError(f"SFEN needs 'board side hands [move_number]', got {sfen!r}")
+        raise ValueError(f"SFEN needs 'board side hands [move_number]', got {quote(sfen)}")
     board, side, hands = fields[:3]
     try:
         rows = _sfen_rows(board)
         if side not in ("b", "w"):
-            raise ValueError(f"SFEN side to move must be 'b' or 'w', got {side!r}")
+            raise ValueError(f"SFEN side to move must be 'b' or 'w', got {quote(side)}")
         if not _SFEN_HANDS.fullmatch(hands):
-            raise ValueError(f"bad SFEN hands {hands!r}")
+            raise ValueError(f"bad SFEN hands {quote(hands)}")
         # isdigit() alone passes non-ASCII digits ('١'), which int() reads and cshogi cannot encode.
         if len(fields) == 4 and not (fields[3].isascii() and fields[3].isdigit() and int(fields[3]) > 0):
-            raise ValueError(f"SFEN move number must be a positive integer, got {fields[3]!r}")
+            raise ValueError(f"SFEN move number must be a positive integer, got {quote(fields[3])}")
         counts = collections.Counter(board)  # one letter a piece, promoted or not
         for number, piece in re.findall(r"([0-9]*)([PLNSGBRplnsgbr])", hands):
             counts[piece] += int(number or 1)
@@ -434,7 +448,7 @@ def board_from_sfen(sfen):
         if cshogi.Board(" ".join([board, "w" if side == "b" else "b", hands])).is_check():
             raise ValueError("SFEN position leaves the king of the side not to move in check")
     except ValueError as error:
-        raise ValueError(f"{error} in {sfen!r}") from None
+        raise ValueError(f"{error} in {quote(sfen)}") from None
     # Without one, cshogi numbers the position 0, which its sfen() then writes and this function refuses.
     return cshogi.Board(" ".join(fields if len(fields) == 4 else [*fields, "1"]))
 
@@ -449,12 +463,12 @@ def split_usi_position(text):
     if tokens[:1] == ["position"]:
         tokens = tokens[1:]
     if not tokens:
-        raise ValueError(f"empty position {text!r}")
+        raise ValueError(f"empty position {quote(text)}")
     moves_at = tokens.index("moves") if "moves" in tokens else len(tokens)
     head, moves = tokens[:moves_at], tokens[moves_at + 1 :]
     if head[0] == "startpos":
         if len(head) > 1:
-            raise ValueError(f"expected 'moves' after 'startpos', got {head[1]!r} in {text!r}")
+            raise ValueError(f"expected 'moves' after 'startpos', got {quote(head[1])} in {quote(text)}")
         return cshogi.STARTING_SFEN, moves
     return " ".join(head[1:] if head[0] == "sfen" else head), moves
 
@@ -476,7 +490,7 @@ def legal_move(board, usi):
     except UnicodeEncodeError:
         move = 0
     if not is_legal_move(board, move):
-        raise ValueError(f"illegal move {usi!r}")
+        raise ValueError(f"illegal move {quote(usi)}")
     return move
 
 
@@ -507,5 +521,5 @@ def parse_position(position):
     try:
         replay(board, usi_moves)
     except ValueError as error:
-        raise ValueError(f"{error} of the moves in {position!r}") from None
+        raise ValueError(f"{error} of the moves in {quote(position)}") from None
     return board

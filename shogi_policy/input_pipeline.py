@@ -201,7 +201,8 @@ def make_dataset(
         raise ValueError(f"batch_size ({batch_size}) and chunk_records ({chunk_records}) must be positive")
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
-    paths = shards.shard_paths(data_dir, split)
+    # Checked against the manifest: sizes, and SHA-256s of local files.
+    paths = shards.nonempty_shard_paths(data_dir, split)
     if not 0 <= host_index < num_hosts <= len(paths):
         raise ValueError(
             f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "

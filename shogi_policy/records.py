@@ -84,7 +84,9 @@ def read_games(path):
     readers.update(dict.fromkeys((".usi", ".txt", ".sfen"), read_usi))
     extension = record_extension(path)
     if extension not in readers:
-        raise ValueError(f"{path}: unknown record extension {extension!r}; expected one of {EXTENSIONS}")
+        raise ValueError(
+            f"{path}: unknown record extension {encoding.quote(extension)}; expected one of {EXTENSIONS}"
+        )
     try:
         yield from readers[extension](path)
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, tf.errors.OpError) as error:
@@ -94,20 +96,25 @@ def read_games(path):
 # ---------------------------------------------------------------------------- shared helpers
 
 
+def is_gzip(path):
+    """Whether a record file is gzipped: its name ends with .gz in any case ('a.USI.GZ')."""
+    return path.lower().endswith(".gz")
+
+
 def record_extension(path):
     """The lower-case extension of a record file, ignoring a trailing .gz ('.csa' for 'a.CSA.gz')."""
-    return os.path.splitext(path[:-3] if path.endswith(".gz") else path)[1].lower()
+    return os.path.splitext(path[:-3] if is_gzip(path) else path)[1].lower()
 
 
 def _open_binary(path):
     """A binary file object of path (local or gs://), gunzipped when it ends with .gz."""
     stream = tf.io.gfile.GFile(path, "rb")
-    return gzip.GzipFile(fileobj=stream, mode="rb") if path.endswith(".gz") else stream
+    return gzip.GzipFile(fileobj=stream, mode="rb") if is_gzip(path) else stream
 
 
 def _open_lines(path):
     """A UTF-8 text file object of path (local or gs://, .gz allowed) iterating over lines."""
-    if path.endswith(".gz"):
+    if is_gzip(path):
         return io.TextIOWrapper(_open_binary(path), encoding="utf-8")
     return tf.io.gfile.GFile(path, "r")  # GFile is no io.IOBase; it decodes UTF-8 in text mode
 
@@ -160,8 +167,10 @@ _CSA_ENDINGS = {
     "%CHUDAN": ("abort", None),
     "%ERROR": ("abort", None),
 }
-# A move line: side, from square (00 for a drop), to square, piece; then optional ',T<seconds>' and the like.
-_CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}(?:,|\s*$)")
+# A move statement: side, from square (00 for a drop), to square, piece.
+_CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}\s*$")
+# Floodgate writes why a game without a special ended in a comment ("'summary:max_moves:..."), as cshogi reads it.
+_FLOODGATE_SUMMARY = {"illegal move": "%ILLEGAL_MOVE", "max_moves": "%JISHOGI", "abnormal": "%ERROR"}
 # Position lines, as cshogi reads them without crashing: the initial position less some pieces, nine
 # board rows, or pieces placed ('00' in hand, 'AL' for the rest) once one of those two has set the board.
 _CSA_PIECE = "(?:FU|KY|KE|GI|KI|KA|HI|OU|TO|NY|NK|NG|UM|RY)"
@@ -183,6 +192,52 @@ def read_csa(path):
         start = end + 1
 
 
+def csa_statements(lines):
+    """The statements of CSA lines: [(line index, statement)], one line's comma-separated statements apart.
+
+    CSA allows several statements on a line separated by commas ('-7362GI,+3262RY', '+7776FU,T12').
+    A comment (from a ' to the end of its line) and the name, information and version lines
+    (N, $, V: free text that may hold commas) are one statement each.
+    """
+    statements = []
+    for index, line in enumerate(lines):
+        if line[:1] in ("'", "N", "$", "V"):
+            statements.append((index, line))
+            continue
+        head, quote, comment = line.partition("'")
+        statements.extend((index, part) for part in head.split(",") if part.strip())
+        if quote:
+            statements.append((index, quote + comment))
+    return statements
+
+
+def _csa_end(statements):
+    """(statements up to the game-ending special, the special or None) or a (statement index, message) problem.
+
+    A special ends the game where it stands: the time it took (T) and comments may follow it; a move or
+    another special after it is a problem, as is a special this reader does not know (%MATTA...).
+    """
+    end = next((i for i, (_, text) in enumerate(statements) if text.startswith("%")), None)
+    if end is None:
+        return statements, None
+    special = statements[end][1].strip()
+    if special not in _CSA_ENDINGS:
+        return end, f"unsupported CSA special {encoding.quote(special)}; known: {', '.join(_CSA_ENDINGS)}"
+    for index in range(end + 1, len(statements)):
+        text = statements[index][1].strip()
+        if text and not text.startswith(("'", "T")):
+            return index, f"{encoding.quote(text)} after {special}, which ended the game"
+    return statements[:end], special
+
+
+def _floodgate_special(statements):
+    """The CSA special of a floodgate "'summary:REASON:..." comment when a record has no special, or None."""
+    for _, text in statements:
+        if text.startswith("'summary:"):
+            return _FLOODGATE_SUMMARY.get(text.split(":", 2)[1])
+    return None
+
+
 def _csa_position_problem(lines):
     """(line index, message) of the first line of a CSA game that cshogi could crash on, or None.
 
@@ -195,15 +250,21 @@ def _csa_position_problem(lines):
             if rows and not board_set:
                 break
             if not board_set:
-                return index, f"{line.strip()!r} before the start position is set (PI or P1..P9)"
+                return (
+                    index,
+                    f"{encoding.quote(line.strip())} before the start position is set (PI or P1..P9)",
+                )
             moved |= len(line.strip()) > 1
         if line[:1] != "P":
             continue
         row = _CSA_ROW.match(line)
         if moved:
-            return index, f"a CSA position line after the moves: {line.strip()!r}"
+            return index, f"a CSA position line after the moves: {encoding.quote(line.strip())}"
         if row and int(row.group(1)) != len(rows) + 1:
-            return index, f"CSA board row out of order (P{len(rows) + 1} expected): {line.strip()!r}"
+            return (
+                index,
+                f"CSA board row out of order (P{len(rows) + 1} expected): {encoding.quote(line.strip())}",
+            )
         if row:
             rows.append(index)
             board_set |= len(rows) == 9
@@ -213,40 +274,56 @@ def _csa_position_problem(lines):
             what = (
                 "pieces placed before the board is set (PI or P1..P9)" if _CSA_PLACED.match(line) else "line"
             )
-            return index, f"malformed CSA position {what}: {line.strip()!r}"
+            return index, f"malformed CSA position {what}: {encoding.quote(line.strip())}"
     if rows and not board_set:
         return rows[-1], f"CSA board rows end at P{len(rows)}: P1..P9 are needed"
     return None
 
 
 def _csa_game(lines, path, first_line):
-    """The lines of one CSA game (starting at first_line of path) -> Game or RecordError."""
-    move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line.strip()) > 1]
-    # cshogi reads a move line cut short (a truncated file) out of bounds and reports line 1.
-    cut = next((i for i in move_lines if not _CSA_MOVE.match(lines[i])), None)
+    """The lines of one CSA game (starting at first_line of path) -> Game or RecordError.
+
+    The statements up to the game-ending special, less comments, go to cshogi's parser one a line (it
+    reads one move a line and lets a later special override an earlier one); the ending and the result
+    come from that special and the side to move after the moves.
+    """
+    all_statements = csa_statements(lines)
+    ended = _csa_end(all_statements)
+    if isinstance(ended[0], int):
+        return RecordError(path, first_line + all_statements[ended[0]][0], ended[1])
+    statements, special = ended
+    statements = [(index, text) for index, text in statements if not text.startswith("'")]
+    texts = [text for _, text in statements]
+    move_statements = [i for i, text in enumerate(texts) if text[:1] in "+-" and len(text.strip()) > 1]
+    # cshogi reads a move cut short (a truncated file) out of bounds and reports line 1.
+    cut = next((i for i in move_statements if not _CSA_MOVE.match(texts[i])), None)
     if cut is not None:
         return RecordError(
-            path, first_line + cut, f"malformed CSA move {lines[cut].strip()!r} (file cut short?)"
+            path,
+            first_line + statements[cut][0],
+            f"malformed CSA move {encoding.quote(texts[cut].strip())} (file cut short?)",
         )
-    problem = _csa_position_problem(lines)
+    problem = _csa_position_problem(texts)
     if problem:
-        return RecordError(path, first_line + problem[0], problem[1])
-    text = "\n".join(lines)
+        return RecordError(path, first_line + statements[problem[0]][0], problem[1])
     parser = cshogi.CSA.Parser()
     try:
-        parser.parse_csa_str(text)
+        parser.parse_csa_str("\n".join(texts))
         board = encoding.board_from_sfen(parser.sfen) if parser.sfen else None
     except Exception as error:  # cshogi turns its C++ exceptions into several Python types
-        return RecordError(path, first_line, f"CSA parse error: {error}")
+        return RecordError(path, first_line, f"CSA parse error: {encoding.quote(str(error))}")
     if board is None:
         return RecordError(path, first_line, "no start position (not a CSA game)")
     sfen = board.sfen()
     moves = list(parser.moves)
     bad = _first_illegal(board, moves)
     if bad is not None:
-        index = move_lines[bad]
-        return RecordError(path, first_line + index, f"illegal move {lines[index].strip()!r}")
-    ending, rule = _CSA_ENDINGS.get(parser.endgame, ("unknown", None))
+        index = move_statements[bad]
+        return RecordError(
+            path, first_line + statements[index][0], f"illegal move {encoding.quote(texts[index].strip())}"
+        )
+    text = "\n".join(lines)
+    ending, rule = _CSA_ENDINGS.get(special or _floodgate_special(all_statements), ("unknown", None))
     rates = {color: float(value) for color, value in _CSA_RATE.findall(text)}
     return Game(
         sfen=sfen,
@@ -298,7 +375,7 @@ def read_kif(path):
         parser = cshogi.KIF.Parser.parse_str("\n".join(lines))
         board = encoding.board_from_sfen(parser.sfen)
     except Exception as error:  # KIF.ParserException, or a KeyError/ValueError on odd headers
-        yield RecordError(path, 1, f"KIF parse error: {error}")
+        yield RecordError(path, 1, f"KIF parse error: {encoding.quote(str(error))}")
         return
     sfen = board.sfen()
     moves, ending, rule, seen_move_line = [], "unknown", None, False
@@ -309,10 +386,18 @@ def read_kif(path):
         seen_move_line = True
         if match.group(1) in _KIF_ENDINGS:
             ending, rule = _KIF_ENDINGS[match.group(1)]
+            # The game ends here: a move line after it is no part of it, and no guess is made which end is true.
+            later = next(
+                (n for n, text in enumerate(lines[number:], number + 1) if _KIF_MOVE_LINE.match(text)), None
+            )
+            if later is not None:
+                text = encoding.quote(lines[later - 1].strip())
+                yield RecordError(path, later, f"{text} after {match.group(1)}, which ended the game")
+                return
             break
         move, _, _ = cshogi.KIF.Parser.parse_move_str(line, board)
         if not encoding.is_legal_move(board, move):
-            yield RecordError(path, number, f"illegal or unreadable move {line.strip()!r}")
+            yield RecordError(path, number, f"illegal or unreadable move {encoding.quote(line.strip())}")
             return
         board.push(move)
         moves.append(move)
@@ -344,7 +429,7 @@ def _usi_game(line, path, number):
     fields = [field.strip() for field in line.split("\t")]
     result = fields[1] if len(fields) > 1 and fields[1] else None
     if result is not None and result not in RESULTS:
-        return RecordError(path, number, f"bad result {result!r}; expected one of {RESULTS}")
+        return RecordError(path, number, f"bad result {encoding.quote(result)}; expected one of {RESULTS}")
     try:
         sfen, usi_moves = encoding.split_usi_position(fields[0])
         board = encoding.board_from_sfen(sfen)
@@ -373,7 +458,7 @@ def read_hcpe(path):
     position after row i's move (identical HuffmanCodedPos) and the same gameResult.
     A file whose size is not a multiple of 38 bytes is one RecordError (rows cannot be trusted).
     """
-    if not path.endswith(".gz"):
+    if not is_gzip(path):
         size = tf.io.gfile.stat(path).length
         if size % _HCPE_DTYPE.itemsize:
             yield RecordError(

@@ -27,8 +27,21 @@ class ShogiTask:
         self.options = options
 
     def check_options(self):
-        """A problem with the flags this task needs, as a message, or None."""
-        return None if self.options.data_dir else "--data_dir is required for --dataset=shogi"
+        """A problem with the flags this task needs, as a message, or None.
+
+        The shard directory is checked here, before anything is built or written: every shard of its
+        manifest whole (shards.shard_paths) and a training split that holds positions.
+        """
+        data_dir = self.options.data_dir
+        if not data_dir:
+            return "--data_dir is required for --dataset=shogi"
+        try:
+            shards.nonempty_shard_paths(data_dir, "train")
+            for split in set(shards.read_manifest(data_dir)["splits"]) - {"train"}:
+                shards.shard_paths(data_dir, split)
+        except ValueError as error:
+            return str(error)
+        return None
 
     def build_model(self, config, nested_xla=False):
         return network.build_policy_model(config, nested_xla=nested_xla)

@@ -1,7 +1,9 @@
 """shogi-policy-convert and the shard writer: manifest, filters, split by game, shuffle, determinism."""
 
 import collections
+import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,9 +93,11 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
     splits = manifest["splits"]
     assert manifest["format"] == "shogi_policy.records" and manifest["format_version"] == 1
     assert manifest["record_bytes"] == encoding.RECORD_BYTES == 100 and manifest["seed"] == 3
-    assert splits["train"]["games"] + splits["test"]["games"] == 1291 + 100
-    assert splits["train"]["positions"] + splits["test"]["positions"] == 127415 + csa_positions
-    assert 0.05 < splits["test"]["games"] / 1391 < 0.15
+    # csa/ holds 100 of the games of games.usi again: each game once, the copies counted.
+    assert splits["train"]["games"] + splits["test"]["games"] == 1291
+    assert splits["train"]["positions"] + splits["test"]["positions"] == 127415
+    assert manifest["skipped"]["duplicate"] == 100 and csa_positions > 5000
+    assert 0.05 < splits["test"]["games"] / 1291 < 0.15
     bad_count, bad_example = converted["bad"]
     assert manifest["skipped"]["error"] == bad_count
     assert bad_example in manifest["skipped"]["error_examples"]
@@ -108,9 +112,9 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
 
 
 def test_shards_hold_exactly_the_positions_of_the_games(converted):
-    """The multiset of positions (game ids aside) equals games_to_records of every input game."""
+    """The multiset of positions (game ids aside) equals games_to_records of every input game, once."""
     usi = list(records.read_games(str(SHARED_DATA / "floodgate_games" / "games.usi")))
-    expected = records.games_to_records(usi + usi[:100], np.zeros(1391, dtype=np.int64))
+    expected = records.games_to_records(usi, np.zeros(1291, dtype=np.int64))
     stored = np.concatenate([r for split in shards.SPLITS for r in read_split(converted["output"], split)])
     assert np.array_equal(sorted_positions(stored), sorted_positions(expected))
 
@@ -119,8 +123,8 @@ def test_split_never_shares_a_game_even_across_formats(converted):
     train = game_signatures(np.concatenate(read_split(converted["output"], "train")))
     test = game_signatures(np.concatenate(read_split(converted["output"], "test")))
     assert not set(train) & set(test)  # game ids
-    assert not set(train.values()) & set(test.values())  # contents: the CSA copy joins its USI twin
-    assert len(train) + len(test) == 1391
+    assert not set(train.values()) & set(test.values())  # contents
+    assert len(train) + len(test) == 1291  # the CSA copies of 100 games are dropped
     assert len(set(train.values())) + len(set(test.values())) == 1291
 
 
@@ -237,7 +241,11 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     for chunk in np.array_split(tagged, 13):
         writer.add(chunk)
     result = writer.close()
-    assert result == {"files": [shards.shard_name("train", i, 5) for i in range(5)], "positions": n}
+    assert (
+        result["files"] == [shards.shard_name("train", i, 5) for i in range(5)] and result["positions"] == n
+    )
+    assert result["bytes"] == [1000 * encoding.RECORD_BYTES] * 5
+    assert result["sha256"] == [shards.file_sha256(str(tmp_path / name)) for name in result["files"]]
     order = np.concatenate(
         [
             encoding.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
@@ -322,3 +330,64 @@ def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_nex
     assert elsewhere.exists(), "only the buckets of the same output are removed"
     run_app(f"--inputs={games}", "--output_dir=ram://shogi_policy_test/elsewhere")
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--log_every=0", "--log_every must be an integer >= 1, got 0"),
+        ("--seed=-1", "--seed must be an integer in [0, 2^63), got -1"),
+        (f"--seed={2**63}", "--seed must be an integer in [0, 2^63)"),
+        ("--positions_per_shard=0", "--positions_per_shard must be an integer >= 1, got 0"),
+        ("--min_plies=-2", "--min_plies must be an integer >= 0, got -2"),
+        ("--min_rating=nan", "--min_rating must be a finite number, got nan"),
+    ],
+)
+def test_every_converter_flag_is_checked_naming_it(tmp_path, flag, message):
+    """Issue 19: --log_every=0 was a ZeroDivisionError, --seed=-1 a numpy message naming no flag."""
+    (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
+    with pytest.raises(app.UsageError, match=re.escape(message)):
+        run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}", flag)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_usage_error_on_the_command_line_has_no_traceback(tmp_path):
+    (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
+    result = convert_cli(
+        f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}", "--log_every=0"
+    )
+    assert result.returncode == 1 and "--log_every must be an integer >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def no_space_left(path):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["buckets", "shards"])
+def test_a_full_disk_is_a_sentence_naming_the_file(tmp_path, monkeypatch, where):
+    """Issue 19: a conversion onto a full disk ended in an ENOSPC traceback naming no path."""
+    (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
+    if where == "buckets":  # the temporary buckets are written with open()
+        monkeypatch.setattr(shards, "open", lambda path, mode: no_space_left(path), raising=False)
+    else:  # shards and the manifest go through tf.io.gfile
+        real = tf.io.gfile.GFile
+
+        def full(path, mode):  # the write probe of the output directory still succeeds
+            return no_space_left(path) if "w" in mode and "probe" not in path else real(path, mode)
+
+        monkeypatch.setattr(shards.tf.io.gfile, "GFile", full)
+    with pytest.raises(ValueError, match=r"cannot write .*out/.*: No space left on device") as error:
+        run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
+    assert ("bucket-" in str(error.value)) == (where == "buckets")
+
+
+def test_one_huge_token_is_quoted_capped_in_the_manifest_and_stderr(tmp_path):
+    """Issue 19: one 150 MB token was quoted whole into stderr and manifest.json."""
+    huge = "7g7f" * 500_000
+    (tmp_path / "g.usi").write_text(f"startpos moves 7g7f 3c3d\nstartpos moves {huge}\nsfen {huge} b - 1\n")
+    manifest = run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
+    examples = manifest["skipped"]["error_examples"]
+    assert len(examples) == 2 and all(len(example) < 400 for example in examples), examples
+    assert all(re.search(r"'(7g7f){20}'\.\.\. \(2,000,00\d characters\)", example) for example in examples)
+    assert (tmp_path / "out" / shards.MANIFEST).stat().st_size < 10_000

@@ -9,7 +9,7 @@ import cshogi.dlshogi
 import keras
 import numpy as np
 import pytest
-from conftest import random_game_records
+from conftest import random_game_records, restamp_manifest
 
 from shogi_policy import encoding, evaluate, inference, move_match, shards
 
@@ -129,6 +129,7 @@ def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_pat
     path, records = shard_of(tmp_path / "bad", random_game_records(3, 30, seed=5))
     records[:, :95] = 0xFF
     records.tofile(path)
+    restamp_manifest(tmp_path / "bad")
     command = [sys.executable, "-m", "shogi_policy.evaluate", f"--model={tiny_export[1]}"]
     result = subprocess.run(
         [*command, f"--data_dir={tmp_path / 'bad'}", "--split=test", "--limit=500"],
@@ -150,9 +151,11 @@ def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label
         (illegal >> 8) | board.turn << 6,
     ]
     records.tofile(path)
+    restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 3: its label is not a legal move"):
         move_match.shard_inputs(str(tmp_path / "a"), "test")
     records[5, :81] = encoding.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[0]  # a dead pawn
     records.tofile(path)
+    restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 5: 'P' on rank 1, file 9 could never move"):
         move_match.shard_inputs(str(tmp_path / "a"), "test")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-from conftest import parse_flags, random_game_plies, random_game_records
+from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
 from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
 
@@ -99,6 +99,7 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
     records = np.fromfile(shard, np.uint8).reshape(-1, encoding.RECORD_BYTES)
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
+    restamp_manifest(directory)
     common = {"data_dir": directory, "steps": 3, "steps_per_epoch": 3, "eval_steps": 0, "batch_size": 16}
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard}: record 7: {problem}"):
         train.train(parse_flags(model_dir=tmp_path / "fail", **common))
@@ -361,8 +362,10 @@ def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
     assert "--eval_steps must be an integer >= 0" in result.stderr
 
 
-def test_batch_must_split_over_replicas(tmp_path):
-    options = parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33)
+def test_batch_must_split_over_replicas(random_shards, tmp_path):
+    options = parse_flags(
+        data_dir=random_shards, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33
+    )
     with pytest.raises(app.UsageError, match="--batch_size=33 must be a multiple of the 2 replicas"):
         train.train(options)
     assert not (tmp_path / "run").exists(), "refused before the model directory is written"
