@@ -25,8 +25,8 @@ from absl import flags
 
 from shogi_policy import encoding, model_dir, shards, train
 
-# A test hook: "fit" makes the check's training fail inside fit, "hang" makes it stall (the notebook's
-# timeouts and BACKEND="auto" fallback are tested on CPU with it). Unset in normal runs.
+# A test hook, "<backend>:fit" or "<backend>:hang": under that Keras backend the check's training fails inside
+# fit, or stalls there (the notebook's timeouts and BACKEND="auto" fallback are tested on CPU with it).
 FAULT_VARIABLE = "SHOGI_POLICY_PREFLIGHT_FAULT"
 _THROUGHPUT_EPOCH = 10
 
@@ -63,19 +63,21 @@ def trainer_options(argv, **overrides):
     return values
 
 
-class _Fault:
-    """A Keras callback that fails or stalls the first training batch, as FAULT_VARIABLE asks (tests)."""
+def _fault_callbacks():
+    """[a Keras callback failing or stalling the first training batch] when FAULT_VARIABLE names this backend."""
+    import keras  # noqa: PLC0415  (after the launcher chose the backend)
 
-    def __new__(cls, fault):
-        import keras  # noqa: PLC0415  (after the launcher chose the backend)
+    backend, _, fault = os.environ.get(FAULT_VARIABLE, "").partition(":")
+    if backend != keras.backend.backend():
+        return []
 
-        class Fault(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if fault == "hang":
-                    time.sleep(24 * 3600)
-                raise RuntimeError(f"{FAULT_VARIABLE}={fault}: simulated failure of fit")
+    class Fault(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if fault == "hang":
+                time.sleep(24 * 3600)
+            raise RuntimeError(f"{FAULT_VARIABLE}={backend}:{fault}: simulated failure of fit")
 
-        return Fault()
+    return [Fault()]
 
 
 def _train(argv, work, name, callbacks=(), **overrides):
@@ -95,7 +97,6 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
 
     Raises whatever the trainer raises: a check that fails is the preflight's answer.
     """
-    fault = os.environ.get(FAULT_VARIABLE)
     report = {}
     with tempfile.TemporaryDirectory() as work:
         data_dir = os.path.join(work, "shards")
@@ -112,7 +113,7 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
                 argv,
                 work,
                 "check",
-                callbacks=[_Fault(fault)] if fault else (),
+                callbacks=_fault_callbacks(),
                 steps=check_steps,
                 steps_per_epoch=check_steps,
                 steps_per_execution=1,

@@ -215,7 +215,7 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
 def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
     # A runtime whose devices start but whose fit fails must fail the preflight (the notebook's "auto" then
     # takes the JAX road): simulated with the check's fault hook.
-    monkeypatch.setenv(runtime_check.FAULT_VARIABLE, "fit")
+    monkeypatch.setenv(runtime_check.FAULT_VARIABLE, "tensorflow:fit")
     monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default", *TINY_NET])
     with pytest.raises(SystemExit, match="PREFLIGHT FAILED: training did not run.*simulated failure of fit"):
         cli.preflight()
