@@ -112,6 +112,12 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
     assert seen == [(command, "0", "tensorflow")]
 
 
+def fake_jax_start():
+    """tpu_runtime.start_jax on one CPU device, without starting JAX."""
+    tpu_runtime.keep_off_tpu()
+    return [mock.Mock(platform="cpu")], None
+
+
 @pytest.mark.parametrize(
     "argv, environment, expected",
     [
@@ -123,6 +129,10 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
 )
 def test_train_command_sets_the_keras_backend(argv, environment, expected, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["shogi-policy-train", "--strategy=default", *argv])
+    # JAX's start is faked: a real one would hold libtpu's lock in this process where libtpu is installed
+    # (.ci/colab_lane), keeping the simulated-chip tests' processes from reaching libtpu. The real order is
+    # tested in a child process below.
+    monkeypatch.setattr(tpu_runtime, "start_jax", fake_jax_start)
     seen = []
     monkeypatch.setattr(
         cli,
