@@ -158,20 +158,24 @@ def start_jax(environ=os.environ, pci_devices=PCI_DEVICES):
     import jax  # noqa: PLC0415  (the JAX backend only)
 
     chips = local_tpu_chips(pci_devices)
+    # A TPU plugin that fails loudly raises (libtpu's "TPU initialization failed"); one that fails quietly
+    # leaves JAX on its CPU devices and its error in JAX's records.
     try:
         devices = jax.devices()
         error = _quiet_backend_error("tpu")
-    except (
-        RuntimeError
-    ) as raised:  # a TPU plugin that fails loudly, e.g. libtpu's "TPU initialization failed"
+    except RuntimeError as raised:
         devices, error = None, str(raised)
-    platform = devices[0].platform if devices else None
     keep_off_tpu(environ)
-    if devices is not None and (platform == "tpu" or not chips):
+    if devices is None and not chips:
+        return None, f"JAX did not start: {error}"
+    platform = devices[0].platform if devices else None
+    if platform == "tpu" or not chips:
         return devices, None
-    found = f"{len(chips)} TPU chips ({_generations(chips)}) on the PCI bus" if chips else "no TPU chip"
     said = error or f"nothing; it started {platform} devices (libtpu installed: {_version('libtpu') or 'no'})"
-    return devices, f"{found}, but JAX did not start a TPU. JAX/libtpu said: {said}\n{JAX_TPU_HELP}"
+    return devices, (
+        f"{len(chips)} TPU chips ({_generations(chips)}) on the PCI bus, but JAX did not start a TPU. "
+        f"JAX/libtpu said: {said}\n{JAX_TPU_HELP}"
+    )
 
 
 def _quiet_backend_error(platform):
