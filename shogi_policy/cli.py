@@ -6,15 +6,20 @@ before TensorFlow and Keras are imported, and every app imports them at import t
 
   train            KERAS_BACKEND from --backend (else as set, else Keras's default, tensorflow).
                    TensorFlow: the PJRT variables when it will train on this host's TPU, else
-                   TPU_LOAD_LIBRARY=0 (shogi_policy.tpu_runtime.configure_trainer). JAX: TPU_LOAD_LIBRARY=0
-                   (the TensorFlow that runs tf.data must leave libtpu to JAX). --strategy=tpu without a
-                   TPU chip stops here, before TensorFlow loads
+                   TPU_LOAD_LIBRARY=0 (shogi_policy.tpu_runtime.configure_trainer). JAX: JAX starts its
+                   devices here, before anything imports TensorFlow (tpu_runtime.start_jax), then
+                   TPU_LOAD_LIBRARY=0 keeps tf.data's TensorFlow off libtpu; with TPU chips and no TPU device
+                   from JAX it stops with JAX's error (never trains on the CPU beside a TPU). With
+                   --jax_distributed the trainer starts JAX after its distributed runtime. --strategy=tpu
+                   without a TPU chip stops here, before TensorFlow loads
   convert, export, sample, evaluate, usi, match
                    TPU_LOAD_LIBRARY=0: they run on the host CPU and never take the TPU from a trainer;
                    KERAS_BACKEND=tensorflow whatever the environment says: serving is TensorFlow
                    (SavedModels), and a JAX-trained model.keras or checkpoint loads under it
-  preflight        what the runtime has (versions, TPU chips, and the TPU cores TensorFlow initialises
-                   when --strategy=tpu|auto finds chips); exit status 1 when it cannot train as asked
+  preflight        what the runtime has (versions, TPU chips, the devices the backend starts), then
+                   --check_steps training steps on random records (shogi_policy.runtime_check); with
+                   --report=FILE also a 20-step throughput and MNIST, written as JSON; exit status 1 when it
+                   cannot train as asked
 
 `python -m shogi_policy.<app>` runs the app without this set-up.
 """
@@ -29,16 +34,15 @@ from shogi_policy import tpu_runtime
 
 
 def trainer_target(argv):
-    """(--strategy, --tpu, --backend) of trainer arguments argv (flagfiles read), with the trainer's defaults.
-
-    --backend is None when not given.
-    """
+    """(--strategy, --tpu, --backend, --jax_distributed) of trainer arguments argv (flagfiles read), with the
+    trainer's defaults; --backend is None when not given."""
     flag_values = flags.FlagValues()
     flags.DEFINE_string("strategy", "auto", "", flag_values=flag_values)
     flags.DEFINE_string("tpu", "local", "", flag_values=flag_values)
     flags.DEFINE_string("backend", None, "", flag_values=flag_values)
+    flags.DEFINE_bool("jax_distributed", False, "", flag_values=flag_values)
     flag_values(["shogi-policy-train", *argv], known_only=True)
-    return flag_values.strategy, flag_values.tpu, flag_values.backend
+    return flag_values.strategy, flag_values.tpu, flag_values.backend, flag_values.jax_distributed
 
 
 def _run_app(name):
@@ -77,59 +81,109 @@ def match():
 
 def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
-    strategy, tpu, backend = trainer_target(sys.argv[1:])
+    strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
     problem = tpu_runtime.missing_tpu(strategy, tpu)
     if problem:
         sys.exit(f"shogi-policy-train --strategy=tpu: {problem}")
     if backend:
         os.environ["KERAS_BACKEND"] = backend
-    if os.environ.get("KERAS_BACKEND") == "jax":
-        # JAX loads libtpu itself; TensorFlow (tf.data) must not take it.
-        tpu_runtime.keep_off_tpu()
-        print("Keras backend jax: TPU_LOAD_LIBRARY=0 for TensorFlow, JAX picks its devices", file=sys.stderr)
-    else:
+    if os.environ.get("KERAS_BACKEND") != "jax":
         print(tpu_runtime.configure_trainer(strategy, tpu), file=sys.stderr)
+    elif jax_distributed:  # jax.distributed.initialize() must come first: the trainer starts JAX after it
+        print("Keras backend jax, --jax_distributed: the trainer starts JAX's devices", file=sys.stderr)
+    else:
+        print(f"Keras backend jax: {_start_jax('shogi-policy-train')}", file=sys.stderr)
     _run_app("train")
 
 
-def preflight():
-    """Prints the runtime report; with TPU chips and --strategy=tpu|auto also initialises the TPU system.
+def _start_jax(command):
+    """Starts JAX's devices before TensorFlow loads (tpu_runtime.start_jax); exits with JAX's error if it must."""
+    devices, problem = tpu_runtime.start_jax()
+    if problem:
+        sys.exit(f"{command}: {problem}")
+    return f"JAX started {len(devices)} {devices[0].platform} devices; TPU_LOAD_LIBRARY=0 for TensorFlow from here"
 
-    Run it in a subprocess (the notebook does): initialising the TPU takes libtpu's lock until the process ends.
+
+def preflight_options(argv):
+    """(--report, --check_steps, --mnist_steps) of the preflight's own flags in argv; the rest is the trainer's."""
+    flag_values = flags.FlagValues()
+    flags.DEFINE_string("report", None, "", flag_values=flag_values)
+    flags.DEFINE_integer("check_steps", 2, "", lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer("mnist_steps", 300, "", lower_bound=0, flag_values=flag_values)
+    try:
+        flag_values(["shogi-policy-preflight", *argv], known_only=True)
+    except flags.Error as error:
+        sys.exit(f"shogi-policy-preflight: {error}")
+    return flag_values.report, flag_values.check_steps, flag_values.mnist_steps
+
+
+def preflight():
+    """The runtime report, the devices the backend starts and a few real training steps; exits 1 on a problem.
+
+    Flags: the trainer's --strategy, --backend, --preset, --batch_size, --mixed_bfloat16 (what the run will
+    use), --check_steps=N training steps on random records (default 2; 0: none), --report=FILE: also a
+    20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.runtime_check).
+    Run it in a subprocess (the notebook does): starting the TPU takes libtpu's lock until the process ends.
     """
-    strategy, _, backend = trainer_target(sys.argv[1:])
+    strategy, _, backend, _ = trainer_target(sys.argv[1:])
+    report_path, check_steps, mnist_steps = preflight_options(sys.argv[1:])
     backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    os.environ["KERAS_BACKEND"] = backend
     lines, problem = tpu_runtime.preflight(strategy, backend=backend)
     print("\n".join(lines))
     if problem:
         sys.exit(f"\nPREFLIGHT FAILED:\n{problem}")
     if backend == "jax":
-        _preflight_jax(strategy)
-    elif strategy in ("tpu", "auto") and tpu_runtime.local_tpu_chips():
-        print(tpu_runtime.configure_trainer(strategy, "local"))
-        import tensorflow as tf
+        devices = _preflight_jax(strategy)
+    else:
+        devices = _preflight_tensorflow(strategy)
+    from shogi_policy import runtime_check
 
+    try:
+        report = runtime_check.run_checks(
+            sys.argv[1:],
+            check_steps=check_steps,
+            mnist_steps=mnist_steps if report_path else 0,
+            throughput_steps=20 if report_path else 0,
+        )
+    except Exception as error:  # noqa: BLE001  (any failure of fit is the preflight's answer)
+        sys.exit(f"\nPREFLIGHT FAILED: training did not run ({type(error).__name__}: {str(error)[:2000]})")
+    if report_path:
+        runtime_check.write_report(report_path, tpu_runtime.runtime_report(), devices, report)
+        print(f"report written to {report_path}")
+    print(f"\npreflight ok for --strategy={strategy} --backend={backend}")
+
+
+def _preflight_tensorflow(strategy):
+    """TensorFlow's devices; with TPU chips and --strategy=tpu|auto, the TPU cores it initialises (or exit 1)."""
+    print(tpu_runtime.configure_trainer(strategy, "local"))  # the trainer's environment, before TensorFlow
+    import tensorflow as tf
+
+    if strategy in ("tpu", "auto") and tpu_runtime.local_tpu_chips():
         from shogi_policy.strategy import TpuUnavailableError, make_strategy
 
         try:
             make_strategy("tpu")
         except TpuUnavailableError as error:
             sys.exit(f"\nPREFLIGHT FAILED: {error}")
-        print("TPU cores:", [device.name for device in tf.config.list_logical_devices("TPU")])
-    print(f"\npreflight ok for --strategy={strategy} --backend={backend}")
+        devices = [device.name for device in tf.config.list_logical_devices("TPU")]
+        print("TPU cores:", devices)
+        return devices
+    return [device.name for device in tf.config.list_logical_devices()]
 
 
 def _preflight_jax(strategy):
-    """The devices JAX starts (it takes the TPU until this process ends); exits when --strategy=tpu finds none."""
-    tpu_runtime.keep_off_tpu()  # the TensorFlow that JAX's trainer imports for tf.data
-    import jax
-
-    devices = jax.devices()
+    """JAX's devices, started before TensorFlow loads (it takes the TPU until this process ends); exits 1 when
+    JAX starts no TPU beside TPU chips, or when --strategy=tpu finds none."""
+    devices, problem = tpu_runtime.start_jax()
+    if problem:
+        sys.exit(f"\nPREFLIGHT FAILED: {problem}")
     print("JAX devices:", devices)
     if strategy == "tpu" and devices[0].platform != "tpu":
         sys.exit(
             f"\nPREFLIGHT FAILED: --strategy=tpu --backend=jax, but JAX started {devices[0].platform} devices"
         )
+    return [str(device) for device in devices]
 
 
 COMMANDS = {

@@ -107,8 +107,16 @@ def _jax_strategy(name, tpu):
         )
     devices = jax.devices()  # global: every host's devices in a multi-host run
     platform = devices[0].platform
-    if name == "tpu" and platform != "tpu":
-        raise TpuUnavailableError(f"--strategy=tpu under JAX, but JAX sees {len(devices)} {platform} devices")
+    chips = tpu_runtime.local_tpu_chips()
+    if platform != "tpu" and (name == "tpu" or chips):  # never train on the CPU beside an idle TPU
+        raise TpuUnavailableError(
+            f"--strategy={name} under JAX, but JAX sees {len(devices)} {platform} devices"
+            + (
+                f" while {len(chips)} TPU chips are on the PCI bus\n{tpu_runtime.JAX_TPU_HELP}"
+                if chips
+                else ""
+            )
+        )
     if name == "default":
         if jax.process_count() > 1:
             raise ValueError(

@@ -5,6 +5,7 @@
   configure_trainer(...)   the trainer's launcher: the PJRT variables when it will use a local TPU,
                            else TPU_LOAD_LIBRARY=0
   keep_off_tpu()           every other console command: TPU_LOAD_LIBRARY=0, so it never takes the TPU
+  start_jax()              the JAX trainer and preflight: JAX's backend first, then TensorFlow kept off libtpu
   preflight(strategy)      what this runtime has, and the problem with it (shogi_policy.cli preflight)
 
 Why before TensorFlow: with the tensorflow-tpu wheel, `import tensorflow` loads libtpu (unless
@@ -38,20 +39,29 @@ PCI_DEVICES = Path("/sys/bus/pci/devices")
 # has no TPU_SYSTEM device, takes no lock file and runs on the CPU.
 KEEP_OFF_TPU = {"TPU_LOAD_LIBRARY": "0"}
 
+# The JAX road (Colab's default): the runtime's jax, jaxlib, libtpu, keras and orbax-checkpoint, plus the CPU
+# TensorFlow wheel for tf.data, TensorBoard and export (it never loads libtpu).
+JAX_PIP_LINE = (
+    'pip install "tensorflow-cpu==2.21.0" tensorboard "cshogi>=1.1" "tensorflow-datasets>=4.9" '
+    "importlib_resources absl-py && pip install --no-deps -e ."
+)
 PIP_LINE = (
     'pip install "tensorflow-tpu==2.20.0" "libtpu==0.0.14" "cshogi>=1.1" "tensorflow-datasets>=4.9" '
     "importlib_resources absl-py && pip install --no-deps -e ."
 )
 NO_TPU_HELP = (
-    "No TPU chip on this host's PCI bus. On Colab: Runtime > Change runtime type > TPU, then install with\n"
-    f"  {PIP_LINE}\n"
+    "No TPU chip on this host's PCI bus. On Colab: Runtime > Change runtime type > TPU. There the JAX road\n"
+    f"(--backend=jax) is the default:\n  {JAX_PIP_LINE}\n"
+    f"The TensorFlow road (opt-in):\n  {PIP_LINE}\n"
     "(libtpu==0.0.14 matters: newer libtpu aborts tensorflow-tpu 2.20 at import). Without a TPU, train with\n"
-    "--strategy=default (CPU) or --strategy=auto. Where TensorFlow cannot start the TPU, train on it with the\n"
-    "JAX backend (--backend=jax; README, JAX backend)."
+    "--strategy=default (CPU) or --strategy=auto (docs/tpu.md)."
 )
-JAX_PIP_LINE = (
-    'pip install "tensorflow-cpu==2.21.0" tensorboard "cshogi>=1.1" "tensorflow-datasets>=4.9" '
-    "importlib_resources absl-py && pip install --no-deps -e ."
+JAX_TPU_HELP = (
+    "What to do: restart the runtime if another process may hold the TPU (a notebook kernel or a leftover\n"
+    "training or preflight process: libtpu serves one process per host); keep the jax, jaxlib and libtpu the\n"
+    "runtime shipped (on Colab never `pip install jax[tpu]` or tensorflow-tpu beside them: each brings another\n"
+    "libtpu; the notebook puts Colab's back); never set TPU_LOAD_LIBRARY=0 for the JAX trainer. This trainer\n"
+    "does not fall back to the CPU while TPU chips are present (docs/tpu.md, troubleshooting)."
 )
 
 TPU_INIT_HELP = (
@@ -134,6 +144,45 @@ def _set_defaults(values, environ):
 def keep_off_tpu(environ=os.environ):
     """TPU_LOAD_LIBRARY=0 unless set: this process serves on the CPU and leaves the TPU to the trainer."""
     return _set_defaults(KEEP_OFF_TPU, environ)
+
+
+def start_jax(environ=os.environ, pci_devices=PCI_DEVICES):
+    """Starts JAX's backend (jax.devices()) in this process; call it before anything imports TensorFlow.
+
+    Returns (devices, problem). devices: JAX's devices, None when JAX raised. problem: None, or, when JAX
+    started no TPU device while this host has TPU chips (or JAX raised), JAX's/libtpu's own error and what
+    to do. Once JAX has started, TPU_LOAD_LIBRARY=0 is set for the TensorFlow that runs tf.data: a
+    tensorflow-tpu wheel would otherwise load libtpu too. libtpu reads the variable when a framework takes
+    its lock (TryAcquireTpuLock), so set before JAX it would stop JAX from starting the TPU.
+    """
+    import jax  # noqa: PLC0415  (the JAX backend only)
+
+    chips = local_tpu_chips(pci_devices)
+    # A TPU plugin that fails loudly raises (libtpu's "TPU initialization failed"); one that fails quietly
+    # leaves JAX on its CPU devices and its error in JAX's records.
+    try:
+        devices = jax.devices()
+        error = _quiet_backend_error("tpu")
+    except RuntimeError as raised:
+        devices, error = None, str(raised)
+    keep_off_tpu(environ)
+    if devices is None and not chips:
+        return None, f"JAX did not start: {error}"
+    platform = devices[0].platform if devices else None
+    if platform == "tpu" or not chips:
+        return devices, None
+    said = error or f"nothing; it started {platform} devices (libtpu installed: {_version('libtpu') or 'no'})"
+    return devices, (
+        f"{len(chips)} TPU chips ({_generations(chips)}) on the PCI bus, but JAX did not start a TPU. "
+        f"JAX/libtpu said: {said}\n{JAX_TPU_HELP}"
+    )
+
+
+def _quiet_backend_error(platform):
+    """The error JAX kept for a backend that failed quietly (jax._src.xla_bridge._backend_errors), or None."""
+    from jax._src import xla_bridge  # noqa: PLC0415
+
+    return getattr(xla_bridge, "_backend_errors", {}).get(platform)
 
 
 def missing_tpu(strategy, tpu, pci_devices=PCI_DEVICES):

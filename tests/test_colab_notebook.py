@@ -1,24 +1,29 @@
 """The Colab TPU notebook runs as written on CPU, with its TPU pieces switched to the default strategy.
 
-It runs once per Keras backend (BACKEND "tensorflow" and "jax"; the JAX run skips where jax is not installed,
-as in the tensorflow-tpu wheel's CI lane), and BACKEND "auto" must switch to JAX when TensorFlow's preflight
-fails.
+It runs once per BACKEND: "tensorflow", "jax" (skipped where jax is not installed, as in the tensorflow-tpu
+wheel's CI lane) and "auto" with a TensorFlow preflight whose fit fails (the fault hook of
+shogi_policy.runtime_check): "auto" must end on the JAX road with a TensorFlow that still exports and serves.
+Under Colab's stack (.ci/colab_lane: jax with libtpu installed) "auto" takes the JAX road at once.
 Cells run in a real IPython shell, so magics and {var} expansion behave as in Colab. Cells tagged 'colab'
-(TPU wheels, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_mnist.py covers
-it with tfds mock data) are skipped. Commands go through the notebook's own run() helper, which must stop
-the notebook on a failure (Colab's '!' does not); the preflight must let the default strategy through and
-stop a TPU run on this TPU-less machine; a REPO_URL left empty must be refused with what to set.
+(pip installs, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_tpu_runtime.py
+covers the report with tfds mock data) are skipped; the install plan they run is tested on its own. Commands go
+through the notebook's own run() helper, which must stop the notebook on a failure (Colab's '!' does not) and
+on a timeout; the preflight must let the default strategy through and stop a TPU run on this TPU-less machine;
+a REPO_URL left empty must be refused with what to set.
 """
 
 import importlib.util
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
 import nbformat
 import pytest
+
+from shogi_policy import runtime_check
 
 IPython = pytest.importorskip("IPython")
 
@@ -42,6 +47,8 @@ def cpu_parameters(work_dir, backend):
         "STEPS_PER_EXECUTION": 3,
         "EVAL_STEPS": 2,
         "EVAL_LIMIT": 256,
+        "LIBTPU_FILE": str(work_dir / "runtime_libtpu.txt"),
+        "PREFLIGHT_TIMEOUT": 300,
     }
 
 
@@ -56,13 +63,44 @@ def test_shell_steps_go_through_the_failing_helper():
         assert not re.search(r"^\s*!|%%bash|%system|subprocess\.(call|run)\(", cell.source, re.M), cell.source
 
 
+def new_shell():
+    """A fresh IPython shell. IPython's init_virtualenv puts $VIRTUAL_ENV's site-packages first on sys.path: the
+    caller clears VIRTUAL_ENV, so that an activated virtualenv around the test run changes no import."""
+    IPython.core.interactiveshell.InteractiveShell.clear_instance()
+    return IPython.core.interactiveshell.InteractiveShell.instance()
+
+
 @pytest.fixture
 def shell():
-    """A fresh IPython shell whose changes to os.environ (the kernel's TPU_LOAD_LIBRARY) end with the test."""
-    with mock.patch.dict(os.environ):
+    """A fresh IPython shell, sealed from an outer virtualenv; its changes to os.environ (the kernel's
+    TPU_LOAD_LIBRARY) and sys.path end with the test."""
+    with mock.patch.dict(os.environ), mock.patch.object(sys, "path", list(sys.path)):
+        os.environ.pop("VIRTUAL_ENV", None)
+        os.environ.pop(runtime_check.FAULT_VARIABLE, None)
+        yield new_shell()
         IPython.core.interactiveshell.InteractiveShell.clear_instance()
-        yield IPython.core.interactiveshell.InteractiveShell.instance()
-        IPython.core.interactiveshell.InteractiveShell.clear_instance()
+
+
+def test_shell_is_sealed_from_an_activated_virtualenv(tmp_path):
+    # An outer venv (`. v/bin/activate && bash .ci/run`) with a module of its own: the test shell must not see it.
+    site = (
+        tmp_path / "v" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    )
+    site.mkdir(parents=True)
+    with (
+        mock.patch.dict(os.environ, VIRTUAL_ENV=str(tmp_path / "v")),
+        mock.patch.object(sys, "path", list(sys.path)),
+    ):
+        new_shell()
+        assert str(site) in sys.path, "IPython no longer adds $VIRTUAL_ENV: this test checks nothing"
+    with (
+        mock.patch.dict(os.environ, VIRTUAL_ENV=str(tmp_path / "v")),
+        mock.patch.object(sys, "path", list(sys.path)),
+    ):
+        os.environ.pop("VIRTUAL_ENV")  # what the shell fixture does
+        new_shell()
+        assert str(site) not in sys.path
+    IPython.core.interactiveshell.InteractiveShell.clear_instance()
 
 
 def run_cells(shell, cells, parameters):
@@ -80,10 +118,12 @@ def run_cells(shell, cells, parameters):
     return ran
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "auto"])
 def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
-    if backend == "jax":
+    if backend != "tensorflow":
         pytest.importorskip("jax")
+    if backend == "auto":  # TensorFlow's preflight passes its devices but fails in fit
+        os.environ[runtime_check.FAULT_VARIABLE] = "tensorflow:fit"
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(notebook)
     ran = run_cells(shell, code_cells(notebook), cpu_parameters(tmp_path, backend))
@@ -91,11 +131,21 @@ def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
     assert (tmp_path / "export" / "saved_model.pb").is_file()
     assert (tmp_path / "model" / "metrics.json").is_file()
     out = capsys.readouterr().out
-    assert f"preflight ok for --strategy=default --backend={backend}" in out
+    trained = "jax" if backend == "auto" else backend
+    assert f"preflight ok for --strategy=default --backend={trained}" in out
+    assert "2 training steps on random records ran" in out, "the preflight trains for real"
     assert "cshogi" in out and "tpu_chips" in out
-    assert f"Keras backend for training: {backend}" in out
+    assert f"Keras backend for training: {trained}" in out
     assert "sampled: " in out and "top-1 " in out, "sample and evaluate printed their reports"
     assert os.environ["TPU_LOAD_LIBRARY"] == "0", "the kernel itself stays off the TPU"
+    if backend == "auto":
+        if (
+            shell.user_ns["ROAD"] == "tensorflow"
+        ):  # no libtpu here: TensorFlow was tried first, and failed in fit
+            assert "simulated failure of fit" in out and "switching to the JAX backend" in out
+        else:  # Colab's stack: JAX's road at once
+            assert "PREFLIGHT FAILED" not in out and "--backend=tensorflow" not in out
+        return
 
     run = shell.user_ns["run"]
     with pytest.raises(RuntimeError, match="exit status 3"):
@@ -114,8 +164,8 @@ def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
         shell.run_cell(choose.source).raise_error()
     out = capsys.readouterr().out
     assert "PREFLIGHT FAILED" in out and "Change runtime type > TPU" in out and "--strategy=default" in out
-    # BACKEND "auto": TensorFlow's preflight fails, the notebook says so and switches to JAX, whose own
-    # preflight must then pass (here it cannot either: no TPU).
+    # BACKEND "auto" on the TensorFlow road: TensorFlow's preflight fails, the notebook says so and switches to
+    # JAX, whose own preflight must then pass (here it cannot either: no TPU).
     shell.user_ns["BACKEND"] = "auto"
     shell.run_cell(choose.source).raise_error()
     assert shell.user_ns["BACKEND"] == "jax"
@@ -123,6 +173,57 @@ def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
     if importlib.util.find_spec("jax"):
         with pytest.raises(RuntimeError, match="JAX preflight failed"):
             shell.run_cell(jax_preflight.source).raise_error()
+
+
+def run_until(shell, cells, parameters, last):
+    """Runs the cells (skipping tags) up to and including the one whose source starts with last."""
+    for index, cell in enumerate(cells):
+        if cell.source.startswith(last):
+            return run_cells(shell, cells[: index + 1], parameters)
+    raise AssertionError(f"no cell starts with {last!r}")
+
+
+def test_a_hung_tensorflow_preflight_falls_through_to_jax(shell, tmp_path, capsys):
+    os.environ[runtime_check.FAULT_VARIABLE] = "tensorflow:hang"
+    cells = code_cells(nbformat.read(NOTEBOOK, as_version=4))
+    parameters = {**cpu_parameters(tmp_path, "auto"), "PREFLIGHT_TIMEOUT": 30}
+    run_until(shell, cells, parameters, "get_code(")
+    shell.user_ns["ROAD"] = "tensorflow"  # a runtime without JAX's libtpu: TensorFlow is tried first
+    start = time.monotonic()
+    run_until(shell, cells, parameters, "BACKEND = choose_backend(")
+    assert time.monotonic() - start < 120
+    assert shell.user_ns["BACKEND"] == "jax"
+    out = capsys.readouterr().out
+    assert "timed out after 30 s and was stopped" in out and "switching to the JAX backend" in out
+
+
+def test_install_plan_never_leaves_a_broken_tensorflow(shell, tmp_path):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    run_until(shell, code_cells(notebook), cpu_parameters(tmp_path, "auto"), "import os")
+    plan = shell.user_ns["install_commands"]
+    pip = shell.user_ns["PIP"]
+    # tensorflow-cpu installed over tensorflow-tpu: both own tensorflow/, so both go, then the one needed.
+    jax_road = plan("jax", "0.0.21.1", ["tensorflow-cpu", "tensorflow-tpu"])
+    assert jax_road[0] == f"{pip} uninstall -q -y tensorflow-cpu tensorflow-tpu"
+    assert "'tensorflow-cpu==2.21.0'" in jax_road[1] and "'libtpu==0.0.21.1'" in jax_road[1]
+    assert jax_road[2].endswith(f"--no-deps -e {shell.user_ns['REPO_DIR']}")
+    assert plan("jax", "0.0.21.1", ["tensorflow-tpu"])[0] == f"{pip} uninstall -q -y tensorflow-tpu"
+    assert "uninstall" not in plan("jax", "0.0.21.1", ["tensorflow-cpu"])[0]
+    assert "libtpu" not in plan("jax", "", [])[0], "a runtime without libtpu gets none"
+    tf_road = plan("tensorflow", "0.0.21.1", ["tensorflow-cpu"])
+    assert tf_road[0] == f"{pip} uninstall -q -y tensorflow-cpu"
+    assert "'tensorflow-tpu==2.20.0' 'libtpu==0.0.14'" in tf_road[1] and "0.0.21.1" not in tf_road[1]
+    # The runtime's libtpu is recorded once; later runs read the file, not what the TensorFlow road installed.
+    versions = {"libtpu": "0.0.21.1"}
+    shell.user_ns["installed"] = versions.get
+    record = tmp_path / "runtime_libtpu.txt"
+    assert shell.user_ns["runtime_libtpu"](str(record)) == "0.0.21.1"
+    versions["libtpu"] = "0.0.14"
+    assert shell.user_ns["runtime_libtpu"](str(record)) == "0.0.21.1"
+    versions["jax"] = "0.7.2"
+    assert shell.user_ns["first_road"]("auto", "0.0.21.1") == "jax"
+    assert shell.user_ns["first_road"]("auto", "") == "tensorflow"
+    assert shell.user_ns["first_road"]("tensorflow", "0.0.21.1") == "tensorflow"
 
 
 def test_repo_url_must_be_set_unless_the_project_is_there(shell, tmp_path):

@@ -2,6 +2,7 @@
 gets before TensorFlow loads, strategy choice and the XLA decision of the trainer."""
 
 import configparser
+import json
 import logging
 import os
 import subprocess
@@ -11,8 +12,9 @@ from unittest import mock
 
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
-from shogi_policy import cli, strategy, tpu_runtime
+from shogi_policy import cli, encoding, runtime_check, strategy, tpu_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +112,12 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
     assert seen == [(command, "0", "tensorflow")]
 
 
+def fake_jax_start():
+    """tpu_runtime.start_jax on one CPU device, without starting JAX."""
+    tpu_runtime.keep_off_tpu()
+    return [mock.Mock(platform="cpu")], None
+
+
 @pytest.mark.parametrize(
     "argv, environment, expected",
     [
@@ -121,6 +129,10 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
 )
 def test_train_command_sets_the_keras_backend(argv, environment, expected, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["shogi-policy-train", "--strategy=default", *argv])
+    # JAX's start is faked: a real one would hold libtpu's lock in this process where libtpu is installed
+    # (.ci/colab_lane), keeping the simulated-chip tests' processes from reaching libtpu. The real order is
+    # tested in a child process below.
+    monkeypatch.setattr(tpu_runtime, "start_jax", fake_jax_start)
     seen = []
     monkeypatch.setattr(
         cli,
@@ -137,14 +149,15 @@ def test_train_command_sets_the_keras_backend(argv, environment, expected, monke
 
 
 def test_trainer_target_reads_flags_and_flagfiles(tmp_path):
-    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local", None)
-    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local", None)
+    assert cli.trainer_target(["--data_dir=d", "--steps", "5"]) == ("auto", "local", None, False)
+    assert cli.trainer_target(["--strategy", "tpu", "--mixed_bfloat16"]) == ("tpu", "local", None, False)
     flagfile = tmp_path / "run.flags"
-    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n--backend=jax\n")
+    flagfile.write_text("--strategy=default\n--tpu=grpc://10.0.0.2:8470\n--backend=jax\n--jax_distributed\n")
     assert cli.trainer_target([f"--flagfile={flagfile}", "--preset=tpu"]) == (
         "default",
         "grpc://10.0.0.2:8470",
         "jax",
+        True,
     )
 
 
@@ -166,9 +179,17 @@ def test_trainer_with_tpu_strategy_and_no_tpu_stops_before_tensorflow(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_preflight(monkeypatch, capsys):
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default"])
+@pytest.fixture
+def launcher_environ():
+    """os.environ as it was, after the test: the launchers set KERAS_BACKEND and TPU_LOAD_LIBRARY directly."""
+    with mock.patch.dict(os.environ):
+        for name in ("TPU_LOAD_LIBRARY", "KERAS_BACKEND"):
+            os.environ.pop(name, None)
+        yield os.environ
+
+
+def test_preflight(monkeypatch, capsys, launcher_environ):
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default", "--check_steps=0"])
     cli.preflight()
     out = capsys.readouterr().out
     for name in ("python", "tensorflow", "keras", "libtpu", "cshogi", "tpu_chips"):
@@ -177,6 +198,139 @@ def test_preflight(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=tpu"])
     with pytest.raises(SystemExit, match="(?s)PREFLIGHT FAILED.*No TPU chip"):
         cli.preflight()
+
+
+TINY_NET = ["--preset=cpu", "--blocks=1", "--filters=16", "--batch_size=16"]
+
+
+def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, launcher_environ):
+    # The report a TPU user pastes back: versions, devices, real steps, a throughput and MNIST (tfds mock data:
+    # no downloads here). The steps run through the trainer in the preflight's own process.
+    report = tmp_path / "report.json"
+    argv = ["--strategy=default", "--backend=tensorflow", *TINY_NET, f"--report={report}", "--mnist_steps=4"]
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", *argv])
+    with tfds.testing.mock_data(num_examples=64):
+        cli.preflight()
+    assert "preflight ok for --strategy=default --backend=tensorflow" in capsys.readouterr().out
+    written = json.loads(report.read_text())
+    assert written["runtime"] == json.loads(json.dumps(tpu_runtime.runtime_report()))
+    assert written["devices"] == [device.name for device in tf.config.list_logical_devices()]
+    checks = written["checks"]
+    assert checks["check"]["steps"] == 2
+    assert checks["throughput"]["steps"] == 20 and checks["throughput"]["batch_size"] == 16
+    assert checks["throughput"]["positions_per_second"] > 0
+    assert checks["mnist"]["steps"] == 4 and 0.0 <= checks["mnist"]["accuracy"] <= 1.0
+
+
+def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
+    # A runtime whose devices start but whose fit fails must fail the preflight (the notebook's "auto" then
+    # takes the JAX road): simulated with the check's fault hook.
+    monkeypatch.setenv(runtime_check.FAULT_VARIABLE, "tensorflow:fit")
+    monkeypatch.setattr(sys, "argv", ["shogi-policy-preflight", "--strategy=default", *TINY_NET])
+    with pytest.raises(SystemExit, match="PREFLIGHT FAILED: training did not run.*simulated failure of fit"):
+        cli.preflight()
+
+
+def test_random_records_are_legal_games():
+    records = runtime_check.random_records(num_games=2, max_plies=12, seed=3)
+    assert len(records) == 24 and not encoding.record_problems(records).any()
+
+
+JAX_ORDER_PROBE = """
+import os, sys
+import jax
+from shogi_policy import cli
+seen = []
+real_devices = jax.devices
+def devices(*args):
+    seen.append(("tensorflow" in sys.modules, os.environ.get("TPU_LOAD_LIBRARY")))
+    return real_devices(*args)
+jax.devices = devices
+cli._run_app = lambda name: print(seen, os.environ.get("TPU_LOAD_LIBRARY"), os.environ["KERAS_BACKEND"])
+sys.argv = ["shogi-policy-train", "--backend=jax", "--strategy=auto"]
+cli.train()
+"""
+
+
+def test_jax_trainer_starts_jax_before_tensorflow_and_without_tpu_load_library():
+    pytest.importorskip("jax")
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_ORDER_PROBE], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # jax.devices() ran once, with no TensorFlow imported and no TPU_LOAD_LIBRARY; then "0" for tf.data.
+    assert result.stdout.split("\n")[-2] == "[(False, None)] 0 jax", result.stdout
+
+
+def _namespace_works():
+    probe = "mount --bind /tmp /sys/bus/pci/devices && test -e /sys/bus/pci/devices/."
+    try:
+        return (
+            subprocess.run(["unshare", "-m", "sh", "-c", probe], capture_output=True, timeout=30).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture
+def simulated_tpu_host(tmp_path):
+    """run(argv) in a mount namespace whose /sys/bus/pci/devices holds one TPU v5e chip (vendor 0x1ae0, device
+    0x0063): this project and JAX's cloud_tpu_init read those files, libtpu then looks for the chip itself.
+
+    TPU_SKIP_MDS_QUERY=1 keeps libtpu off the GCE metadata server (it retries for minutes off Google Cloud).
+    Skips where mount namespaces are not allowed (not root, a container without CAP_SYS_ADMIN).
+    """
+    if not _namespace_works():
+        pytest.skip("unshare -m / mount --bind not permitted here")
+    pci = fake_pci(tmp_path / "pci", {"0000:00:04.0": ("0x1ae0", "0x0063")})
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    environment.update(TPU_SKIP_MDS_QUERY="1", KERAS_BACKEND="jax")
+
+    def run(argv, timeout=240):
+        script = f'mount --bind {pci} /sys/bus/pci/devices && exec "$@"'
+        return subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, "sh", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=environment,
+        )
+
+    return run
+
+
+def test_simulated_chip_is_seen(simulated_tpu_host):
+    result = simulated_tpu_host(
+        [sys.executable, "-c", "from shogi_policy import tpu_runtime; print(tpu_runtime.local_tpu_chips())"]
+    )
+    assert result.stdout.strip() == "{'0000:00:04.0': 'v5e'}", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", ["train", "preflight"])
+def test_jax_road_with_a_tpu_chip_never_falls_back_to_the_cpu(command, simulated_tpu_host, tmp_path):
+    # With libtpu (Colab's stack, .ci/colab_lane) JAX must reach libtpu's own answer ("TPU initialization
+    # failed: No ... device found": the chip is fake), never "TPU_LOAD_LIBRARY=0"; without libtpu JAX falls back
+    # to its CPU devices, which the launcher refuses beside a TPU chip. Either way: exit status 1, nothing trained.
+    pytest.importorskip("jax")
+    model = tmp_path / "model"
+    argv = [sys.executable, "-m", "shogi_policy.cli", command, "--backend=jax", "--strategy=auto"]
+    if command == "train":
+        argv += [f"--data_dir={tmp_path / 'absent'}", f"--model_dir={model}", "--steps=2"]
+    result = simulated_tpu_host(argv)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "TPU_LOAD_LIBRARY=0, not loading libtpu" not in output
+    assert "1 TPU chips (v5e) on the PCI bus, but JAX did not start a TPU. JAX/libtpu said:" in output
+    assert "never set TPU_LOAD_LIBRARY=0 for the JAX trainer" in output
+    if tpu_runtime.libtpu_library_path():
+        assert "TPU initialization failed" in output, output[-3000:]
+    else:
+        # JAX 0.10 keeps the plugin's error; where a JAX keeps none, the launcher says what JAX started instead.
+        assert "Failed to open libtpu.so" in output or "cpu devices (libtpu installed: no)" in output
+    assert not model.exists()
+    assert "preflight ok" not in output
 
 
 def test_auto_strategy_on_cpu_is_quiet(caplog):
