@@ -207,9 +207,9 @@ def test_resume_with_changed_flags(small_shards, tmp_path):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="fakes a JAX run's checkpoint")
-def test_resume_refuses_the_other_backends_checkpoints(tmp_path):
+def test_resume_refuses_the_other_backends_checkpoints(small_shards, tmp_path):
     run = tmp_path / "run"
     (run / model_dir.CHECKPOINT_DIR / "4").mkdir(parents=True)  # an Orbax step directory, as JAX runs write
     with pytest.raises(app.UsageError, match=r"4 is a jax checkpoint .* tensorflow backend.*--backend=jax"):
-        _train(run, tmp_path / "no_shards")
+        _train(run, small_shards)
     assert sorted(os.listdir(run)) == [model_dir.CHECKPOINT_DIR, run_lock.LOCK_FILE], "refused before writing"
