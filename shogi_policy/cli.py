@@ -9,7 +9,7 @@ before TensorFlow and Keras are imported, and every app imports them at import t
                    TPU_LOAD_LIBRARY=0 (shogi_policy.tpu_runtime.configure_trainer). JAX: TPU_LOAD_LIBRARY=0
                    (the TensorFlow that runs tf.data must leave libtpu to JAX). --strategy=tpu without a
                    TPU chip stops here, before TensorFlow loads
-  convert, export, sample, evaluate, usi, match
+  convert, export, sample, evaluate, usi
                    TPU_LOAD_LIBRARY=0: they run on the host CPU and never take the TPU from a trainer;
                    KERAS_BACKEND=tensorflow whatever the environment says: serving is TensorFlow
                    (SavedModels), and a JAX-trained model.keras or checkpoint loads under it
@@ -71,10 +71,6 @@ def usi():
     _serve("usi")
 
 
-def match():
-    _serve("match")
-
-
 def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
     strategy, tpu, backend = trainer_target(sys.argv[1:])
@@ -133,7 +129,7 @@ def _preflight_jax(strategy):
 
 
 COMMANDS = {
-    command.__name__: command for command in (convert, train, export, sample, evaluate, usi, match, preflight)
+    command.__name__: command for command in (convert, train, export, sample, evaluate, usi, preflight)
 }
 
 
