@@ -3,6 +3,7 @@ fairy-stockfish rungs and gpsshogi (docs/strength.md).
 
   nice -n 10 python scripts/strength_table.py --model=runs/default/export --output_dir=runs/default/strength
 
+Each game starts from a floodgate opening line (--openings; 24 plies), each line played with both colours.
 Writes output_dir/gauntlet.yaml and output_dir/engines/*.yaml (shogi_policy.arena.write_gauntlet), runs
 `shogiarena run tournament` into output_dir/run (rerunning the command resumes it: finished games are kept),
 then prints the table from the run's game.db and writes it to output_dir/table.md. Needs the arena extra
@@ -25,6 +26,11 @@ flags.DEFINE_string(
 flags.DEFINE_integer("games", 100, "Games per row (per pair of our player and an opponent).", lower_bound=1)
 flags.DEFINE_list("opponents", list(arena.OPPONENTS), f"Opponents, of {', '.join(arena.OPPONENTS)}.")
 flags.DEFINE_list("players", list(arena.PLAYERS), "Our players: T0 (greedy), T1 (sampling at T 1).")
+flags.DEFINE_string(
+    "openings",
+    str(Path(__file__).resolve().parents[2] / "shared/data/floodgate_openings/records2016_10818.sfen"),
+    "Opening lines ('startpos moves ...'), each played with both colours; '' plays from the start position.",
+)
 flags.DEFINE_integer(
     "parallel", 1, "Games played at once (ShogiArena's tournament.num_parallel).", lower_bound=1
 )
@@ -40,10 +46,20 @@ def main(argv):
         raise app.UsageError(
             f"--model={FLAGS.model[:200]!r} is not a directory (an export of shogi-policy-export)"
         )
+    if FLAGS.openings and not Path(FLAGS.openings).is_file():
+        raise app.UsageError(
+            f"--openings={FLAGS.openings[:200]!r}: no such file ('' plays from the start position)"
+        )
     output_dir = Path(FLAGS.output_dir)
     try:
         config = arena.write_gauntlet(
-            output_dir, FLAGS.model, FLAGS.opponents, FLAGS.players, FLAGS.games, FLAGS.parallel
+            output_dir,
+            FLAGS.model,
+            FLAGS.opponents,
+            FLAGS.players,
+            FLAGS.games,
+            FLAGS.parallel,
+            FLAGS.openings or None,
         )
     except ValueError as error:
         raise app.UsageError(f"--opponents/--players: {error}") from None

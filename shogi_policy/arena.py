@@ -83,13 +83,15 @@ def our_engine_file(model):
     return engine
 
 
-def write_gauntlet(directory, model, opponents, players, games_per_pair, num_parallel=1):
+def write_gauntlet(directory, model, opponents, players, games_per_pair, num_parallel=1, openings=None):
     """Writes the strength table's gauntlet into directory: gauntlet.yaml and engines/NAME.yaml. Returns the
     path of gauntlet.yaml.
 
     Each of our `players` (PLAYERS keys) plays each of the `opponents` (OPPONENTS keys) games_per_pair games;
-    ours come first, as the gauntlet's baselines, so they never play each other. Everything else is
-    ShogiArena's default (rules: 320-ply limit synced to the engines, start position, colours alternating).
+    ours come first, as the gauntlet's baselines, so they never play each other. With `openings` (a file of
+    'startpos moves ...' lines) each game starts from one of its lines, drawn without replacement and played
+    with both colours; without, from the start position (a greedy player against a fixed-depth engine then
+    replays one game per colour). The other rules are ShogiArena's defaults (320-ply limit synced to the engines).
     """
     for name in opponents:
         if name not in OPPONENTS:
@@ -121,7 +123,48 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
         "rules": {},  # ShogiArena requires the section; empty, all its defaults apply
         "dashboard": {"enabled": False},
     }
+    if openings is not None:
+        config["rules"]["initial_positions"] = opening_rules(openings)
     path = Path(directory) / "gauntlet.yaml"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def opening_rules(openings):
+    """ShogiArena's rules.initial_positions for a file of 'startpos moves ...' lines: each game starts from a
+    line drawn without replacement, each line played with both colours."""
+    return {
+        "type": "file",
+        "source": str(Path(openings).resolve()),
+        "source_format": "usi_line",
+        "flip_policy": "pair_both",
+        "selection_policy": "without_replacement",
+    }
+
+
+def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
+    """Writes an SPRT of two exports' greedy players into directory: sprt.yaml, engines/baseline.yaml and
+    engines/tested.yaml. Returns the path of sprt.yaml (`shogiarena run sprt sprt.yaml --games N`).
+
+    H0: tested is at most elo0 Elo stronger than baseline; H1: at least elo1. Pentanomial GSPRT, because
+    games come in pairs (each opening with both colours); alpha = beta = 0.05, ShogiArena's other defaults.
+    """
+    engines_dir = Path(directory) / "engines"
+    engines_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, model in (("baseline", baseline), ("tested", tested)):
+        (engines_dir / f"{name}.yaml").write_text(json.dumps(our_engine_file(model), indent=2) + "\n")
+        entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), "options": PLAYERS["T0"],
+                        "time_control": OUR_TIME_CONTROL})  # fmt: skip
+    config = {
+        "experiment_name": "sprt",
+        "engines": entries,
+        "tournament": {"scheduler": "round_robin", "num_parallel": 1},
+        "rules": {"initial_positions": opening_rules(openings)} if openings is not None else {},
+        "sprt": {"tested_engine": "tested", "model": "gsprt-pentanomial-v1", "elo0": elo0, "elo1": elo1},
+        "dashboard": {"enabled": False},
+    }
+    path = Path(directory) / "sprt.yaml"
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
