@@ -32,7 +32,13 @@ def _shogiarena(*args, timeout):
 
 
 @needs_shogiarena
-def test_gauntlet_files_pass_shogiarenas_validation(tmp_path):
+def test_gauntlet_and_sprt_files_pass_shogiarenas_validation(tmp_path):
+    openings = tmp_path / "openings.sfen"
+    openings.write_text("startpos moves 7g7f 3c3d\nstartpos moves 2g2f 8c8d\n")
+    sprt = arena.write_sprt(tmp_path / "sprt", tmp_path / "a", tmp_path / "b", 0, 30, openings)
+    _shogiarena("run", "sprt", sprt, "--validate-only", timeout=120)
+    opened = arena.write_gauntlet(tmp_path / "opened", tmp_path, ["gps_d4"], ["T1"], 4, openings=openings)
+    _shogiarena("run", "tournament", opened, "--validate-only", timeout=120)
     config = arena.write_gauntlet(
         tmp_path, tmp_path / "export", list(arena.OPPONENTS), list(arena.PLAYERS), 10
     )
