@@ -213,11 +213,15 @@ def _replay(sfen, moves, game_id):
 def _outcome(result, board):
     """(result, ending) of a ShogiArena GameResult name and the game's final board; None without a result.
 
-    A plain BLACK_WIN / WHITE_WIN is a mate when the side to move has no legal move, else a resignation.
+    A plain BLACK_WIN / WHITE_WIN is a mate when the side to move has no legal move, a perpetual check when
+    the final position repeats with one side checking throughout (cshogi's is_draw), else a resignation.
     """
     for prefix, ours in RESULTS.items():
         if result in (prefix, f"{prefix}_WIN"):
-            return ours, "mate" if not board.legal_moves else "resign"
+            if not board.legal_moves:
+                return ours, "mate"
+            perpetual = board.is_draw() in (cshogi.REPETITION_WIN, cshogi.REPETITION_LOSE)
+            return ours, "perpetual_check" if perpetual else "resign"
         if result.startswith(f"{prefix}_"):
             return ours, ENDINGS.get(result[len(prefix) + 1 :].removeprefix("WIN_"), "unknown")
     return None

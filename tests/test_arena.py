@@ -81,8 +81,12 @@ def _check_on_the_board(game):
         assert not board.legal_moves and game["result"] == mover_lost
     elif game["ending"] == "declare":
         assert board.is_nyugyoku() and game["result"] != mover_lost
-    elif game["ending"] == "repetition":
+    elif game["ending"] == "repetition":  # ShogiArena's default: the 2nd occurrence of a position draws
         assert board.is_draw() == cshogi.REPETITION_DRAW and game["result"] == "draw"
+    elif game["ending"] == "perpetual_check":
+        mover_won = "black_win" if mover_lost == "white_win" else "white_win"
+        expected = {cshogi.REPETITION_WIN: mover_won, cshogi.REPETITION_LOSE: mover_lost}  # the checker loses
+        assert game["result"] == expected.get(board.is_draw()), game
     else:
         # ShogiArena's default max_plies: 320, synced to the engines' Draw_Ply.
         assert game["ending"] == "max_plies" and len(game["moves"]) == 320 and game["result"] == "draw", game
