@@ -72,6 +72,12 @@ ENDINGS = {
 }
 
 
+def _write_json(path, data):
+    """Writes data as indented JSON (which YAML reads) to path; returns path."""
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
 def our_engine_file(model):
     """The ShogiArena engine file (dict) of shogi-policy-usi on the export directory `model`."""
     engine = {
@@ -101,7 +107,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
             raise ValueError(f"unknown player {name!r}; expected one of {', '.join(PLAYERS)}")
     engines_dir = Path(directory) / "engines"
     engines_dir.mkdir(parents=True, exist_ok=True)
-    (engines_dir / "ours.yaml").write_text(json.dumps(our_engine_file(model), indent=2) + "\n")
+    _write_json(engines_dir / "ours.yaml", our_engine_file(model))
     entries = [
         {"name": f"ours_{name}", "engine_path": str(engines_dir / "ours.yaml"), "options": PLAYERS[name],
          "time_control": OUR_TIME_CONTROL}
@@ -109,7 +115,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     ]  # fmt: skip
     for name in opponents:
         _, engine_file, entry = OPPONENTS[name]
-        (engines_dir / f"{name}.yaml").write_text(json.dumps(engine_file, indent=2) + "\n")
+        _write_json(engines_dir / f"{name}.yaml", engine_file)
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), **entry})
     config = {
         "experiment_name": "strength",
@@ -125,9 +131,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     }
     if openings is not None:
         config["rules"]["initial_positions"] = opening_rules(openings)
-    path = Path(directory) / "gauntlet.yaml"
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    return path
+    return _write_json(Path(directory) / "gauntlet.yaml", config)
 
 
 def opening_rules(openings):
@@ -153,7 +157,7 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
     engines_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, model in (("baseline", baseline), ("tested", tested)):
-        (engines_dir / f"{name}.yaml").write_text(json.dumps(our_engine_file(model), indent=2) + "\n")
+        _write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), "options": PLAYERS["T0"],
                         "time_control": OUR_TIME_CONTROL})  # fmt: skip
     config = {
@@ -164,9 +168,7 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
         "sprt": {"tested_engine": "tested", "model": "gsprt-pentanomial-v1", "elo0": elo0, "elo1": elo1},
         "dashboard": {"enabled": False},
     }
-    path = Path(directory) / "sprt.yaml"
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    return path
+    return _write_json(Path(directory) / "sprt.yaml", config)
 
 
 def run_games(game_db):
