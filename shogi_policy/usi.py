@@ -34,16 +34,15 @@ from shogi_policy import __version__, encoding, inference
 
 ENGINE_NAME = f"shogi_policy {__version__}"
 ENGINE_AUTHOR = "shogi_policy developers"
-MAX_SEED = 2**31 - 1
-MAX_SPIN = 2**31 - 1  # dlshogi's INT_MAX bound (Draw_Ply)
+INT_MAX = 2**31 - 1  # the largest spin value: Seed's, and dlshogi's bound of Draw_Ply
 # name -> (USI type, default, max); spins have min 0. The USI option list, in the order 'usi' prints it.
 OPTIONS = {
     "Softmax_Temperature": ("spin", 100, 10000),
     "Temperature_Cutoff_Ply": ("spin", 16, 10000),
-    "Seed": ("spin", 0, MAX_SEED),
+    "Seed": ("spin", 0, INT_MAX),
     "ModelPath": ("string", "", None),
     "DNN_Model": ("string", "", None),
-    "Draw_Ply": ("spin", 0, MAX_SPIN),
+    "Draw_Ply": ("spin", 0, INT_MAX),
     "USI_Ponder": ("check", False, None),
     "USI_Hash": ("spin", 256, 1 << 20),
 }
