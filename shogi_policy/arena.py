@@ -176,7 +176,8 @@ def run_games(game_db):
 
     Returns:
       list of dicts: black, white (engine names), sfen (start), moves (USI strings, each checked legal with
-      cshogi), result (black_win / white_win / draw) and ending (records.ENDINGS). Games without a result
+      cshogi), plies (the game's length: the start position's ply plus the moves, as ShogiArena's max_plies
+      counts), result (black_win / white_win / draw) and ending (records.ENDINGS). Games without a result
       (ShogiArena's ERROR, INVALID, PAUSED) are left out.
     """
     from rsshogi.core import Move  # ShogiArena's move codec (its dependency): only needed here
@@ -197,7 +198,7 @@ def run_games(game_db):
             if outcome is not None:
                 moves = [cshogi.move_to_usi(move) for move in board.history]
                 games.append({"black": players[black], "white": players[white], "sfen": sfen, "moves": moves,
-                              "result": outcome[0], "ending": outcome[1]})  # fmt: skip
+                              "plies": board.move_number - 1, "result": outcome[0], "ending": outcome[1]})  # fmt: skip
     return games
 
 
@@ -253,7 +254,7 @@ def score_table(games, opponents, players):
             draws = sum(game["result"] == "draw" for game in played)
             losses = len(played) - wins - draws
             score = 100 * (wins + draws / 2) / len(played)
-            plies = sum(len(game["moves"]) for game in played) / len(played)
+            plies = sum(game["plies"] for game in played) / len(played)
             rows.append(
                 f"| {opponent_label} | {player_label} | {len(played)} | {wins}/{draws}/{losses} | {score:.1f}% | "
                 f"{plies:.0f} |"

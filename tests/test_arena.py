@@ -89,7 +89,7 @@ def _check_on_the_board(game):
         assert game["result"] == expected.get(board.is_draw()), game
     else:
         # ShogiArena's default max_plies: 320, synced to the engines' Draw_Ply.
-        assert game["ending"] == "max_plies" and len(game["moves"]) == 320 and game["result"] == "draw", game
+        assert game["ending"] == "max_plies" and game["plies"] == 320 and game["result"] == "draw", game
 
 
 @needs_shogiarena
@@ -105,6 +105,7 @@ def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_
     assert sorted(game["black"] for game in games) == ["fsf_d1", "ours_T0"]  # one game with each colour
     for game in games:
         _check_on_the_board(game)
+        assert game["plies"] == len(game["moves"])  # from the start position
     table = arena.score_table(games, {"fsf_d1": "fairy-stockfish depth 1"}, {"ours_T0": "T0"})
     wins, draws, losses = map(int, table.splitlines()[2].split("|")[4].split("/"))
     assert wins + draws + losses == 2
