@@ -12,7 +12,7 @@ before TensorFlow and Keras are imported, and every app imports them at import t
                    from JAX it stops with JAX's error (never trains on the CPU beside a TPU). With
                    --jax_distributed the trainer starts JAX after its distributed runtime. --strategy=tpu
                    without a TPU chip stops here, before TensorFlow loads
-  convert, export, sample, evaluate, usi, match
+  convert, export, sample, evaluate, usi
                    TPU_LOAD_LIBRARY=0: they run on the host CPU and never take the TPU from a trainer;
                    KERAS_BACKEND=tensorflow whatever the environment says: serving is TensorFlow
                    (SavedModels), and a JAX-trained model.keras or checkpoint loads under it
@@ -73,10 +73,6 @@ def evaluate():
 
 def usi():
     _serve("usi")
-
-
-def match():
-    _serve("match")
 
 
 def train():
@@ -187,7 +183,7 @@ def _preflight_jax(strategy):
 
 
 COMMANDS = {
-    command.__name__: command for command in (convert, train, export, sample, evaluate, usi, match, preflight)
+    command.__name__: command for command in (convert, train, export, sample, evaluate, usi, preflight)
 }
 
 

@@ -2,13 +2,19 @@
 
   shogi-policy-usi --model=export/cpu      # then speak USI on stdin/stdout (or set ModelPath)
 
-Options (dlshogi's policy player conventions):
+Options (dlshogi's names where dlshogi has the option; docs/strength.md compares the lists):
   Softmax_Temperature   spin, in 1/100 (100 = T 1.0); 0 always plays the most probable move.
   Temperature_Cutoff_Ply spin; moves after this ply (move number > cutoff) are greedy.
   Seed                  spin; 0 draws a fresh seed per game, > 0 makes the games reproducible.
-  ModelPath             string; the export directory, loaded on isready.
+  ModelPath             string; the export directory, loaded on isready. DNN_Model (dlshogi's name) sets it too.
+  Draw_Ply              spin; dlshogi's draw limit: a game that reaches this many plies is drawn (0: none).
+                        Tournament managers (ShogiArena, by default) set it to their own ply limit.
+  USI_Ponder, USI_Hash  the standard USI options GUIs send; accepted, no effect (no search, no hash table).
 'go' answers 'bestmove win' on a declarable entering-king position (cshogi is_nyugyoku) and
-'bestmove resign' when there is no legal move. Unknown commands are ignored (logged on stderr).
+'bestmove resign' when there is no legal move. With Draw_Ply set, the move that reaches the limit (and any
+move past it) ends the game in a draw unless it mates: there the engine plays a mate in one if cshogi finds
+one, else its policy move with 'info score cp 0' (the drawn value dlshogi's search reports there).
+Unknown commands are ignored (logged on stderr).
 'isready' loads the model and plays one move with it, so that the first 'go' does not pay for TensorFlow
 preparing the graphs (1-3 s for the cpu preset's network).
 
@@ -28,7 +34,19 @@ from shogi_policy import __version__, encoding, inference
 
 ENGINE_NAME = f"shogi_policy {__version__}"
 ENGINE_AUTHOR = "shogi_policy developers"
-MAX_SEED = 2**31 - 1
+INT_MAX = 2**31 - 1  # the largest spin value: Seed's, and dlshogi's bound of Draw_Ply
+# name -> (USI type, default, max); spins have min 0. The USI option list, in the order 'usi' prints it.
+OPTIONS = {
+    "Softmax_Temperature": ("spin", 100, 10000),
+    "Temperature_Cutoff_Ply": ("spin", 16, 10000),
+    "Seed": ("spin", 0, INT_MAX),
+    "ModelPath": ("string", "", None),
+    "DNN_Model": ("string", "", None),
+    "Draw_Ply": ("spin", 0, INT_MAX),
+    "USI_Ponder": ("check", False, None),
+    "USI_Hash": ("spin", 256, 1 << 20),
+}
+ALIASES = {"DNN_Model": "ModelPath"}  # dlshogi's name -> ours
 
 
 class UsiEngine:
@@ -36,12 +54,8 @@ class UsiEngine:
 
     def __init__(self, write, model_path=""):
         self._write = write
-        self.options = {
-            "Softmax_Temperature": 100,
-            "Temperature_Cutoff_Ply": 16,
-            "Seed": 0,
-            "ModelPath": model_path,
-        }
+        self.options = {name: default for name, (_, default, _) in OPTIONS.items() if name not in ALIASES}
+        self.options["ModelPath"] = model_path
         self._model = None
         self._model_path = None
         self._board = None
@@ -54,10 +68,14 @@ class UsiEngine:
     def _usi(self, _):
         self._write(f"id name {ENGINE_NAME}")
         self._write(f"id author {ENGINE_AUTHOR}")
-        self._write("option name Softmax_Temperature type spin default 100 min 0 max 10000")
-        self._write("option name Temperature_Cutoff_Ply type spin default 16 min 0 max 10000")
-        self._write(f"option name Seed type spin default 0 min 0 max {MAX_SEED}")
-        self._write(f"option name ModelPath type string default {self.options['ModelPath'] or '<empty>'}")
+        for name, (kind, default, maximum) in OPTIONS.items():
+            if kind == "spin":
+                self._write(f"option name {name} type spin default {default} min 0 max {maximum}")
+            elif kind == "check":
+                self._write(f"option name {name} type check default {str(default).lower()}")
+            else:
+                value = self.options[ALIASES.get(name, name)] or "<empty>"
+                self._write(f"option name {name} type string default {value}")
         self._write("usiok")
 
     def _setoption(self, args):
@@ -66,14 +84,21 @@ class UsiEngine:
             raise ValueError(f"expected 'setoption name <id> value <x>', got {' '.join(args)!r}")
         value_at = args.index("value") if "value" in args else len(args)
         name, value = " ".join(args[1:value_at]), " ".join(args[value_at + 1 :])
-        if name not in self.options:
+        if name not in OPTIONS:
             self._info(f"unknown option {name!r} ignored")
             return
-        if name == "ModelPath":
+        kind, _, maximum = OPTIONS[name]
+        name = ALIASES.get(name, name)
+        if kind == "string":
             self.options[name] = "" if value == "<empty>" else value
             return
+        if kind == "check":
+            if value not in ("true", "false"):
+                raise ValueError(f"option {name} expects true or false, got {value[:40]!r}")
+            self.options[name] = value == "true"
+            return
         number = int(value)
-        if not 0 <= number <= (MAX_SEED if name == "Seed" else 10000):
+        if not 0 <= number <= maximum:
             raise ValueError(f"option {name} out of range: {number}")
         self.options[name] = number
         if name == "Seed":
@@ -110,18 +135,35 @@ class UsiEngine:
         self._board = None  # a bad position must not leave the previous one in play
         self._board = encoding.parse_position(" ".join(args))
 
+    def _last_move_before_draw(self, board):
+        """Whether the move to play reaches Draw_Ply (or the game is past it): then only a mate wins.
+
+        cshogi's move_number is the ply about to be played (1 at the start position), as dlshogi's gamePly,
+        whose search counts a position after Draw_Ply plies as drawn.
+        """
+        draw_ply = self.options["Draw_Ply"]
+        return draw_ply > 0 and board.move_number >= draw_ply
+
     def choose_move(self, board):
         """The USI reply to 'go' on a cshogi.Board: a legal move, 'win' or 'resign'."""
         if board.is_nyugyoku():
             return "win"
         if not len(board.legal_moves):
             return "resign"
+        if self._last_move_before_draw(board):
+            mate = board.mate_move_in_1ply()
+            if mate:
+                self._info(f"Draw_Ply {self.options['Draw_Ply']} reached: mate in one")
+                return cshogi.move_to_usi(mate)
         greedy = board.move_number > self.options["Temperature_Cutoff_Ply"]
         temperature = 0.0 if greedy else self.options["Softmax_Temperature"] / 100
         seed = int(self._rng.integers(0, 2**63 - 1))
         (move,) = self._model.sample([board], temperature, seed)
         (top,) = self._model.top_k([board], 3, 1.0)
         self._info("policy at T 1: " + " ".join(f"{usi} {probability:.3f}" for usi, probability in top))
+        if self._last_move_before_draw(board):
+            self._write(f"info score cp 0 pv {move}")
+            self._info(f"Draw_Ply {self.options['Draw_Ply']} reached: the game ends drawn")
         return move
 
     def _go(self, args):

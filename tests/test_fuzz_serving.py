@@ -180,7 +180,7 @@ def test_record_batch_shapes(
     assert mask[np.arange(num_records), labels].all()
 
 
-USI_OPTIONS = ["Softmax_Temperature", "Temperature_Cutoff_Ply", "Seed", "ModelPath", "No_Such"]
+USI_OPTIONS = [*usi.OPTIONS, "No_Such"]
 GO_COMMANDS = ["go", "go btime 0 wtime 0 byoyomi 100", "go ponder", "go infinite", "go mate 1000"]
 USI_COMMANDS = [
     *GO_COMMANDS,
@@ -205,7 +205,7 @@ usi_lines = st.one_of(
     st.builds(
         "setoption name {} value {}".format,
         st.sampled_from(USI_OPTIONS),
-        st.one_of(st.integers(-5, 20000).map(str), st.text(max_size=5)),
+        st.one_of(st.integers(-5, 20000).map(str), st.sampled_from(["true", "false"]), st.text(max_size=5)),
     ),
     mutated(st.sampled_from(USI_COMMANDS)),
     st.text(max_size=12),

@@ -36,7 +36,7 @@ def _loaded(module, candidates):
 
 
 @pytest.mark.parametrize(
-    "module", ["shogi_policy.usi", "shogi_policy.inference", "shogi_policy.sample", "shogi_policy.match"]
+    "module", ["shogi_policy.usi", "shogi_policy.inference", "shogi_policy.sample", "shogi_policy.arena"]
 )
 def test_serving_imports_no_training_code(module):
     loaded = _loaded(module, TRAINING_MODULES)

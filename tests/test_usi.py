@@ -79,7 +79,7 @@ def test_protocol_session(tiny_export):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("id name ") and "usiok" in lines and "readyok" in lines
-    for option in ("Softmax_Temperature", "Seed", "Temperature_Cutoff_Ply", "ModelPath"):
+    for option in ("Softmax_Temperature", "Seed", "Temperature_Cutoff_Ply", "ModelPath", "Draw_Ply"):
         assert any(line.startswith(f"option name {option} type ") for line in lines), option
     assert "checkmate notimplemented" in lines
     assert any("error" in line and "3c3e" in line for line in lines if line.startswith("info string"))
@@ -91,6 +91,64 @@ def test_protocol_session(tiny_export):
     first, second = moves[5:7], moves[7:9]
     assert first == second, "the same Seed must replay the same game"
     assert first[0] in {cshogi.move_to_usi(m) for m in cshogi.Board().legal_moves}
+
+
+# What a tournament manager configured for dlshogi sets (ShogiArena: Draw_Ply, kept equal to its ply limit;
+# GUIs: the standard USI_Ponder and USI_Hash; dlshogi's DNN_Model for the network).
+DLSHOGI_MANAGER_OPTIONS = {
+    "Draw_Ply": "320",
+    "USI_Ponder": "false",
+    "USI_Hash": "256",
+    "Softmax_Temperature": "0",
+}
+
+
+def test_options_a_dlshogi_manager_sets_are_declared_and_accepted(tiny_export):
+    lines = []
+    engine = usi.UsiEngine(lines.append)
+    engine.handle("usi")
+    declared = {line.split()[2]: line.split()[4] for line in lines if line.startswith("option name ")}
+    assert {"Draw_Ply": "spin", "USI_Ponder": "check", "USI_Hash": "spin", "DNN_Model": "string"}.items() <= (
+        declared.items()
+    )
+    lines.clear()
+    for name, value in {**DLSHOGI_MANAGER_OPTIONS, "DNN_Model": str(tiny_export[1])}.items():
+        engine.handle(f"setoption name {name} value {value}")
+    assert lines == [], "every option is known and in range"
+    assert engine.options["ModelPath"] == str(tiny_export[1]) and engine.options["Draw_Ply"] == 320
+    engine.handle("setoption name USI_Ponder value maybe")
+    assert lines[-1].startswith("info string error: ") and "USI_Ponder" in lines[-1]
+
+
+# Black to move can mate in one (G*5b); the tiny network's greedy move here is something else.
+MATE_IN_ONE_SFEN = "4k4/9/4P4/9/9/9/9/9/4K4 b G {}"
+
+
+@pytest.mark.parametrize("move_number, draw_ply", [(40, 40), (41, 40), (39, 40), (40, 0)])
+def test_draw_ply_last_move_takes_a_mate_in_one_else_reports_the_draw(tiny_export, move_number, draw_ply):
+    lines = []
+    engine = usi.UsiEngine(lines.append, str(tiny_export[1]))
+    engine.handle("setoption name Softmax_Temperature value 0")
+    engine.handle(f"setoption name Draw_Ply value {draw_ply}")
+    sfen = MATE_IN_ONE_SFEN.format(move_number)
+    engine.handle(f"position sfen {sfen}")
+    engine.handle("go byoyomi 1000")
+    move = lines[-1].split()[1]
+    board = cshogi.Board(sfen)
+    board.push_usi(move)
+    last = draw_ply > 0 and move_number >= draw_ply  # the move reaching Draw_Ply: only a mate wins
+    assert board.is_game_over() == last, (move, lines)
+    # Oracle for the other cases: the network's own greedy move, which does not mate here.
+    keras_model = keras.models.load_model(tiny_export[0] / "model.keras")
+    if not last:
+        assert move == greedy_move(keras_model, f"sfen {sfen}")
+    # Without a mate in one, the last move reports the drawn score and plays the policy's move.
+    lines.clear()
+    quiet = f"4k4/9/9/9/9/9/9/9/4K4 b G {move_number}"
+    engine.handle(f"position sfen {quiet}")
+    engine.handle("go byoyomi 1000")
+    assert ("info score cp 0 pv " + lines[-1].split()[1] in lines) == last
+    assert lines[-1] == "bestmove " + greedy_move(keras_model, f"sfen {quiet}")
 
 
 @pytest.mark.parametrize("sfen", IMPOSSIBLE_SFENS)
