@@ -15,7 +15,8 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 
-from shogi_policy import convert, encoding, records
+from shogi_policy.core import encoding
+from shogi_policy.data import convert, records
 
 GAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "floodgate_games"
 HCPE_FILES = ("hozon_train.hcpe", "hozon_test.hcpe", "kapi_test.hcpe")

@@ -32,8 +32,9 @@ import cshogi.dlshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding, features
-from shogi_policy.strategy import host_xla_available
+from shogi_policy.core import encoding
+from shogi_policy.model import features
+from shogi_policy.training.strategy import host_xla_available
 
 BATCH = 1024
 

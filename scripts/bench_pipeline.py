@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import input_pipeline, records, shards
+from shogi_policy.data import input_pipeline, records, shards
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
 # Shard lengths deliberately not multiples of the chunk, so tail chunks are part of the measurement.

@@ -16,7 +16,9 @@ import cshogi
 import keras
 import numpy as np
 
-from shogi_policy import encoding, export, inference, network
+from shogi_policy.core import encoding
+from shogi_policy.model import network
+from shogi_policy.serving import export, inference
 
 BATCH = 256
 

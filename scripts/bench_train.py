@@ -50,7 +50,7 @@ def profiler_forward_flops(blocks, filters):
     """Forward FLOPs per position counted by the TF profiler on the model's graph (cross-check)."""
     import tensorflow as tf
 
-    from shogi_policy import network
+    from shogi_policy.model import network
 
     model = network.build_policy_model(network.NetworkConfig(blocks, filters, "relu"))
     spec = tf.TensorSpec([1, 100], tf.uint8)
@@ -65,7 +65,7 @@ def _batch(batch):
     import cshogi
     import numpy as np
 
-    from shogi_policy import encoding
+    from shogi_policy.core import encoding
 
     records = np.tile(encoding.encode_boards([cshogi.Board()]), (batch, 1))
     targets = np.random.default_rng(0).integers(encoding.NUM_MOVE_LABELS, size=batch).astype(np.int32)
@@ -77,8 +77,8 @@ def measure(blocks, filters, batch, jit, steps):
     import keras
     import tensorflow as tf
 
-    from shogi_policy import losses, network
-    from shogi_policy.strategy import host_xla_available
+    from shogi_policy.model import losses, network
+    from shogi_policy.training.strategy import host_xla_available
 
     # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
     model = network.build_policy_model(
@@ -100,8 +100,8 @@ def measure_features(batch, jit, steps):
     """Forward positions/s of the DlshogiFeatures layer alone (its share of a training step)."""
     import tensorflow as tf
 
-    from shogi_policy.features import DlshogiFeatures
-    from shogi_policy.strategy import host_xla_available
+    from shogi_policy.model.features import DlshogiFeatures
+    from shogi_policy.training.strategy import host_xla_available
 
     layer = tf.function(DlshogiFeatures(nested_xla=not jit and host_xla_available()), jit_compile=jit)
     records = tf.constant(_batch(batch)[0])

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-# shogi_policy.model_dir.HISTORY_JSONL, spelled out so that plotting needs no TensorFlow.
+# shogi_policy.model.model_dir.HISTORY_JSONL, spelled out so that plotting needs no TensorFlow.
 HISTORY_JSONL = "history.jsonl"
 METRICS = {"tsv": ("tsv_top1", "tsv_top5"), "val": ("val_accuracy", "val_top5_accuracy")}
 

@@ -38,7 +38,11 @@ if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataPa
     jax.config.update("jax_num_cpu_devices", 2)
 from absl import flags  # noqa: E402
 
-from shogi_policy import encoding, model_dir, network, policy_ops, shards, train  # noqa: E402
+from shogi_policy.core import encoding  # noqa: E402
+from shogi_policy.data import shards  # noqa: E402
+from shogi_policy.model import model_dir, network  # noqa: E402
+from shogi_policy.serving import policy_ops  # noqa: E402
+from shogi_policy.training import train  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -178,7 +182,7 @@ def tiny_export(tmp_path_factory):
     model.save(run_dir / model_dir.MODEL_KERAS)
     (run_dir / model_dir.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
     tf.train.Checkpoint(model=model).save(run_dir / model_dir.CHECKPOINT_DIR / "ckpt")
-    command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={run_dir}"]
+    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={run_dir}"]
     result = subprocess.run(
         [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
     )

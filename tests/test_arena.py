@@ -15,7 +15,8 @@ from pathlib import Path
 import cshogi
 import pytest
 
-from shogi_policy import arena, records
+from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.data import records
 
 SHOGIARENA = shutil.which("shogiarena")
 ROOT = Path(__file__).resolve().parents[1]

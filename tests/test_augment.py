@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_records
 
-from shogi_policy import augment, encoding, features, input_pipeline, records, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import augment, input_pipeline, records, shards
+from shogi_policy.model import features
 
 FEATURE_BATCH = 1024
 _SFEN_TOKEN = re.compile(r"\+?[A-Za-z]|[1-9]")
@@ -155,7 +157,7 @@ def test_every_floodgate_position_mirrors_exactly(shared_data):
 
 def test_shipped_floodgate_games_mirror_exactly():
     """The same on data/ (no ../shared needed): labels of every 10th game, planes of a sample."""
-    path = shards.__file__.replace("shogi_policy/shards.py", "data/floodgate_games.usi.gz")
+    path = shards.__file__.replace("shogi_policy/data/shards.py", "data/floodgate_games.usi.gz")
     games = [g for g in records.read_games(path)][::10]
     positions, _ = check_games(games, feature_every=50)
     assert positions > 10_000

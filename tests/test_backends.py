@@ -21,7 +21,11 @@ import numpy as np
 import pytest
 from conftest import TINY_CONFIG, parse_flags, random_game_records
 
-from shogi_policy import encoding, inference, losses, model_dir, network, shards, train
+from shogi_policy.core import encoding
+from shogi_policy.data import shards
+from shogi_policy.model import losses, model_dir, network
+from shogi_policy.serving import inference
+from shogi_policy.training import train
 
 pytest.importorskip("jax")
 pytestmark = pytest.mark.skipif(

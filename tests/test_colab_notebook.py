@@ -2,7 +2,7 @@
 
 It runs once per BACKEND: "tensorflow", "jax" (skipped where jax is not installed, as in the tensorflow-tpu
 wheel's CI lane) and "auto" with a TensorFlow preflight whose fit fails (the fault hook of
-shogi_policy.runtime_check): "auto" must end on the JAX road with a TensorFlow that still exports and serves.
+shogi_policy.training.runtime_check): "auto" must end on the JAX road with a TensorFlow that still exports and serves.
 Under Colab's stack (.ci/colab_lane: jax with libtpu installed) "auto" takes the JAX road at once.
 Cells run in a real IPython shell, so magics and {var} expansion behave as in Colab. Cells tagged 'colab'
 (pip installs, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_tpu_runtime.py
@@ -23,7 +23,7 @@ from unittest import mock
 import nbformat
 import pytest
 
-from shogi_policy import runtime_check
+from shogi_policy.training import runtime_check
 
 IPython = pytest.importorskip("IPython")
 

@@ -15,7 +15,8 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import SHARED_DATA
 
-from shogi_policy import convert, encoding, records, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import convert, records, shards
 
 
 def run_app(*args):
@@ -259,7 +260,7 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
 
 def convert_cli(*args):
     """Runs shogi-policy-convert in a child process; the CompletedProcess."""
-    command = [sys.executable, "-m", "shogi_policy.convert", *args]
+    command = [sys.executable, "-m", "shogi_policy.data.convert", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -309,7 +310,7 @@ def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_nex
     games = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
     output = tmp_path / "out"
     child = subprocess.Popen(
-        [sys.executable, "-m", "shogi_policy.convert", f"--inputs={games}", f"--output_dir={output}"],
+        [sys.executable, "-m", "shogi_policy.data.convert", f"--inputs={games}", f"--output_dir={output}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

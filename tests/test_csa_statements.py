@@ -16,7 +16,7 @@ from conftest import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy import records
+from shogi_policy.data import records
 
 CSA_DIR = SHARED_DATA / "floodgate_games" / "csa"
 CSA_FILES = sorted(CSA_DIR.glob("*.csa")) if CSA_DIR.is_dir() else []

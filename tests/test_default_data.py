@@ -13,7 +13,7 @@ from pathlib import Path
 import cshogi
 import pytest
 
-from shogi_policy import records
+from shogi_policy.data import records
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOODGATE = ROOT / "data" / "floodgate_games.usi.gz"

@@ -15,7 +15,8 @@ from absl import flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shogi_policy import convert, encoding, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import convert, shards
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
 

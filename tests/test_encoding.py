@@ -1,4 +1,4 @@
-"""shogi_policy.encoding against cshogi: dlshogi move labels and the compact record layout."""
+"""shogi_policy.core.encoding against cshogi: dlshogi move labels and the compact record layout."""
 
 import itertools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import random_game_groups, random_game_records
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 
 def random_games(count, max_plies, seed):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import random_game_records, restamp_manifest
 
-from shogi_policy import encoding, evaluate, inference, move_match, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import move_match, shards
+from shogi_policy.serving import evaluate, inference
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
         [
             sys.executable,
             "-m",
-            "shogi_policy.evaluate",
+            "shogi_policy.serving.evaluate",
             f"--model={export_dir}",
             f"--data_dir={tmp_path / 'shards'}",
             f"--json_out={tmp_path / 'eval.json'}",
@@ -130,7 +132,7 @@ def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_pat
     records[:, :95] = 0xFF
     records.tofile(path)
     restamp_manifest(tmp_path / "bad")
-    command = [sys.executable, "-m", "shogi_policy.evaluate", f"--model={tiny_export[1]}"]
+    command = [sys.executable, "-m", "shogi_policy.serving.evaluate", f"--model={tiny_export[1]}"]
     result = subprocess.run(
         [*command, f"--data_dir={tmp_path / 'bad'}", "--split=test", "--limit=500"],
         capture_output=True,

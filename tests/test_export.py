@@ -15,7 +15,9 @@ import tensorflow as tf
 from conftest import TINY_CONFIG, numpy_probabilities
 from tensorflow.core.protobuf import saved_model_pb2
 
-from shogi_policy import encoding, export, network, policy_ops
+from shogi_policy.core import encoding
+from shogi_policy.model import network
+from shogi_policy.serving import export, policy_ops
 
 OPENINGS = [
     "startpos",

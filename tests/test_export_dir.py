@@ -11,7 +11,8 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import TINY_CONFIG
 
-from shogi_policy import evaluate, export, inference, model_dir, network, policy_ops, sample
+from shogi_policy.model import model_dir, network
+from shogi_policy.serving import evaluate, export, inference, policy_ops, sample
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="export and TF checkpoints: the default suite"

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_plies
 
-from shogi_policy import encoding, features
-from shogi_policy.strategy import host_xla_available
+from shogi_policy.core import encoding
+from shogi_policy.model import features
+from shogi_policy.training.strategy import host_xla_available
 
 BATCH = 2048
 

@@ -22,7 +22,8 @@ from conftest import FUZZ_SETTINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy import encoding, records
+from shogi_policy.core import encoding
+from shogi_policy.data import records
 
 FUZZ = settings(FUZZ_SETTINGS, max_examples=100)
 # What each format is made of, and some characters it is not.

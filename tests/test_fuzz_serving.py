@@ -17,7 +17,8 @@ from conftest import FUZZ_SETTINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy import encoding, inference, usi
+from shogi_policy.core import encoding
+from shogi_policy.serving import inference, usi
 
 FUZZ = settings(FUZZ_SETTINGS, max_examples=60)
 FLOAT32_MAX = float(np.finfo(np.float32).max)

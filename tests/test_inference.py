@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import numpy_probabilities
 
-from shogi_policy import encoding, inference
+from shogi_policy.core import encoding
+from shogi_policy.serving import inference
 
 # White to move, mated: the gold on 5b is guarded by the pawn on 5c and covers 4a, 6a, 4b, 6b.
 MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
@@ -179,7 +180,7 @@ def test_sample_cli(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.sample",
+            "shogi_policy.serving.sample",
             f"--model={policy.export_dir}",
             "--position=startpos moves 7g7f 3c3d",
             "--temperature=0",
@@ -203,7 +204,7 @@ def test_sample_cli_refuses_an_impossible_position(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.sample",
+            "shogi_policy.serving.sample",
             f"--model={policy.export_dir}",
             f"--position={position}",
         ],

@@ -1,4 +1,4 @@
-"""shogi_policy.input_pipeline on small shard directories of real positions from random cshogi games."""
+"""shogi_policy.data.input_pipeline on small shard directories of real positions from random cshogi games."""
 
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_plies
 
-from shogi_policy import encoding, input_pipeline, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import input_pipeline, shards
 
 CHUNK = 16
 SHARD_LENGTHS = (100, 37, 64, 3)  # 204 positions; tails shorter than a chunk, one shard below a chunk

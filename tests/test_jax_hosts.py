@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy import model_dir, shards
+from shogi_policy.data import shards
+from shogi_policy.model import model_dir
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX multi-host (.ci/jax_lane)")
 

@@ -13,7 +13,9 @@ import tensorflow as tf
 from absl import app
 from conftest import parse_flags, random_game_records
 
-from shogi_policy import input_pipeline, model_dir, network, shards, strategy, tasks, train
+from shogi_policy.data import input_pipeline, shards
+from shogi_policy.model import model_dir, network
+from shogi_policy.training import strategy, tasks, train
 
 TINY = {"blocks": 0, "filters": 8}
 

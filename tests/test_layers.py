@@ -1,29 +1,86 @@
-"""The package's layers point one way: serving never loads the trainer, its tasks or tensorflow-datasets, and the
-trainer never loads serving code.
+"""The package's folders keep the import rules their __init__ docstrings state.
 
-(Keras itself is no marker: importing TensorFlow 2.21 loads it.)
+Each folder's docstring has a line `May import: a, b` naming the other folders of shogi_policy its modules may
+import (`nothing` for none). The test reads every module's imports (module level and inside functions) from its
+syntax tree, and checks in a fresh interpreter the rules that a static read cannot see: serving loads neither
+the trainer nor tensorflow-datasets, and the trainer loads no serving code.
 """
 
+import ast
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "shogi_policy"
+FOLDERS = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+
+
+def allowed_imports(folder):
+    """The folders named on the `May import:` line of folder's __init__ docstring."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())) or ""
+    match = re.search(r"^May import: (.+)$", doc, re.M)
+    assert match, f"shogi_policy/{folder}/__init__.py: its docstring has no 'May import:' line"
+    names = [name.strip().rstrip(".") for name in match[1].split(",")]
+    return set() if names == ["nothing"] else set(names)
+
+
+def imported_folders(path):
+    """The shogi_policy folders that the module at path imports, with the line of each import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "shogi_policy" and len(parts) > 1 and parts[1] in FOLDERS:
+                found.append((parts[1], node.lineno))
+                break
+    return found
+
+
+def test_every_module_lives_in_a_folder():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules outside the role folders: {loose}"
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_folder_imports_only_what_its_docstring_allows(folder):
+    allowed = allowed_imports(folder) | {folder}
+    unknown = allowed - set(FOLDERS)
+    assert not unknown, f"shogi_policy/{folder}/__init__.py names folders that do not exist: {unknown}"
+    broken = [
+        f"shogi_policy/{folder}/{path.name}:{line} imports shogi_policy.{target}"
+        for path in sorted((PACKAGE / folder).glob("*.py"))
+        for target, line in imported_folders(path)
+        if target not in allowed
+    ]
+    assert not broken, f"{folder} may import only {sorted(allowed)}:\n" + "\n".join(broken)
+
+
+def test_the_rule_catches_a_forbidden_import(tmp_path):
+    """The checker itself: a data module importing the model folder is reported."""
+    module = tmp_path / "bad.py"
+    module.write_text("def f():\n    from shogi_policy.model import network\n")
+    assert imported_folders(module) == [("model", 2)]
+
+
 TRAINING_MODULES = (
-    "shogi_policy.train",
-    "shogi_policy.tasks",
-    "shogi_policy.input_pipeline",
+    "shogi_policy.training.train",
+    "shogi_policy.training.tasks",
+    "shogi_policy.data.input_pipeline",
     "tensorflow_datasets",
 )
-
-
-SERVING_MODULES = (
-    "shogi_policy.export",
-    "shogi_policy.inference",
-    "shogi_policy.evaluate",
-    "shogi_policy.sample",
-    "shogi_policy.usi",
-    "shogi_policy.policy_ops",
+SERVING_MODULES = tuple(
+    f"shogi_policy.serving.{path.stem}"
+    for path in sorted((PACKAGE / "serving").glob("*.py"))
+    if path.stem != "__init__"
 )
 
 
@@ -36,7 +93,7 @@ def _loaded(module, candidates):
 
 
 @pytest.mark.parametrize(
-    "module", ["shogi_policy.usi", "shogi_policy.inference", "shogi_policy.sample", "shogi_policy.arena"]
+    "module", ["shogi_policy.serving.usi", "shogi_policy.serving.inference", "shogi_policy.serving.sample"]
 )
 def test_serving_imports_no_training_code(module):
     loaded = _loaded(module, TRAINING_MODULES)
@@ -44,5 +101,5 @@ def test_serving_imports_no_training_code(module):
 
 
 def test_the_trainer_imports_no_serving_code():
-    loaded = _loaded("shogi_policy.train", SERVING_MODULES)
-    assert loaded == "[]", f"shogi_policy.train imports {loaded}"
+    loaded = _loaded("shogi_policy.training.train", SERVING_MODULES)
+    assert loaded == "[]", f"shogi_policy.training.train imports {loaded}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shogi_policy import model_dir
+from shogi_policy.model import model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from shogi_policy import encoding, losses
+from shogi_policy.core import encoding
+from shogi_policy.model import losses
 
 BATCH = 64
 

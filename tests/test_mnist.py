@@ -12,7 +12,9 @@ import tensorflow_datasets as tfds
 from absl import app
 from conftest import parse_flags
 
-from shogi_policy import mnist, model_dir, train
+from shogi_policy.data import mnist
+from shogi_policy.model import mnist_net, model_dir
+from shogi_policy.training import train
 
 
 def test_mnist_trains_and_restores_under_mock_data(tmp_path):
@@ -26,9 +28,9 @@ def test_mnist_trains_and_restores_under_mock_data(tmp_path):
     assert metrics["step"] == 6
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and np.isfinite(metrics["eval_loss"])
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 6
-    model = model_dir.restore_model(tmp_path / "run", mnist.build_model)
+    model = model_dir.restore_model(tmp_path / "run", mnist_net.build_model)
     assert model.name == "mnist"
-    assert model(images).shape == (16, mnist.NUM_CLASSES)
+    assert model(images).shape == (16, mnist_net.NUM_CLASSES)
 
 
 def test_mnist_offline_is_refused_at_once(tmp_path, monkeypatch):
@@ -48,7 +50,13 @@ def test_mnist_cli_offline_fails_in_seconds(tmp_path):
         pytest.skip(f"{mnist.DOWNLOAD_ADDRESS[0]} is reachable: not offline")
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "shogi_policy.train", "--dataset=mnist", f"--model_dir={tmp_path / 'run'}"],
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.training.train",
+            "--dataset=mnist",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
         env={**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")},
         capture_output=True,
         text=True,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy import encoding, network
+from shogi_policy.core import encoding
+from shogi_policy.model import network
 
 
 def _identity_batch_norm(layer):

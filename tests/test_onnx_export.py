@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy import encoding, network, onnx_export
+from shogi_policy.core import encoding
+from shogi_policy.model import network
+from shogi_policy.serving import onnx_export
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -78,7 +80,13 @@ def check_policy(keras_logits, onnx_logits, boards):
 def cli_onnx(tiny_export, tmp_path_factory):
     """model.onnx written by `shogi-policy-export --format=onnx` from the tiny policy-only network."""
     export_dir = tmp_path_factory.mktemp("onnx")
-    command = [sys.executable, "-m", "shogi_policy.export", f"--model_dir={tiny_export[0]}", "--format=onnx"]
+    command = [
+        sys.executable,
+        "-m",
+        "shogi_policy.serving.export",
+        f"--model_dir={tiny_export[0]}",
+        "--format=onnx",
+    ]
     result = subprocess.run(
         [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=300
     )

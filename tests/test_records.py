@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, random_game_groups
 
-from shogi_policy import encoding, records
+from shogi_policy.core import encoding
+from shogi_policy.data import records
 
 HCPE_FILES = (("hozon_train.hcpe", 543), ("hozon_test.hcpe", 60), ("kapi_test.hcpe", 688))
 

@@ -15,7 +15,9 @@ from conftest import FUZZ_SETTINGS, parse_flags, random_game_records
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shogi_policy import model_dir, run_lock, shards, train
+from shogi_policy.data import shards
+from shogi_policy.model import model_dir
+from shogi_policy.training import run_lock, train
 
 
 def _recorded_flags(**values):
@@ -108,7 +110,7 @@ def test_lock_refuses_a_second_holder_naming_it_and_is_free_after(tmp_path):
 def test_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
     script = (
         "import os, signal, sys\n"
-        "from shogi_policy import run_lock\n"
+        "from shogi_policy.training import run_lock\n"
         "with run_lock.hold(sys.argv[1]):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -143,7 +145,7 @@ def test_two_trainers_on_one_model_dir(small_shards, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "shogi_policy.train",
+        "shogi_policy.training.train",
         f"--data_dir={small_shards}",
         f"--model_dir={run}",
         *("--blocks=1", "--filters=8", "--batch_size=16", "--strategy=default", "--eval_steps=0"),

@@ -14,7 +14,8 @@ from absl import flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shogi_policy import convert, input_pipeline, shards, tasks
+from shogi_policy.data import convert, input_pipeline, shards
+from shogi_policy.training import tasks
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -90,7 +91,7 @@ def test_training_on_a_truncated_shard_exits_with_a_usage_error_before_writing_a
     command = [
         sys.executable,
         "-m",
-        "shogi_policy.train",
+        "shogi_policy.training.train",
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
     ]

@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shogi_policy import cli, encoding, runtime_check, strategy, tpu_runtime
+from shogi_policy.cli import launch as cli
+from shogi_policy.core import encoding, tpu_runtime
+from shogi_policy.training import runtime_check, strategy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +95,9 @@ def test_console_scripts_are_the_launchers():
         line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
     )
     assert scripts == {
-        f"shogi-policy-{name}": f"shogi_policy.cli:{name}" for name in cli.COMMANDS if name != "preflight"
+        f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}"
+        for name in cli.COMMANDS
+        if name != "preflight"
     }
 
 
@@ -239,7 +243,7 @@ def test_random_records_are_legal_games():
 JAX_ORDER_PROBE = """
 import os, sys
 import jax
-from shogi_policy import cli
+from shogi_policy.cli import launch as cli
 seen = []
 real_devices = jax.devices
 def devices(*args):
@@ -303,7 +307,7 @@ def simulated_tpu_host(tmp_path):
 
 def test_simulated_chip_is_seen(simulated_tpu_host):
     result = simulated_tpu_host(
-        [sys.executable, "-c", "from shogi_policy import tpu_runtime; print(tpu_runtime.local_tpu_chips())"]
+        [sys.executable, "-c", "from shogi_policy.core import tpu_runtime; print(tpu_runtime.local_tpu_chips())"]
     )
     assert result.stdout.strip() == "{'0000:00:04.0': 'v5e'}", result.stderr[-2000:]
 

@@ -14,7 +14,10 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
-from shogi_policy import encoding, losses, model_dir, network, shards, strategy, train
+from shogi_policy.core import encoding
+from shogi_policy.data import shards
+from shogi_policy.model import losses, model_dir, network
+from shogi_policy.training import strategy, train
 
 UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
 # Tests of what the Keras backend does not touch (tf.data, flag parsing): the default suite runs them, and
@@ -25,7 +28,7 @@ backend_independent = pytest.mark.skipif(
 
 
 def write_shards(directory, splits):
-    """A shard directory (shogi_policy.shards layout) of uint8 [n, 100] records per split."""
+    """A shard directory (shogi_policy.data.shards layout) of uint8 [n, 100] records per split."""
     shards.write_records(str(directory), splits)
     return directory
 
@@ -349,7 +352,7 @@ def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
         [
             sys.executable,
             "-m",
-            "shogi_policy.train",
+            "shogi_policy.training.train",
             f"--model_dir={tmp_path}",
             "--steps=5",
             "--eval_steps=-3",

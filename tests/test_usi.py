@@ -14,7 +14,8 @@ import keras
 import pytest
 from cshogi.usi import Engine
 
-from shogi_policy import encoding, inference, usi
+from shogi_policy.core import encoding
+from shogi_policy.serving import inference, usi
 
 FAIRY_STOCKFISH = Path("/usr/games/fairy-stockfish")
 MATED_SFEN = "4k4/4G4/4P4/9/9/9/9/9/4K4 w - 1"
@@ -28,7 +29,7 @@ IMPOSSIBLE_SFENS = [
 
 
 def engine_command(export_dir=None):
-    command = [sys.executable, "-m", "shogi_policy.usi"]
+    command = [sys.executable, "-m", "shogi_policy.serving.usi"]
     return command + ([f"--model={export_dir}"] if export_dir else [])
 
 

@@ -1,7 +1,7 @@
 """MNIST through the same trainer (--dataset=mnist): a smoke test of strategies, checkpoints and logging.
 
 Images come from tensorflow-datasets (tfds.load("mnist")); the model is the residual tower of
-shogi_policy.network over 28x28x1 images with a 10-way logits head. tensorflow-datasets downloads MNIST
+shogi_policy.model.network over 28x28x1 images with a 10-way logits head. tensorflow-datasets downloads MNIST
 into its data directory (TFDS_DATA_DIR, default ~/tensorflow_datasets) the first time; without the network
 that download retries for minutes, so unavailable() answers first, in seconds.
 """
@@ -9,14 +9,9 @@ that download retries for minutes, so unavailable() answers first, in seconds.
 import socket
 import threading
 
-import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shogi_policy import network
-
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
 _SHUFFLE_BUFFER = 10_000
 
 
@@ -83,22 +78,3 @@ def make_dataset(split, batch_size, *, shuffle=True, repeat=True, seed=None):
     if repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def build_model(config):
-    """Residual classifier: images float32 [B, 28, 28, 1] in 0..255 -> logits float32 [B, 10]."""
-    images = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name="images")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(images)
-    x = network.residual_tower(x, config)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = keras.layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)
-    return keras.Model(images, logits, name="mnist")
-
-
-def loss():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def metrics():
-    # argmax of softmax(logits) == label; softmax keeps the argmax, so logits serve directly.
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

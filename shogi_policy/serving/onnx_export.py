@@ -25,7 +25,9 @@ import warnings
 import keras
 import tensorflow as tf
 
-from shogi_policy import encoding, features, network, policy_ops
+from shogi_policy.core import encoding
+from shogi_policy.model import features, network
+from shogi_policy.serving import policy_ops
 
 ONNX_FILENAME = "model.onnx"  # dlshogi's default DNN_Model / ModelPath
 INPUT_NAMES = ("input1", "input2")

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import encoding, records, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import records, shards
 
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
 MAX_ERROR_EXAMPLES = 10

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 FORMAT = "shogi_policy.records"
 MANIFEST = "manifest.json"

@@ -7,7 +7,7 @@ check its metadata against format_metadata().
 
 import tensorflow as tf
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 METADATA_FILENAME = "shogi_policy_export.json"
 LABEL_SCHEME = "dlshogi-2187"
@@ -23,7 +23,7 @@ def format_metadata():
     }
 
 
-# The export's signatures (shogi_policy.export writes them, shogi_policy.inference checks an export has them):
+# The export's signatures (shogi_policy.serving.export writes them, shogi_policy.serving.inference checks an export has them):
 # name -> (input specs in call order, output name).
 RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
 MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")

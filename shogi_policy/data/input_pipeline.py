@@ -25,7 +25,8 @@ import sys
 
 import tensorflow as tf
 
-from shogi_policy import augment, encoding, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import augment, shards
 
 BAD_RECORDS = ("fail", "skip")  # what make_dataset does with an invalid record
 

@@ -23,7 +23,10 @@ import cshogi.dlshogi
 import numpy as np
 from absl import flags
 
-from shogi_policy import encoding, model_dir, shards, train
+from shogi_policy.core import encoding
+from shogi_policy.data import shards
+from shogi_policy.model import model_dir
+from shogi_policy.training import train
 
 # A test hook, "<backend>:fit" or "<backend>:hang": under that Keras backend the check's training fails inside
 # fit, or stalls there (the notebook's timeouts and BACKEND="auto" fallback are tested on CPU with it).

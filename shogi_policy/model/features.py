@@ -43,7 +43,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 NUM_PIECE_TYPES = 14
 MAX_ATTACK_NUM = 3
@@ -316,7 +316,7 @@ def plane_masks(records):
     The in-check plane is left empty: spread_planes derives it from two other planes.
 
     Args:
-      records: uint8 or int32 [B, 100] compact records (shogi_policy.encoding).
+      records: uint8 or int32 [B, 100] compact records (shogi_policy.core.encoding).
     """
     codes, own_hand, opponent_hand = _oriented_position(records)
     board = ops.transpose(ops.reshape(codes, (-1, 9, _RANKS)), (1, 2, 0))  # [9 files, 9 ranks, B]

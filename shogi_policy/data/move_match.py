@@ -8,7 +8,8 @@ cshogi's legal move generator. Moves are ranked by their logits among the LEGAL 
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding, shards
+from shogi_policy.core import encoding
+from shogi_policy.data import shards
 
 TOP_K = (1, 5)
 

@@ -30,7 +30,9 @@ import cshogi
 import numpy as np
 from absl import app, flags, logging
 
-from shogi_policy import __version__, encoding, inference
+from shogi_policy import __version__
+from shogi_policy.core import encoding
+from shogi_policy.serving import inference
 
 ENGINE_NAME = f"shogi_policy {__version__}"
 ENGINE_AUTHOR = "shogi_policy developers"

@@ -5,7 +5,8 @@ shogi-policy-sample --model=export/cpu --position="startpos moves 7g7f 3c3d" --t
 
 from absl import app, flags
 
-from shogi_policy import encoding, inference
+from shogi_policy.core import encoding
+from shogi_policy.serving import inference
 
 
 def format_report(position, sampled, top_moves, temperature, seed):

@@ -20,7 +20,7 @@ a TPU step. Mirroring twice is the identity.
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 # dlshogi directions: UP, UP_LEFT, UP_RIGHT, LEFT, RIGHT, DOWN, DOWN_LEFT, DOWN_RIGHT, UP2_LEFT, UP2_RIGHT.
 _MIRRORED_BOARD_DIRECTION = (0, 2, 1, 4, 3, 5, 7, 6, 9, 8)

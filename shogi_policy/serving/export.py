@@ -24,8 +24,10 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import encoding, features, network, onnx_export, policy_ops
-from shogi_policy.model_dir import read_network_config, restore_model
+from shogi_policy.core import encoding
+from shogi_policy.model import features, network
+from shogi_policy.model.model_dir import read_network_config, restore_model
+from shogi_policy.serving import onnx_export, policy_ops
 
 
 def _check_inputs(records, legal_mask, temperature):

@@ -3,8 +3,8 @@
 model_dir/network.json      NetworkConfig of the run
 model_dir/train_flags.json  {"flags": the latest run's trainer flags, "runs": one entry per run that continued
                             the checkpoints: start_step, batch_size, changed flags} (read_run_record)
-model_dir/train.lock        the trainer's lock (shogi_policy.run_lock)
-model_dir/checkpoints/      model and optimizer by optimizer step (shogi_policy.checkpoints): ckpt-<step> from
+model_dir/train.lock        the trainer's lock (shogi_policy.training.run_lock)
+model_dir/checkpoints/      model and optimizer by optimizer step (shogi_policy.model.checkpoints): ckpt-<step> from
                             TensorFlow runs, <step>/ (Orbax) from JAX runs
 model_dir/logs/             TensorBoard
 model_dir/model.keras       the model at the end of training
@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from shogi_policy import checkpoints, network
+from shogi_policy.model import checkpoints, network
 
 NETWORK_JSON = "network.json"
 FLAGS_JSON = "train_flags.json"

@@ -9,8 +9,8 @@ import dataclasses
 
 import keras
 
-from shogi_policy import encoding
-from shogi_policy.features import DlshogiFeatures
+from shogi_policy.core import encoding
+from shogi_policy.model.features import DlshogiFeatures
 
 # Keras's "hard_swish" is x * hard_sigmoid(x) with hard_sigmoid(x) = relu6(x + 3) / 6.
 ACTIVATIONS = ("relu", "swish", "hard_swish")

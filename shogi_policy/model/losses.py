@@ -8,7 +8,7 @@ metrics can still read the label. Logits are float32 [B, 2187]; targets int32 [B
 import keras
 from keras import ops
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 
 def split_targets(targets):

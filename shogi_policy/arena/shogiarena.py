@@ -2,7 +2,7 @@
 as ShogiArena configuration files, and the finished games of a run read back from its game.db.
 
 ShogiArena starts every engine in an empty environment (no PATH, no PYTHONPATH), so our engine is named by this
-interpreter's absolute path with `-m shogi_policy.usi`, and PYTHONPATH is passed on when set (a checkout that is
+interpreter's absolute path with `-m shogi_policy.serving.usi`, and PYTHONPATH is passed on when set (a checkout that is
 not installed). The files are JSON, which YAML reads. docs/strength.md shows the commands that use this
 (scripts/strength_table.py, scripts/arena_games.py).
 """
@@ -82,7 +82,7 @@ def our_engine_file(model):
     """The ShogiArena engine file (dict) of shogi-policy-usi on the export directory `model`."""
     engine = {
         "engine_path": sys.executable,
-        "engine_args": ["-m", "shogi_policy.usi", f"--model={Path(model).resolve()}"],
+        "engine_args": ["-m", "shogi_policy.serving.usi", f"--model={Path(model).resolve()}"],
     }
     if os.environ.get("PYTHONPATH"):
         engine["environment"] = {"PYTHONPATH": os.environ["PYTHONPATH"]}

@@ -6,23 +6,23 @@
 Flags can come from a file: --flagfile=run.flags (one --flag=value per line).
 
 The Keras backend is TensorFlow (tf.distribute strategies) or, with --backend=jax or KERAS_BACKEND=jax,
-JAX (keras.distribution.DataParallel over JAX's devices, shogi_policy.strategy). Keras reads the backend
+JAX (keras.distribution.DataParallel over JAX's devices, shogi_policy.training.strategy). Keras reads the backend
 when it is first imported, so --backend takes effect through the shogi-policy-train command (the
 shogi_policy.cli launcher sets KERAS_BACKEND before anything imports keras); here it is only checked.
 Both backends read the same tf.data shards and write the same model directory, except the checkpoints'
-format (shogi_policy.checkpoints).
+format (shogi_policy.model.checkpoints).
 
 model_dir receives network.json, train_flags.json, checkpoints/ (every --checkpoint_every steps and at
 the end), logs/ (TensorBoard), model.keras, metrics.json and
-history.jsonl (shogi_policy.model_dir; history.jsonl has one line per epoch: step, positions seen,
+history.jsonl (shogi_policy.model.model_dir; history.jsonl has one line per epoch: step, positions seen,
 training positions/s, test-split and --eval_tsv move-match accuracy). What is trained (model, data,
-loss) comes from a task (shogi_policy.tasks).
+loss) comes from a task (shogi_policy.training.tasks).
 Rerunning with the same flags after a preemption resumes from the last checkpoint: weights,
 optimizer state and step count are restored, so at most --checkpoint_every steps are lost; with
 --seed the data stream is fast-forwarded too, so a resumed run sees the same batches. A resume with flags
 that change the network or optimizer is refused, and one with flags that change the optimizer's course or
 the data stream (RESUME_STREAM) unless --allow_changed_flags. One trainer at a time holds a model_dir
-(shogi_policy.run_lock). docs/run_directory.md has the rules.
+(shogi_policy.training.run_lock). docs/run_directory.md has the rules.
 Keras's BackupAndRestore is not used: in Keras 3.15 it restores only the epoch number, so a
 preemption mid-epoch would repeat the whole epoch and overshoot --steps.
 
@@ -47,9 +47,17 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy import checkpoints, input_pipeline, model_dir, move_match, network, run_lock
-from shogi_policy.strategy import JIT_COMPILE, STRATEGIES, JaxDataParallel, compilation_for, make_strategy
-from shogi_policy.tasks import TASKS, hosts
+from shogi_policy.data import input_pipeline, move_match
+from shogi_policy.model import checkpoints, model_dir, network
+from shogi_policy.training import run_lock
+from shogi_policy.training.strategy import (
+    JIT_COMPILE,
+    STRATEGIES,
+    JaxDataParallel,
+    compilation_for,
+    make_strategy,
+)
+from shogi_policy.training.tasks import TASKS, hosts
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -76,7 +84,7 @@ def define_flags(flag_values=flags.FLAGS):
         None,
         list(BACKENDS),
         "Keras backend (default: KERAS_BACKEND, else tensorflow). Set by the shogi-policy-train command "
-        "before Keras loads; python -m shogi_policy.train only checks it.",
+        "before Keras loads; python -m shogi_policy.training.train only checks it.",
         **kw,
     )
     flags.DEFINE_enum(
@@ -489,7 +497,7 @@ def resume_refusal(changes, allow_changed_flags):
 
 
 def _check_backend_matches_checkpoint(checkpoint_path):
-    """app.UsageError when the latest checkpoint is in the other Keras backend's format (shogi_policy.checkpoints)."""
+    """app.UsageError when the latest checkpoint is in the other Keras backend's format (shogi_policy.model.checkpoints)."""
     written_by = "jax" if os.path.basename(checkpoint_path).isdigit() else "tensorflow"
     backend = keras.backend.backend()
     if written_by != backend:
@@ -590,7 +598,7 @@ def train(options, callbacks=()):
     _check_steps_per_execution(options, steps_per_execution)
     tf.io.gfile.makedirs(options.model_dir)
     try:
-        # One writer per model_dir: the first host holds the lock for the whole run (shogi_policy.run_lock).
+        # One writer per model_dir: the first host holds the lock for the whole run (shogi_policy.training.run_lock).
         with run_lock.hold(options.model_dir) if is_primary_host() else contextlib.nullcontext():
             record, changes = _claim_model_dir(options, config)
             return _build_and_fit(

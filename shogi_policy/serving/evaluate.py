@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from shogi_policy import inference, move_match
+from shogi_policy.data import move_match
+from shogi_policy.serving import inference
 
 
 def evaluate(model, records, mask, labels):

@@ -5,7 +5,7 @@ no tf.distribute: the same names give a JaxDataParallel (keras.distribution.Data
 devices), which offers what the trainer uses of a strategy (scope(), num_replicas_in_sync).
 
 The TPU's environment (PJRT variables, TPU_LOAD_LIBRARY) is set before TensorFlow is imported, by
-shogi_policy.cli through shogi_policy.tpu_runtime; this module only looks for chips there.
+shogi_policy.cli through shogi_policy.core.tpu_runtime; this module only looks for chips there.
 """
 
 import contextlib
@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from shogi_policy import tpu_runtime
+from shogi_policy.core import tpu_runtime
 
 STRATEGIES = ("auto", "tpu", "mirrored", "default")
 JIT_COMPILE = ("auto", "true", "false")

@@ -22,7 +22,7 @@ import cshogi.KIF
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding
+from shogi_policy.core import encoding
 
 BLACK_WIN, WHITE_WIN, DRAW = "black_win", "white_win", "draw"
 RESULTS = (BLACK_WIN, WHITE_WIN, DRAW)

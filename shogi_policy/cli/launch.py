@@ -6,7 +6,7 @@ before TensorFlow and Keras are imported, and every app imports them at import t
 
   train            KERAS_BACKEND from --backend (else as set, else Keras's default, tensorflow).
                    TensorFlow: the PJRT variables when it will train on this host's TPU, else
-                   TPU_LOAD_LIBRARY=0 (shogi_policy.tpu_runtime.configure_trainer). JAX: JAX starts its
+                   TPU_LOAD_LIBRARY=0 (shogi_policy.core.tpu_runtime.configure_trainer). JAX: JAX starts its
                    devices here, before anything imports TensorFlow (tpu_runtime.start_jax), then
                    TPU_LOAD_LIBRARY=0 keeps tf.data's TensorFlow off libtpu; with TPU chips and no TPU device
                    from JAX it stops with JAX's error (never trains on the CPU beside a TPU). With
@@ -17,7 +17,7 @@ before TensorFlow and Keras are imported, and every app imports them at import t
                    KERAS_BACKEND=tensorflow whatever the environment says: serving is TensorFlow
                    (SavedModels), and a JAX-trained model.keras or checkpoint loads under it
   preflight        what the runtime has (versions, TPU chips, the devices the backend starts), then
-                   --check_steps training steps on random records (shogi_policy.runtime_check); with
+                   --check_steps training steps on random records (shogi_policy.training.runtime_check); with
                    --report=FILE also a 20-step throughput and MNIST, written as JSON; exit status 1 when it
                    cannot train as asked
 
@@ -30,7 +30,7 @@ import sys
 
 from absl import flags
 
-from shogi_policy import tpu_runtime
+from shogi_policy.core import tpu_runtime
 
 
 def trainer_target(argv):
@@ -45,8 +45,18 @@ def trainer_target(argv):
     return flag_values.strategy, flag_values.tpu, flag_values.backend, flag_values.jax_distributed
 
 
+APP_MODULES = {
+    "convert": "shogi_policy.data.convert",
+    "train": "shogi_policy.training.train",
+    "export": "shogi_policy.serving.export",
+    "sample": "shogi_policy.serving.sample",
+    "evaluate": "shogi_policy.serving.evaluate",
+    "usi": "shogi_policy.serving.usi",
+}
+
+
 def _run_app(name):
-    importlib.import_module(f"shogi_policy.{name}").run()
+    importlib.import_module(APP_MODULES[name]).run()
 
 
 def _serve(name):
@@ -118,7 +128,7 @@ def preflight():
 
     Flags: the trainer's --strategy, --backend, --preset, --batch_size, --mixed_bfloat16 (what the run will
     use), --check_steps=N training steps on random records (default 2; 0: none), --report=FILE: also a
-    20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.runtime_check).
+    20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.training.runtime_check).
     Run it in a subprocess (the notebook does): starting the TPU takes libtpu's lock until the process ends.
     """
     strategy, _, backend, _ = trainer_target(sys.argv[1:])
@@ -133,7 +143,7 @@ def preflight():
         devices = _preflight_jax(strategy)
     else:
         devices = _preflight_tensorflow(strategy)
-    from shogi_policy import runtime_check
+    from shogi_policy.training import runtime_check
 
     try:
         report = runtime_check.run_checks(
@@ -156,7 +166,7 @@ def _preflight_tensorflow(strategy):
     import tensorflow as tf
 
     if strategy in ("tpu", "auto") and tpu_runtime.local_tpu_chips():
-        from shogi_policy.strategy import TpuUnavailableError, make_strategy
+        from shogi_policy.training.strategy import TpuUnavailableError, make_strategy
 
         try:
             make_strategy("tpu")

@@ -8,7 +8,8 @@ The trainer picks one by --dataset (TASKS) and never asks which it holds.
 
 import keras
 
-from shogi_policy import input_pipeline, losses, mnist, network, shards
+from shogi_policy.data import input_pipeline, mnist, shards
+from shogi_policy.model import losses, mnist_net, network
 
 
 def hosts():
@@ -104,7 +105,7 @@ class MnistTask:
 
     def build_model(self, config, nested_xla=False):
         del nested_xla  # images need no feature layer
-        return mnist.build_model(config)
+        return mnist_net.build_model(config)
 
     def num_examples(self, split):
         return mnist.num_examples(split)
@@ -115,7 +116,7 @@ class MnistTask:
 
     def compile_args(self, config):
         del config
-        return {"loss": mnist.loss(), "metrics": mnist.metrics()}
+        return {"loss": mnist_net.loss(), "metrics": mnist_net.metrics()}
 
 
 TASKS = {"shogi": ShogiTask, "mnist": MnistTask}

@@ -19,7 +19,8 @@ import cshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy import encoding, policy_ops
+from shogi_policy.core import encoding
+from shogi_policy.serving import policy_ops
 
 DEFAULT_BATCH_SIZE = 256
 
