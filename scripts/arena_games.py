@@ -4,7 +4,7 @@
 
 One line per finished game, in the order ShogiArena stored them: 'startpos moves ...<TAB>result<TAB>source
 <TAB>ending' with source 'shogiarena RUN_DIR black=NAME white=NAME game=N'. Every move is replayed with cshogi
-(shogi_policy.arena.run_games). A .gz output is gzip with mtime 0, so the same runs give the same bytes.
+(shogi_policy.arena.shogiarena.run_games). A .gz output is gzip with mtime 0, so the same runs give the same bytes.
 """
 
 import gzip
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("run_dirs", None, "ShogiArena run directories (each holds game.db).", required=True)

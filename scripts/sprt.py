@@ -2,7 +2,7 @@
 
   nice -n 10 python scripts/sprt.py --baseline=runs/a/export --tested=runs/b/export --output_dir=runs/sprt_a_b
 
-Writes output_dir/sprt.yaml and output_dir/engines/*.yaml (shogi_policy.arena.write_sprt), runs
+Writes output_dir/sprt.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_sprt), runs
 `shogiarena run sprt` into output_dir/run until the test decides or --games are played (rerunning resumes),
 then prints ShogiArena's SPRT state (wins, draws, losses, LLR and its decision) from the run's state.json.
 Needs the arena extra (pip install -e '.[arena]').
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", None, "Export directory of network A.", required=True)

@@ -4,7 +4,7 @@ fairy-stockfish rungs and gpsshogi (docs/strength.md).
   nice -n 10 python scripts/strength_table.py --model=runs/default/export --output_dir=runs/default/strength
 
 Each game starts from a floodgate opening line (--openings; 24 plies), each line played with both colours.
-Writes output_dir/gauntlet.yaml and output_dir/engines/*.yaml (shogi_policy.arena.write_gauntlet), runs
+Writes output_dir/gauntlet.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_gauntlet), runs
 `shogiarena run tournament` into output_dir/run (rerunning the command resumes it: finished games are kept),
 then prints the table from the run's game.db and writes it to output_dir/table.md. Needs the arena extra
 (pip install -e '.[arena]').
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Our export directory (SavedModel).", required=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cshogi
 import pytest
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 from shogi_policy.data import records
 
 SHOGIARENA = shutil.which("shogiarena")
