@@ -8,7 +8,7 @@
 #
 # Rerunning reuses the shards and resumes training from the last checkpoint in OUT_DIR/model.
 # Every step is a console command of the package; the flags here are the ones to change for real data.
-# The recipe is the best of the measured experiments in the README's "Results" (scripts/experiment.py).
+# The recipe is the best of the measured experiments in the README's "Results" (scripts/experiments/experiment.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
@@ -27,7 +27,7 @@ if [ ! -f "$OUT/shards/manifest.json" ]; then
 fi
 
 # With the floodgate val rows beside the checkout, measure them after every epoch too (history.jsonl, for
-# scripts/plot_learning_curve.py); they never train.
+# scripts/experiments/plot_learning_curve.py); they never train.
 EVAL_TSV=()
 if [ -f "$FLOODGATE_TSV" ]; then EVAL_TSV=(--eval_tsv="$FLOODGATE_TSV"); fi
 

@@ -1,6 +1,6 @@
 """ShogiArena as our arena: the gauntlet's files against ShogiArena's own validation, a 2-game tournament of our
 engine against fairy-stockfish under ShogiArena's default rules (games replayed with cshogi), and its games
-through scripts/arena_games.py into the converter's reader.
+through scripts/data_import/arena_games.py into the converter's reader.
 
 Skipped without the arena extra (pip install -e '.[arena]') or, for the games, without Debian's fairy-stockfish.
 """
@@ -112,7 +112,11 @@ def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_
     assert wins + draws + losses == 2
 
     output = tmp_path / "games.usi.gz"
-    script = [sys.executable, str(ROOT / "scripts" / "arena_games.py"), f"--run_dirs={tmp_path / 'run'}"]
+    script = [
+        sys.executable,
+        str(ROOT / "scripts" / "data_import" / "arena_games.py"),
+        f"--run_dirs={tmp_path / 'run'}",
+    ]
     done = subprocess.run([*script, f"--output={output}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     read = list(records.read_games(str(output)))

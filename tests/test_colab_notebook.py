@@ -28,7 +28,7 @@ from shogi_policy.training import runtime_check
 IPython = pytest.importorskip("IPython")
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "scripts" / "colab_tpu.ipynb"
+NOTEBOOK = REPO / "scripts" / "notebooks" / "colab_tpu.ipynb"
 SKIPPED_TAGS = {"colab", "downloads"}
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import cshogi
 import pytest
 
+from scripts.data_import import import_floodgate_games
 from shogi_policy.data import records
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOODGATE = ROOT / "data" / "floodgate_games.usi.gz"
-SCRIPT = ROOT / "scripts" / "import_floodgate_games.py"
+SCRIPT = ROOT / "scripts" / "data_import" / "import_floodgate_games.py"
 # data/README.md's counts.
 GAMES, POSITIONS = 1291, 127_415
 
@@ -91,24 +92,14 @@ def test_import_script_reproduces_the_shipped_file(shared_data, tmp_path):
     assert output.read_bytes() == FLOODGATE.read_bytes()
 
 
-def _import_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("import_floodgate_games", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_import_endings_on_made_up_games():
-    module = _import_module()
     lines = [
         "startpos moves 5i5h 5a5b 5h5i 5b5a 5i5h 5a5b 5h5i 5b5a 5i5h 5a5b 5h5i 5b5a\twhite_win\tx",
         "startpos moves 7g7f 3c3d\twhite_win\ty",
         "startpos moves 7g7f 8c8d\tblack_win\tz",
         "startpos moves 7g7f 3c3c\tblack_win\tbad",
     ]
-    out, summary = module.import_lines(lines)
+    out, summary = import_floodgate_games.import_lines(lines)
     assert summary["dropped"] == 1 and "illegal move '3c3c' at ply 2" in summary["dropped_examples"][0]
     by_source = {line.split("\t")[2]: line.split("\t") for line in out}
     assert by_source["x"][1:] == ["draw", "x", "repetition"]  # fourfold: the result is corrected
@@ -118,18 +109,19 @@ def test_import_endings_on_made_up_games():
 
 
 def test_infer_ending_mate_and_declare():
-    module = _import_module()
     mated = cshogi.Board("4k4/4G4/4G4/9/9/9/9/9/4K4 w - 1")  # head gold, protected: White is mated
-    assert module.infer_ending(mated, collections.Counter()) == ("mate", "black_win")
-    assert module.ending_of(mated, collections.Counter(), "white_win") == ("mate", "black_win")
+    assert import_floodgate_games.infer_ending(mated, collections.Counter()) == ("mate", "black_win")
+    assert import_floodgate_games.ending_of(mated, collections.Counter(), "white_win") == (
+        "mate",
+        "black_win",
+    )
     declarable = cshogi.Board("LNSGKG1NL/1R3S1B1/PPPPPPPPP/9/9/9/ppppppppp/1b3s1r1/lnsg1gsnl b S 1")
     if declarable.is_nyugyoku():
-        assert module.infer_ending(declarable, collections.Counter())[0] == "declare"
+        assert import_floodgate_games.infer_ending(declarable, collections.Counter())[0] == "declare"
 
 
 def test_import_rejects_impossible_promotion():
-    module = _import_module()
     # A rook that does not start or end in the promotion zone cannot promote; cshogi's is_legal
     # would still accept some such moves, the legal move list does not.
-    with pytest.raises(module.GameError, match="illegal move '2h3h\\+'"):
-        module.replay(["2h3h+"])
+    with pytest.raises(import_floodgate_games.GameError, match="illegal move '2h3h\\+'"):
+        import_floodgate_games.replay(["2h3h+"])

@@ -1,21 +1,11 @@
-"""scripts/plot_learning_curve.py and scripts/experiment.py's helpers on a made-up trainer history."""
+"""scripts/experiments/plot_learning_curve.py and scripts/experiments/experiment.py's helpers on a made-up trainer history."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from scripts.experiments import experiment, plot_learning_curve
 from shogi_policy.model import model_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _history(directory, rows):
@@ -33,28 +23,25 @@ ROWS = [
 
 
 def test_curve_reads_the_last_row_of_each_step(tmp_path):
-    plot = _load("plot_learning_curve")
-    rows = plot.read_history(_history(tmp_path / "run", ROWS))
-    positions, top1, top5 = plot.curve(rows, "tsv_top1", "tsv_top5")
+    rows = plot_learning_curve.read_history(_history(tmp_path / "run", ROWS))
+    positions, top1, top5 = plot_learning_curve.curve(rows, "tsv_top1", "tsv_top5")
     assert positions == [25600, 51200, 76800]
     assert top1 == pytest.approx([10.0, 21.0, 25.0]) and top5 == pytest.approx([30.0, 50.0, 55.0])
-    assert plot.parse_runs("main=a/b, c/d") == [("main", "a/b"), ("d", "c/d")]
+    assert plot_learning_curve.parse_runs("main=a/b, c/d") == [("main", "a/b"), ("d", "c/d")]
 
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    plot = _load("plot_learning_curve")
     run = _history(tmp_path / "run", ROWS)
     output = tmp_path / "curve.png"
-    plot.main([f"--runs=main job={run},again={run}", f"--output={output}", "--target=30"])
+    plot_learning_curve.main([f"--runs=main job={run},again={run}", f"--output={output}", "--target=30"])
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_experiment_training_rate_skips_the_first_epoch(tmp_path):
-    experiment = _load("experiment")
     assert experiment.training_rate(_history(tmp_path / "run", ROWS) / model_dir.HISTORY_JSONL) == 520.0
     assert experiment.mix_key("a,b", "--seed=1") != experiment.mix_key("a,b", "--seed=2")
 
 
 def test_the_plot_reads_the_file_the_trainer_writes():
-    assert _load("plot_learning_curve").HISTORY_JSONL == model_dir.HISTORY_JSONL
+    assert plot_learning_curve.HISTORY_JSONL == model_dir.HISTORY_JSONL

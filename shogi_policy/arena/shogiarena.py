@@ -4,7 +4,7 @@ as ShogiArena configuration files, and the finished games of a run read back fro
 ShogiArena starts every engine in an empty environment (no PATH, no PYTHONPATH), so our engine is named by this
 interpreter's absolute path with `-m shogi_policy.serving.usi`, and PYTHONPATH is passed on when set (a checkout that is
 not installed). The files are JSON, which YAML reads. docs/strength.md shows the commands that use this
-(scripts/strength_table.py, scripts/arena_games.py).
+(scripts/strength/strength_table.py, scripts/data_import/arena_games.py).
 """
 
 import json

@@ -18,7 +18,7 @@ as much as computing the planes; TF's BFC allocator (TF_CPU_ALLOCATOR_USE_BFC=tr
 blocks, as cshogi's reused arrays do. The allocator is fixed when TensorFlow starts, so each is
 measured in a child process of its own.
 
-  python scripts/bench_features.py
+  python scripts/bench/features.py
 """
 
 import json

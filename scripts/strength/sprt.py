@@ -1,6 +1,6 @@
 """Is network B stronger than A? A ShogiArena SPRT of two exports' greedy players (docs/strength.md).
 
-  nice -n 10 python scripts/sprt.py --baseline=runs/a/export --tested=runs/b/export --output_dir=runs/sprt_a_b
+  nice -n 10 python scripts/strength/sprt.py --baseline=runs/a/export --tested=runs/b/export --output_dir=runs/sprt_a_b
 
 Writes output_dir/sprt.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_sprt), runs
 `shogiarena run sprt` into output_dir/run until the test decides or --games are played (rerunning resumes),
@@ -26,7 +26,7 @@ flags.DEFINE_float("elo1", 30.0, "H1: B is at least this many Elo stronger than 
 flags.DEFINE_integer("games", 400, "Games at most, when the test has not decided before.", lower_bound=2)
 flags.DEFINE_string(
     "openings",
-    str(Path(__file__).resolve().parents[2] / "shared/data/floodgate_openings/records2016_10818.sfen"),
+    str(Path(__file__).resolve().parents[3] / "shared/data/floodgate_openings/records2016_10818.sfen"),
     "Opening lines ('startpos moves ...'), each played with both colours; '' plays from the start position.",
 )
 

@@ -1,7 +1,7 @@
 """Training positions/s on CPU under both Keras backends, and the TensorFlow path against another checkout.
 
 One run, interleaved: each round trains the same network (records -> DlshogiFeatures -> tower -> logits, SGD,
-PolicyLoss, one in-memory batch repeated: scripts/bench_train.py's measure) once per variant, each in a fresh
+PolicyLoss, one in-memory batch repeated: scripts/bench/train.py's measure) once per variant, each in a fresh
 child process (one Keras backend per process):
 
   tensorflow   this checkout, KERAS_BACKEND=tensorflow (the feature layer as its own XLA computations)
@@ -12,8 +12,8 @@ child process (one Keras backend per process):
 The machine is shared, so only ratios within a round mean much: the summary gives each variant's median over
 rounds and the median of the per-round ratios.
 
-    python scripts/bench_backends.py --rounds=3 --compare_with=../main
-    python scripts/benchmarks.py --only=backends     # this checkout's rows only (run())
+    python scripts/bench/backends.py --rounds=3 --compare_with=../main
+    python scripts/bench/run_all.py --only=backends     # this checkout's rows only (run())
 """
 
 import argparse
@@ -25,13 +25,12 @@ import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-REPO = SCRIPTS.parent
+REPO = SCRIPTS.parents[1]
 
 
 def _worker(spec):
     """Child: one measurement in this process's backend and checkout; prints positions/s as JSON."""
-    sys.path.insert(0, str(SCRIPTS))
-    import bench_train
+    from scripts.bench import train as bench_train
 
     if spec["kind"] == "features":
         rate = bench_train.measure_features(spec["batch"], False, spec["steps"])
@@ -44,7 +43,13 @@ def _worker(spec):
 def _measure(variant, shape):
     """positions/s of one variant (name, kind, backend, checkout) in a child process; shape: blocks, filters, batch, steps."""
     _, kind, backend, checkout = variant
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(checkout), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # The checkout's package first; this checkout's scripts package for the measuring code.
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join((str(checkout), str(REPO))),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     result = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **shape})],
         env=env,
@@ -82,7 +87,7 @@ def _ratio(rates, numerator, denominator):
 
 
 def run(quick=False):
-    """Rows {"benchmark", "value", "unit", "note"} for scripts/benchmarks.py (this checkout only)."""
+    """Rows {"benchmark", "value", "unit", "note"} for scripts/bench/run_all.py (this checkout only)."""
     shape = {"blocks": 3, "filters": 64, "batch": 64 if quick else 256, "steps": 5 if quick else 20}
     rates = measure_rounds(1 if quick else 3, shape)
     rows = [

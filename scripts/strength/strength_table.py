@@ -1,7 +1,7 @@
 """The strength table: an exported network's greedy (T0) and T=1 (T1) players in a ShogiArena gauntlet against
 fairy-stockfish rungs and gpsshogi (docs/strength.md).
 
-  nice -n 10 python scripts/strength_table.py --model=runs/default/export --output_dir=runs/default/strength
+  nice -n 10 python scripts/strength/strength_table.py --model=runs/default/export --output_dir=runs/default/strength
 
 Each game starts from a floodgate opening line (--openings; 24 plies), each line played with both colours.
 Writes output_dir/gauntlet.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_gauntlet), runs
@@ -28,7 +28,7 @@ flags.DEFINE_list("opponents", list(arena.OPPONENTS), f"Opponents, of {', '.join
 flags.DEFINE_list("players", list(arena.PLAYERS), "Our players: T0 (greedy), T1 (sampling at T 1).")
 flags.DEFINE_string(
     "openings",
-    str(Path(__file__).resolve().parents[2] / "shared/data/floodgate_openings/records2016_10818.sfen"),
+    str(Path(__file__).resolve().parents[3] / "shared/data/floodgate_openings/records2016_10818.sfen"),
     "Opening lines ('startpos moves ...'), each played with both colours; '' plays from the start position.",
 )
 flags.DEFINE_integer(

@@ -1,7 +1,7 @@
 """Benchmark: game records -> compact records (positions/s), ours beside a per-position cshogi loop.
 
-  python scripts/bench_convert.py            # the 1,291 floodgate games (games.usi and the hcpe files)
-  python scripts/bench_convert.py --quick    # 300 games and one hcpe file (< 30 s)
+  python scripts/bench/convert.py            # the 1,291 floodgate games (games.usi and the hcpe files)
+  python scripts/bench/convert.py --quick    # 300 games and one hcpe file (< 30 s)
 
 Rows are skipped when ../shared/data is absent.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from shogi_policy.core import encoding
 from shogi_policy.data import convert, records
 
-GAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "floodgate_games"
+GAMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "floodgate_games"
 HCPE_FILES = ("hozon_train.hcpe", "hozon_test.hcpe", "kapi_test.hcpe")
 BATCH_POSITIONS = 8192
 

@@ -4,7 +4,7 @@ Iterates the dataset without a model (what the host must sustain to feed an acce
 are the positions of the embedded default data (data/engine_games.usi.gz), tiled to the shard lengths:
 the pipeline validates every record, so they must be real positions.
 
-  python scripts/bench_pipeline.py
+  python scripts/bench/pipeline.py
 """
 
 import os
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from shogi_policy.data import input_pipeline, records, shards
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "engine_games.usi.gz"
 # Shard lengths deliberately not multiples of the chunk, so tail chunks are part of the measurement.
 FULL_SHARDS = (250_007,) * 6  # 1.5 M records, 150 MB
 QUICK_SHARDS = (50_003,) * 4

@@ -1,6 +1,6 @@
 """Draw move-match accuracy against positions seen, from the trainer's history.jsonl, to a PNG.
 
-  python scripts/plot_learning_curve.py --runs="main job=runs/default/model" --output=docs/learning_curve.png
+  python scripts/experiments/plot_learning_curve.py --runs="main job=runs/default/model" --output=docs/learning_curve.png
 
 Each run is LABEL=MODEL_DIR (a shogi-policy-train --model_dir). The trainer writes one line of metrics per
 epoch to MODEL_DIR/history.jsonl; with --eval_tsv=FILE it measures top-1 / top-5 move match among the legal

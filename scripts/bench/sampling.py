@@ -1,6 +1,6 @@
 """Sampling latency and throughput of an exported policy SavedModel, host-side legal-move mask included.
 
-  python scripts/bench_sampling.py [--quick]
+  python scripts/bench/sampling.py [--quick]
 
 Exports a random-weights network of the "cpu" preset to a temporary directory, then times
 PolicyModel.sample on 1 and 256 positions (cshogi legal moves + record encoding on the host, the

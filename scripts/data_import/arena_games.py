@@ -1,6 +1,6 @@
 """ShogiArena runs' games as the project's USI game lines, which shogi-policy-convert reads (docs/strength.md).
 
-  python scripts/arena_games.py --run_dirs=runs/generate --output=data/engine_games.usi.gz
+  python scripts/data_import/arena_games.py --run_dirs=runs/generate --output=data/engine_games.usi.gz
 
 One line per finished game, in the order ShogiArena stored them: 'startpos moves ...<TAB>result<TAB>source
 <TAB>ending' with source 'shogiarena RUN_DIR black=NAME white=NAME game=N'. Every move is replayed with cshogi

@@ -1,15 +1,15 @@
-"""Runs every benchmark (scripts/bench_*.py) and prints one table of figures.
+"""Runs every benchmark (the modules of scripts/bench) and prints one table of figures. From the checkout's root:
 
-  python scripts/benchmarks.py                 # full run
-  python scripts/benchmarks.py --quick         # smoke run, each benchmark < 30 s
-  python scripts/benchmarks.py --only=train --json_out=bench.json
+  python -m scripts.bench.run_all                 # full run
+  python -m scripts.bench.run_all --quick         # smoke run, each benchmark < 30 s
+  python -m scripts.bench.run_all --only=train --json_out=bench.json
 
 Each bench module defines run(quick) -> [{"benchmark", "value", "unit", "note"}]. Ratios inside a module are
 measured in the same run (ours beside cshogi and the like), which is what stays comparable across runs on
 shared machines; the header records what the figures were measured on.
 """
 
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -28,20 +28,17 @@ JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the rows as JSON he
 
 
 def bench_modules(only=()):
-    """(name, path) of scripts/bench_<name>.py in data-flow order, restricted to `only` when given."""
-    found = {p.stem.removeprefix("bench_"): p for p in SCRIPTS.glob("bench_*.py")}
+    """(name, module path) of scripts/bench/<name>.py in data-flow order, restricted to `only` when given."""
+    found = {
+        p.stem: f"scripts.bench.{p.stem}"
+        for p in SCRIPTS.glob("*.py")
+        if p.stem not in ("__init__", "run_all")
+    }
     unknown = set(only) - set(found)
     if unknown:
         raise app.UsageError(f"unknown benchmarks {sorted(unknown)}; have {sorted(found)}")
     names = [n for n in BENCH_ORDER if n in found] + sorted(set(found) - set(BENCH_ORDER))
     return [(n, found[n]) for n in names if not only or n in only]
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def machine_header():
@@ -70,7 +67,7 @@ def main(argv):
     rows = []
     for name, path in bench_modules(ONLY.value):
         start = time.perf_counter()
-        for row in load_module(name, path).run(quick=QUICK.value):
+        for row in importlib.import_module(path).run(quick=QUICK.value):
             value = row["value"]
             rows.append(
                 {**row, "stage": name, "value": f"{value:.4g}" if isinstance(value, float) else value}

@@ -20,7 +20,7 @@ Where the final position decides the result (mate, repetition, declaration) and 
 contradicts it, the rules win: the result is corrected, and the game is counted and named in the summary
 (the source's 1,291 games hold 6 fourfold repetitions without checks labelled as wins). --overlap_tsv reports how many positions of a 'split<TAB>sfen<TAB>move' file occur in the games.
 
-  python scripts/import_floodgate_games.py \\
+  python scripts/data_import/import_floodgate_games.py \\
       --input=../shared/data/floodgate_games/games.usi --output=data/floodgate_games.usi.gz \\
       --overlap_tsv=../shared/data/floodgate_positions/train_val_2000.tsv
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 import cshogi
 from absl import app, flags, logging
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 RESULTS = ("black_win", "white_win", "draw")
 REPETITION_COUNT = 4  # sennichite: the same position (board, hands, side to move) a fourth time
 

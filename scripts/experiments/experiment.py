@@ -1,6 +1,6 @@
 """One training experiment end to end: convert (cached per data mix) -> train -> export -> evaluate -> a TSV row.
 
-  python scripts/experiment.py --name=baseline --data=data/engine_games.usi.gz --runs_dir=runs/experiments \\
+  python scripts/experiments/experiment.py --name=baseline --data=data/engine_games.usi.gz --runs_dir=runs/experiments \\
       -- --preset=cpu --batch_size=256 --steps=1400 ...
 
 Everything after '--' goes to shogi-policy-train unchanged (besides --data_dir and --model_dir, which this
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TSV = ROOT.parent / "shared" / "data" / "floodgate_positions" / "train_val_2000.tsv"
 COLUMNS = (
     "name", "data", "convert_flags", "train_flags", "steps", "positions", "train_wall_s",

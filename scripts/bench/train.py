@@ -6,7 +6,7 @@ float32 matmul FLOP/s. Each variant runs in a fresh subprocess, because TF reads
 and TF_ENABLE_ONEDNN_OPTS only at start-up. Variants: XLA (jit_compile) on/off, oneDNN on/off,
 intra-op threads, and the feature layer's forward pass alone (its share of a step).
 
-    python scripts/bench_train.py          # full: cpu preset and 6x128, batch 256
+    python scripts/bench/train.py          # full: cpu preset and 6x128, batch 256
 """
 
 import json

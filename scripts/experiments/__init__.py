@@ -1,0 +1,1 @@
+"""See scripts/__init__.py."""
