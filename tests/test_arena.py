@@ -93,6 +93,7 @@ def _check_on_the_board(game):
         assert game["ending"] == "max_plies" and game["plies"] == 320 and game["result"] == "draw", game
 
 
+@pytest.mark.slow
 @needs_shogiarena
 @needs_fairy_stockfish
 def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_path):

@@ -28,9 +28,12 @@ from shogi_policy.serving import inference
 from shogi_policy.training import train
 
 pytest.importorskip("jax")
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="the TensorFlow side of cross-backend tests"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow", reason="the TensorFlow side of cross-backend tests"
+    ),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 CURVE_STEPS = 20

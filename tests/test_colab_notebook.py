@@ -118,6 +118,7 @@ def run_cells(shell, cells, parameters):
     return ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "auto"])
 def test_notebook_cells_run_on_cpu(shell, tmp_path, capsys, backend):
     if backend != "tensorflow":
@@ -183,6 +184,7 @@ def run_until(shell, cells, parameters, last):
     raise AssertionError(f"no cell starts with {last!r}")
 
 
+@pytest.mark.slow
 def test_a_hung_tensorflow_preflight_falls_through_to_jax(shell, tmp_path, capsys):
     os.environ[runtime_check.FAULT_VARIABLE] = "tensorflow:hang"
     cells = code_cells(nbformat.read(NOTEBOOK, as_version=4))

@@ -91,6 +91,7 @@ def write_test_shards(data_dir, positions):
     shards.write_records(str(data_dir), {"test": records}, positions_per_shard=300)
 
 
+@pytest.mark.slow
 def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_path):
     export_dir = tiny_export[1]
     write_test_shards(tmp_path / "shards", val_positions)
@@ -126,6 +127,7 @@ def shard_of(data_dir, records):
     return path, np.fromfile(path, np.uint8).reshape(-1, encoding.RECORD_BYTES)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_path):
     """Issue 15 item 1: bytes 0..94 of every record set to 0xFF made evaluate die with SIGSEGV in cshogi."""
     path, records = shard_of(tmp_path / "bad", random_game_records(3, 30, seed=5))

@@ -316,6 +316,7 @@ def xla_must_compile_sites(export_dir):
     return sites
 
 
+@pytest.mark.slow
 def test_exports_carry_no_xla_must_compile_function(tiny_export, tmp_path):
     assert xla_must_compile_sites(tiny_export[1]) == []
     # A model built as the trainer builds it on CPU (the feature layer as its own XLA computations).

@@ -131,6 +131,7 @@ def assert_matches_oracle(layer_functions, boards):
     return count
 
 
+@pytest.mark.slow
 def test_every_floodgate_position_matches_cshogi(shared_data, layer_functions):
     assert assert_matches_oracle(layer_functions, floodgate_boards(shared_data)) == 127_415
 

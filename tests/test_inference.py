@@ -175,6 +175,7 @@ def test_no_positions_give_empty_results(policy):
     assert policy.sample([]) == [] and policy.top_k([]) == []
 
 
+@pytest.mark.slow
 def test_sample_cli(policy):
     result = subprocess.run(
         [
@@ -197,6 +198,7 @@ def test_sample_cli(policy):
     assert sum(line.strip()[:2] in ("1.", "2.", "3.", "4.") for line in lines) == 4
 
 
+@pytest.mark.slow
 def test_sample_cli_refuses_an_impossible_position(policy):
     # A pawn on Black's last rank: used to sample a move. (A bad temperature takes the same ValueError path.)
     position = "lnsgkgsnP/1r5b1/ppppppppp/9/9/9/PPPPPPPP1/1B5R1/LNSGKGSNL b - 1"

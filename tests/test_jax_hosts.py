@@ -24,7 +24,10 @@ from conftest import random_game_records
 from shogi_policy.data import shards
 from shogi_policy.model import model_dir
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX multi-host (.ci/jax_lane)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX multi-host (.ci/jax_lane)"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = 2

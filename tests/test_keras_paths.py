@@ -34,6 +34,7 @@ def game_shards(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_steps_per_execution_100_trains_like_one_step_per_call(game_shards, tmp_path):
     common = {
         **TINY,
@@ -103,6 +104,7 @@ def fit_per_step(distribution, initial_weights, options, config, steps):
     return history.history, evaluation
 
 
+@pytest.mark.slow
 def test_mirrored_loss_and_metrics_equal_the_default_strategy(game_shards, monkeypatch):
     """Per-step loss and accuracies under MirroredStrategy (2 replicas) equal the default strategy's.
 

@@ -92,6 +92,7 @@ def _loaded(module, candidates):
     return result.stdout.split("\n")[-2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "module", ["shogi_policy.serving.usi", "shogi_policy.serving.inference", "shogi_policy.serving.sample"]
 )
@@ -100,6 +101,7 @@ def test_serving_imports_no_training_code(module):
     assert loaded == "[]", f"{module} imports {loaded}"
 
 
+@pytest.mark.slow
 def test_the_trainer_imports_no_serving_code():
     loaded = _loaded("shogi_policy.training.train", SERVING_MODULES)
     assert loaded == "[]", f"shogi_policy.training.train imports {loaded}"

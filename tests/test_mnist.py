@@ -44,6 +44,7 @@ def test_mnist_offline_is_refused_at_once(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_mnist_cli_offline_fails_in_seconds(tmp_path):
     """The command as a user without the network runs it (skipped where the download host answers)."""
     if mnist._reachable(mnist.DOWNLOAD_ADDRESS):

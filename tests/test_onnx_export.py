@@ -17,6 +17,8 @@ from shogi_policy.core import encoding
 from shogi_policy.model import network
 from shogi_policy.serving import onnx_export
 
+pytestmark = pytest.mark.slow  # docs/testing.md
+
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("tf2onnx")

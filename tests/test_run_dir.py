@@ -139,6 +139,7 @@ def small_shards(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_two_trainers_on_one_model_dir(small_shards, tmp_path):
     """End to end, two processes: the second refuses at once naming the first, which finishes alone."""
     run = tmp_path / "run"
@@ -185,6 +186,7 @@ def _train(model_dir_path, data_dir, **values):
     return train.train(parse_flags(**{"steps": 4, "steps_per_epoch": 2, **common, **values}))
 
 
+@pytest.mark.slow
 def test_resume_with_changed_flags(small_shards, tmp_path):
     run = tmp_path / "run"
     assert _train(run, small_shards, batch_size=16)["positions"] == 4 * 16

@@ -82,6 +82,7 @@ def test_the_issue_example_a_truncated_train_shard_is_refused_by_every_reader(co
         assert "truncated or replaced" in str(error.value), name
 
 
+@pytest.mark.slow
 def test_training_on_a_truncated_shard_exits_with_a_usage_error_before_writing_anything(converted, tmp_path):
     """End to end (a child process: about 15 s, TensorFlow's import)."""
     data_dir = copy_of(converted, tmp_path)

@@ -171,6 +171,7 @@ def test_launchers_import_no_tensorflow():
     assert result.stdout.strip() == "False", result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_trainer_with_tpu_strategy_and_no_tpu_stops_before_tensorflow(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "shogi_policy.cli", "train", "--strategy=tpu", f"--model_dir={tmp_path}"],
@@ -207,6 +208,7 @@ def test_preflight(monkeypatch, capsys, launcher_environ):
 TINY_NET = ["--preset=cpu", "--blocks=1", "--filters=16", "--batch_size=16"]
 
 
+@pytest.mark.slow
 def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, launcher_environ):
     # The report a TPU user pastes back: versions, devices, real steps, a throughput and MNIST (tfds mock data:
     # no downloads here). The steps run through the trainer in the preflight's own process.
@@ -256,6 +258,7 @@ cli.train()
 """
 
 
+@pytest.mark.slow
 def test_jax_trainer_starts_jax_before_tensorflow_and_without_tpu_load_library():
     pytest.importorskip("jax")
     environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
@@ -316,6 +319,7 @@ def test_simulated_chip_is_seen(simulated_tpu_host):
     assert result.stdout.strip() == "{'0000:00:04.0': 'v5e'}", result.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "preflight"])
 def test_jax_road_with_a_tpu_chip_never_falls_back_to_the_cpu(command, simulated_tpu_host, tmp_path):
     # With libtpu (Colab's stack, .ci/colab_lane) JAX must reach libtpu's own answer ("TPU initialization

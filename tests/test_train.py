@@ -64,6 +64,7 @@ def _train_history(options):
     return metrics, history.history
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_random_games(random_shards, tmp_path):
     options = parse_flags(
         data_dir=random_shards,
@@ -85,6 +86,7 @@ def test_loss_goes_down_on_random_games(random_shards, tmp_path):
     assert list((tmp_path / "run" / "logs" / "train").iterdir()), "TensorBoard logs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "corrupt_bytes, problem",
     [
@@ -132,6 +134,7 @@ def floodgate_records(path, num_games):
     return encoding.pack_records(*fields.values())
 
 
+@pytest.mark.slow
 @backend_independent
 def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     positions = floodgate_records(shared_data / "floodgate_games" / "games.usi", num_games=60)
@@ -153,6 +156,7 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     assert metrics["eval_top5_accuracy"] > 5 / encoding.NUM_MOVE_LABELS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [
@@ -192,6 +196,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
         np.testing.assert_allclose(a.numpy(), b.numpy(), **tolerance, err_msg=a.path)
 
 
+@pytest.mark.slow
 def test_eval_tsv_and_history(random_shards, tmp_path):
     tsv = tmp_path / "positions.tsv"
     rows = []
@@ -216,6 +221,7 @@ def test_eval_tsv_and_history(random_shards, tmp_path):
         assert "val_accuracy" in row
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path):
     options = parse_flags(
         data_dir=random_shards,
@@ -235,6 +241,7 @@ def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path
     assert outputs["policy"].shape == (4, 2187) and outputs["value"].shape == (4, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not strategy.host_xla_available(), reason="no XLA for the host CPU (tensorflow-tpu wheel)"
 )
@@ -346,6 +353,7 @@ def test_numeric_flags_are_checked_before_anything_runs(tmp_path, flag, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @backend_independent
 def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
     result = subprocess.run(
@@ -374,6 +382,7 @@ def test_batch_must_split_over_replicas(random_shards, tmp_path):
     assert not (tmp_path / "run").exists(), "refused before the model directory is written"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint_every, caught_by", [(1, "NaN or inf in"), (100, "loss")])
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
     random_shards, tmp_path, checkpoint_every, caught_by

@@ -43,6 +43,7 @@ def greedy_move(keras_model, position):
     return cshogi.move_to_usi(best)
 
 
+@pytest.mark.slow
 def test_protocol_session(tiny_export):
     model_dir, export_dir = tiny_export
     assert cshogi.Board(NYUGYOKU_SFEN).is_nyugyoku() and not cshogi.Board(MATED_SFEN).legal_moves
@@ -247,6 +248,7 @@ def play_game(ours, theirs, opening, ours_black, max_plies):
     return "max plies", our_moves
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.access(FAIRY_STOCKFISH, os.X_OK), reason="fairy-stockfish not installed")
 def test_games_against_fairy_stockfish(tiny_export, shared_data, tmp_path):
     launcher = tmp_path / "shogi-policy-usi"
