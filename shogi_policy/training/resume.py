@@ -4,7 +4,8 @@ A model directory's train_flags.json records the configuration of its latest run
 fields of config.TrainConfig, plus model_dir: TrainConfig.flat) with one entry per run that continued the
 checkpoints (shogi_policy.model.model_dir.read_run_record). A run that resumes the checkpoints compares its own
 configuration with the recorded one (flag_changes) and is refused or not by the classes below
-(resume_refusal). docs/run_directory.md has the rules.
+(resume_refusal); claim_model_dir does that for the trainer and record_run writes the file.
+docs/run_directory.md has the rules.
 """
 
 import os
