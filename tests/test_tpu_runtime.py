@@ -307,7 +307,11 @@ def simulated_tpu_host(tmp_path):
 
 def test_simulated_chip_is_seen(simulated_tpu_host):
     result = simulated_tpu_host(
-        [sys.executable, "-c", "from shogi_policy.core import tpu_runtime; print(tpu_runtime.local_tpu_chips())"]
+        [
+            sys.executable,
+            "-c",
+            "from shogi_policy.core import tpu_runtime; print(tpu_runtime.local_tpu_chips())",
+        ]
     )
     assert result.stdout.strip() == "{'0000:00:04.0': 'v5e'}", result.stderr[-2000:]
 
