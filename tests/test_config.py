@@ -204,3 +204,46 @@ def test_train_from_python_with_dataclasses_only(tmp_path):
     assert report == {"step": 2, "parsed": False, "trainer_flags": [], "cli": []}
     saved = json.loads((tmp_path / "run" / model_dir.FLAGS_JSON).read_text())
     assert saved["flags"]["steps"] == 2 and saved["flags"]["model_dir"] == str(tmp_path / "run")
+
+
+def test_the_command_reads_a_recipe_in_place(tmp_path):
+    """shogi-policy-train --recipe=main, overridden by the flags after it, through the launcher (about 20 s)."""
+    data = tmp_path / "shards"
+    shards.write_records(
+        str(data),
+        {"train": random_game_records(4, 20, seed=42), "test": random_game_records(1, 20, seed=43)},
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "shogi_policy.cli", "train"]
+    unknown = subprocess.run(
+        [*command, "--recipe=fast"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert unknown.returncode != 0 and "--recipe must be one of long, main, tpu" in unknown.stderr
+    flags_after = [
+        "--steps=2",
+        "--steps_per_epoch=2",
+        "--warmup_steps=0",
+        "--eval_steps=0",
+        "--strategy=default",
+    ]
+    result = subprocess.run(
+        [
+            *command,
+            "--recipe=main",
+            *flags_after,
+            *("--blocks=1", "--filters=8", "--batch_size=16"),
+            f"--data_dir={data}",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((tmp_path / "run" / model_dir.FLAGS_JSON).read_text())["flags"]
+    recipe = recipes.load("main").flat()
+    assert {
+        name: saved[name] for name in ("optimizer", "learning_rate", "seed", "preset", "checkpoint_every")
+    } == {name: recipe[name] for name in ("optimizer", "learning_rate", "seed", "preset", "checkpoint_every")}
+    assert (saved["steps"], saved["batch_size"], saved["warmup_steps"]) == (2, 16, 0)
