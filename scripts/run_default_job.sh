@@ -7,20 +7,19 @@
 #                                                              about 50 minutes at 500 positions/s
 #
 # Rerunning reuses the shards and resumes training from the last checkpoint in OUT_DIR/model.
-# Every step is a console command of the package; the flags here are the ones to change for real data.
-# The recipe is the best of the measured experiments in the README's "Results" (scripts/experiments/experiment.py).
+# Every step is a console command of the package; the training settings are the named recipe
+# (shogi_policy/training/recipes/$RECIPE.flags, docs/config.md), the best of the measured experiments
+# (scripts/experiments/experiment.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
+RECIPE=${RECIPE:-main}
 FLOODGATE_TSV=../shared/data/floodgate_positions/train_val_2000.tsv
 INPUTS=data/floodgate_games.usi.gz,data/engine_games.usi.gz
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-# The long recipe sees each position about 12 times: the exact mirror (--mirror) doubles the positions it learns from.
-case ${RECIPE:-main} in
-  main) RECIPE_FLAGS=(--steps=1300 --steps_per_epoch=100 --checkpoint_every=200) ;;
-  long) RECIPE_FLAGS=(--steps=6000 --steps_per_epoch=250 --checkpoint_every=500 --mirror) ;;
-  *) echo "RECIPE must be main or long, not '$RECIPE'" >&2; exit 2 ;;
-esac
+if [ ! -f "shogi_policy/training/recipes/$RECIPE.flags" ]; then
+  echo "RECIPE must name a file of shogi_policy/training/recipes (main, long, tpu), not '$RECIPE'" >&2; exit 2
+fi
 
 if [ ! -f "$OUT/shards/manifest.json" ]; then
   shogi-policy-convert --inputs="$INPUTS" --output_dir="$OUT/shards" --seed=1
@@ -31,10 +30,8 @@ fi
 EVAL_TSV=()
 if [ -f "$FLOODGATE_TSV" ]; then EVAL_TSV=(--eval_tsv="$FLOODGATE_TSV"); fi
 
-# The 'cpu' preset (3 blocks x 64 filters); AdamW with warm-up and cosine decay learns fastest in a short run.
-shogi-policy-train --data_dir="$OUT/shards" --model_dir="$OUT/model" --preset=cpu \
-  --batch_size=256 --eval_steps=10 --optimizer=adamw --learning_rate=0.002 --warmup_steps=20 --seed=1 \
-  "${RECIPE_FLAGS[@]}" ${EVAL_TSV[@]+"${EVAL_TSV[@]}"}
+shogi-policy-train --recipe="$RECIPE" --data_dir="$OUT/shards" --model_dir="$OUT/model" \
+  ${EVAL_TSV[@]+"${EVAL_TSV[@]}"}
 
 shogi-policy-export --model_dir="$OUT/model" --export_dir="$OUT/export" --overwrite
 

@@ -38,11 +38,11 @@ if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataPa
     jax.config.update("jax_num_cpu_devices", 2)
 from absl import flags  # noqa: E402
 
+from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import encoding  # noqa: E402
 from shogi_policy.data import shards  # noqa: E402
 from shogi_policy.model import model_dir, network  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
-from shogi_policy.training import train  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -199,9 +199,10 @@ def numpy_probabilities(logits, mask, temperature):
 
 
 def parse_flags(**values):
-    """Trainer FlagValues parsed from --name=value pairs (tiny network by default)."""
+    """Trainer FlagValues parsed from --name=value pairs (tiny network by default); train_command.train(options)
+    trains per them, train_command.config_from_flags(options) is their (TrainConfig, model_dir)."""
     defaults = {"preset": "cpu", "blocks": 1, "filters": 16, "batch_size": 32, "strategy": "default"}
     flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
+    train_command.define_flags(flag_values)
     flag_values(["shogi-policy-train", *(f"--{k}={v}" for k, v in {**defaults, **values}.items())])
     return flag_values

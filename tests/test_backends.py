@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import TINY_CONFIG, parse_flags, random_game_records
 
+from shogi_policy.cli import train as train_command
 from shogi_policy.core import encoding
 from shogi_policy.data import shards
 from shogi_policy.model import losses, model_dir, network
@@ -68,7 +69,7 @@ def _curve_model(weights):
     model = network.build_policy_model(TINY_CONFIG)
     options = parse_flags(optimizer="sgd", learning_rate=0.05, steps=CURVE_STEPS)
     model.compile(
-        optimizer=train.make_optimizer(options),
+        optimizer=train.make_optimizer(train_command.config_from_flags(options)[0].trainer),
         loss=losses.PolicyLoss(label_smoothing=0.1, loser_weight=0.5, draw_weight=0.25),
         metrics=losses.policy_metrics(),
     )

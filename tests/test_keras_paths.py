@@ -13,9 +13,10 @@ import tensorflow as tf
 from absl import app
 from conftest import parse_flags, random_game_records
 
+from shogi_policy.cli import train as train_command
 from shogi_policy.data import input_pipeline, shards
 from shogi_policy.model import model_dir, network
-from shogi_policy.training import strategy, tasks, train
+from shogi_policy.training import strategy, tasks
 
 TINY = {"blocks": 0, "filters": 8}
 
@@ -50,7 +51,7 @@ def test_steps_per_execution_100_trains_like_one_step_per_call(game_shards, tmp_
     for steps_per_execution in (100, 1):
         run_dir = tmp_path / f"spe{steps_per_execution}"
         options = parse_flags(model_dir=run_dir, steps_per_execution=steps_per_execution, **common)
-        runs[steps_per_execution] = train.train(options), model_dir.restore_model(run_dir)
+        runs[steps_per_execution] = train_command.train(options), model_dir.restore_model(run_dir)
     (metrics, model), (metrics_one, model_one) = runs[100], runs[1]
     assert metrics["step"] == metrics_one["step"] == 200
     for a, b in zip(model.weights, model_one.weights, strict=True):
@@ -65,7 +66,7 @@ def test_epochs_must_be_whole_executions(game_shards, tmp_path):
     with pytest.raises(
         app.UsageError, match="--steps_per_epoch=150 must be a multiple of --steps_per_execution"
     ):
-        train.train(options)
+        train_command.train(options)
 
 
 def synchronized_batch_norm(model):
@@ -87,7 +88,7 @@ def synchronized_batch_norm(model):
 
 def fit_per_step(distribution, initial_weights, options, config, steps):
     """(per-step training logs, evaluation logs) of SGD from initial_weights, one epoch per step."""
-    task = tasks.ShogiTask(options)
+    task = tasks.ShogiTask(train_command.config_from_flags(options)[0].task)
     with distribution.scope():
         model = synchronized_batch_norm(network.build_policy_model(config))
         model.set_weights(initial_weights)
@@ -115,7 +116,7 @@ def test_mirrored_loss_and_metrics_equal_the_default_strategy(game_shards, monke
     flips. Metric aggregation errors are far larger: a replica's value alone, or a sum instead of a mean.
     """
     options = parse_flags(data_dir=game_shards, model_dir="unused", value_head=True, **TINY)
-    config = train.network_config(options)
+    config = train_command.config_from_flags(options)[0].task.network()
     keras.utils.set_random_seed(3)
     initial_weights = network.build_policy_model(config).get_weights()
     # Every MirroredStrategy numbers its collective ops from the same key, so a second one in this process

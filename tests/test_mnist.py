@@ -12,9 +12,9 @@ import tensorflow_datasets as tfds
 from absl import app
 from conftest import parse_flags
 
+from shogi_policy.cli import train as train_command
 from shogi_policy.data import mnist
 from shogi_policy.model import mnist_net, model_dir
-from shogi_policy.training import train
 
 
 def test_mnist_trains_and_restores_under_mock_data(tmp_path):
@@ -24,7 +24,7 @@ def test_mnist_trains_and_restores_under_mock_data(tmp_path):
         assert images.dtype == "float32" and tuple(images.shape) == (16, 28, 28, 1)
         assert labels.dtype == "int32" and tuple(labels.shape) == (16,)
         options = parse_flags(dataset="mnist", model_dir=tmp_path / "run", steps=6, steps_per_epoch=3, seed=0)
-        metrics = train.train(options)
+        metrics = train_command.train(options)
     assert metrics["step"] == 6
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and np.isfinite(metrics["eval_loss"])
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 6
@@ -39,7 +39,7 @@ def test_mnist_offline_is_refused_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(mnist, "DOWNLOAD_ADDRESS", ("127.0.0.1", 1))
     start = time.monotonic()
     with pytest.raises(app.UsageError, match=f"could not find data in {tmp_path / 'tfds'}.*TFDS_DATA_DIR"):
-        train.train(parse_flags(dataset="mnist", model_dir=tmp_path / "run", steps=2))
+        train_command.train(parse_flags(dataset="mnist", model_dir=tmp_path / "run", steps=2))
     assert time.monotonic() - start < 10
     assert not (tmp_path / "run").exists()
 
@@ -54,7 +54,7 @@ def test_mnist_cli_offline_fails_in_seconds(tmp_path):
         [
             sys.executable,
             "-m",
-            "shogi_policy.training.train",
+            "shogi_policy.cli.train",
             "--dataset=mnist",
             f"--model_dir={tmp_path / 'run'}",
         ],

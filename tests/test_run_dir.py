@@ -15,18 +15,19 @@ from conftest import FUZZ_SETTINGS, parse_flags, random_game_records
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shogi_policy.cli import train as train_command
 from shogi_policy.data import shards
 from shogi_policy.model import model_dir
-from shogi_policy.training import run_lock, train
+from shogi_policy.training import resume, run_lock
 
 
 def _recorded_flags(**values):
     """The train_flags.json flags of a run with these flag values (the rest default)."""
-    return train._flag_values(parse_flags(**values))
+    return resume.saved_flags(*train_command.config_from_flags(parse_flags(**values)))
 
 
 def test_every_trainer_flag_has_one_resume_class():
-    classes = [set(train.RESUME_FIXED), set(train.RESUME_STREAM), set(train.RESUME_FREE)]
+    classes = [set(resume.RESUME_FIXED), set(resume.RESUME_STREAM), set(resume.RESUME_FREE)]
     assert sum(len(names) for names in classes) == len(set.union(*classes)), "a flag in two classes"
     assert set.union(*classes) == set(_recorded_flags()), (
         "every flag is compared on resume, or said not to be"
@@ -52,11 +53,11 @@ def _other_value(value):
 def test_resume_refuses_exactly_the_flags_that_change_the_run(changed, allow):
     recorded = _recorded_flags(data_dir="shards", seed=1)
     current = {name: _other_value(value) if name in changed else value for name, value in recorded.items()}
-    changes = train.flag_changes(recorded, current)
+    changes = resume.flag_changes(recorded, current)
     assert set(changes) == changed - {"model_dir", "allow_changed_flags"}
-    refusal = train.resume_refusal(changes, allow)
-    fixed = changed & set(train.RESUME_FIXED)
-    stream = changed & set(train.RESUME_STREAM)
+    refusal = resume.resume_refusal(changes, allow)
+    fixed = changed & set(resume.RESUME_FIXED)
+    stream = changed & set(resume.RESUME_STREAM)
     refused = fixed or (stream and not allow)
     assert (refusal is not None) == bool(refused)
     for name in fixed or (stream if refused else set()):
@@ -69,9 +70,9 @@ def test_resume_refuses_exactly_the_flags_that_change_the_run(changed, allow):
 
 def test_flag_comparison_reads_paths_and_older_records():
     recorded = {"data_dir": "runs/../shards/", "batch_size": 32}
-    assert train.flag_changes(recorded, {"data_dir": "shards", "batch_size": 32, "mirror": True}) == {}
-    assert train.flag_changes({"data_dir": "gs://b/s/"}, {"data_dir": "gs://b/s"}) == {}
-    assert train.flag_changes({"data_dir": "gs://b/s"}, {"data_dir": "gs://b/t"}) == {
+    assert resume.flag_changes(recorded, {"data_dir": "shards", "batch_size": 32, "mirror": True}) == {}
+    assert resume.flag_changes({"data_dir": "gs://b/s/"}, {"data_dir": "gs://b/s"}) == {}
+    assert resume.flag_changes({"data_dir": "gs://b/s"}, {"data_dir": "gs://b/t"}) == {
         "data_dir": ("gs://b/s", "gs://b/t")
     }
 
@@ -146,7 +147,7 @@ def test_two_trainers_on_one_model_dir(small_shards, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "shogi_policy.training.train",
+        "shogi_policy.cli.train",
         f"--data_dir={small_shards}",
         f"--model_dir={run}",
         *("--blocks=1", "--filters=8", "--batch_size=16", "--strategy=default", "--eval_steps=0"),
@@ -183,7 +184,7 @@ def test_two_trainers_on_one_model_dir(small_shards, tmp_path):
 
 def _train(model_dir_path, data_dir, **values):
     common = {"data_dir": data_dir, "model_dir": model_dir_path, "eval_steps": 0, "checkpoint_every": 2}
-    return train.train(parse_flags(**{"steps": 4, "steps_per_epoch": 2, **common, **values}))
+    return train_command.train(parse_flags(**{"steps": 4, "steps_per_epoch": 2, **common, **values}))
 
 
 @pytest.mark.slow

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from absl import flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shogi_policy.data import convert, input_pipeline, shards
-from shogi_policy.training import tasks
+from shogi_policy.training import config, tasks
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -40,10 +39,7 @@ def copy_of(converted, tmp_path):
 
 
 def train_options(data_dir):
-    options = flags.FlagValues()
-    flags.DEFINE_string("data_dir", str(data_dir), "", flag_values=options)
-    options.mark_as_parsed()
-    return tasks.ShogiTask(options)
+    return tasks.ShogiTask(config.TaskConfig(data_dir=str(data_dir)))
 
 
 def readers(data_dir):
@@ -92,7 +88,7 @@ def test_training_on_a_truncated_shard_exits_with_a_usage_error_before_writing_a
     command = [
         sys.executable,
         "-m",
-        "shogi_policy.training.train",
+        "shogi_policy.cli.train",
         f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
     ]

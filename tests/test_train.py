@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
+from shogi_policy.cli import train as train_command
 from shogi_policy.core import encoding
 from shogi_policy.data import shards
 from shogi_policy.model import losses, model_dir, network
@@ -60,7 +61,7 @@ class Interrupt(keras.callbacks.Callback):
 
 def _train_history(options):
     history = keras.callbacks.History()
-    metrics = train.train(options, callbacks=[history])
+    metrics = train_command.train(options, callbacks=[history])
     return metrics, history.history
 
 
@@ -107,8 +108,11 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
     restamp_manifest(directory)
     common = {"data_dir": directory, "steps": 3, "steps_per_epoch": 3, "eval_steps": 0, "batch_size": 16}
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard}: record 7: {problem}"):
-        train.train(parse_flags(model_dir=tmp_path / "fail", **common))
-    assert train.train(parse_flags(model_dir=tmp_path / "skip", bad_records="skip", **common))["step"] == 3
+        train_command.train(parse_flags(model_dir=tmp_path / "fail", **common))
+    assert (
+        train_command.train(parse_flags(model_dir=tmp_path / "skip", bad_records="skip", **common))["step"]
+        == 3
+    )
 
 
 def floodgate_records(path, num_games):
@@ -175,17 +179,17 @@ def test_resume_after_interruption_matches_uninterrupted_run(random_shards, tmp_
     common = {"data_dir": random_shards, "steps": 12, "steps_per_epoch": 5, "checkpoint_every": 4, "seed": 3}
     common.update(extra)
     straight = tmp_path / "straight"
-    assert train.train(parse_flags(model_dir=straight, **common))["step"] == 12
+    assert train_command.train(parse_flags(model_dir=straight, **common))["step"] == 12
 
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train.train(parse_flags(model_dir=resumed, **common), callbacks=[Interrupt(6)])
+        train_command.train(parse_flags(model_dir=resumed, **common), callbacks=[Interrupt(6)])
     assert model_dir.restore_model(resumed) is not None  # the step-4 checkpoint
     batches_seen = []
     counter = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: batches_seen.append(batch)
     )
-    metrics = train.train(parse_flags(model_dir=resumed, **common), callbacks=[counter])
+    metrics = train_command.train(parse_flags(model_dir=resumed, **common), callbacks=[counter])
     assert metrics["step"] == 12
     assert len(batches_seen) == 8  # steps 4..11: the interrupted steps 4 and 5 are redone
     # Under JAX (Orbax checkpoints, XLA's fixed order of operations) the resumed run is bit for bit the same.
@@ -211,7 +215,7 @@ def test_eval_tsv_and_history(random_shards, tmp_path):
         eval_tsv=tsv,
         eval_steps=1,
     )
-    train.train(options)
+    train_command.train(options)
     history = [
         json.loads(line) for line in (tmp_path / "run" / model_dir.HISTORY_JSONL).read_text().splitlines()
     ]
@@ -233,7 +237,7 @@ def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path
         steps_per_execution=3,  # unsupported under TF's mirrored: the trainer falls back to 1; JAX keeps it
         eval_steps=2,
     )
-    metrics = train.train(options)
+    metrics = train_command.train(options)
     assert metrics["step"] == 6
     for name in ("eval_policy_loss", "eval_value_loss", "eval_policy_accuracy", "eval_value_accuracy"):
         assert np.isfinite(metrics[name]), name
@@ -259,7 +263,7 @@ def test_jit_compile_mixed_bfloat16_and_saved_loss_config(random_shards, tmp_pat
         loser_weight=0.0,
         draw_weight=0.5,
     )
-    metrics = train.train(options)
+    metrics = train_command.train(options)
     assert metrics["step"] == 4 and np.isfinite(metrics["eval_loss"])
     assert keras.mixed_precision.global_policy().name == "float32", "the trainer restores the dtype policy"
 
@@ -276,10 +280,10 @@ def test_flagfile_and_bad_flags(tmp_path):
     flagfile = tmp_path / "run.flags"
     flagfile.write_text("--preset=tpu\n--filters=96\n--batch_size=1024\n")
     flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
+    train_command.define_flags(flag_values)
     flag_values(["shogi-policy-train", f"--flagfile={flagfile}"])
     assert flag_values.batch_size == 1024
-    assert train.network_config(flag_values).to_dict() == {
+    assert train_command.config_from_flags(flag_values)[0].task.network().to_dict() == {
         "blocks": 10,
         "filters": 96,
         "activation": "swish",
@@ -288,7 +292,7 @@ def test_flagfile_and_bad_flags(tmp_path):
     with pytest.raises(flags.IllegalFlagValueError):
         parse_flags(activation="gelu")
     with pytest.raises(Exception, match="data_dir"):
-        train.train(parse_flags(model_dir=tmp_path / "run"))
+        train_command.train(parse_flags(model_dir=tmp_path / "run"))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute strategies")
@@ -316,10 +320,12 @@ def test_jax_strategies_on_cpu():
 def test_backend_flag_must_match_the_loaded_keras(tmp_path):
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
     with pytest.raises(app.UsageError, match=f"KERAS_BACKEND={other}"):
-        train.train(parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", backend=other))
+        train_command.train(parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", backend=other))
     if other == "jax":
         with pytest.raises(app.UsageError, match="--jax_distributed needs the JAX backend"):
-            train.train(parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", jax_distributed=True))
+            train_command.train(
+                parse_flags(data_dir=tmp_path, model_dir=tmp_path / "run", jax_distributed=True)
+            )
     assert not (tmp_path / "run").exists()
 
 
@@ -349,7 +355,7 @@ def test_backend_flag_must_match_the_loaded_keras(tmp_path):
 def test_numeric_flags_are_checked_before_anything_runs(tmp_path, flag, value):
     options = parse_flags(data_dir=tmp_path / "no_shards", model_dir=tmp_path / "run", **{flag: value})
     with pytest.raises(app.UsageError, match=f"--{flag} must"):
-        train.train(options)
+        train_command.train(options)
     assert not (tmp_path / "run").exists()
 
 
@@ -360,7 +366,7 @@ def test_cli_refuses_negative_eval_steps_at_once(tmp_path):
         [
             sys.executable,
             "-m",
-            "shogi_policy.training.train",
+            "shogi_policy.cli.train",
             f"--model_dir={tmp_path}",
             "--steps=5",
             "--eval_steps=-3",
@@ -378,7 +384,7 @@ def test_batch_must_split_over_replicas(random_shards, tmp_path):
         data_dir=random_shards, model_dir=tmp_path / "run", strategy="mirrored", batch_size=33
     )
     with pytest.raises(app.UsageError, match="--batch_size=33 must be a multiple of the 2 replicas"):
-        train.train(options)
+        train_command.train(options)
     assert not (tmp_path / "run").exists(), "refused before the model directory is written"
 
 
@@ -400,7 +406,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
         seed=5,
     )
     with pytest.raises(train.TrainingDiverged, match="lower --learning_rate") as error:
-        train.train(options)
+        train_command.train(options)
     assert caught_by in str(error.value) and "--clip_norm > 0" in str(error.value)
     assert not (run / model_dir.METRICS_JSON).exists() and not (run / model_dir.MODEL_KERAS).exists()
     latest = model_dir.latest_checkpoint(str(run))

@@ -31,6 +31,7 @@ import sys
 from absl import flags
 
 from shogi_policy.core import tpu_runtime
+from shogi_policy.training import recipes
 
 
 def trainer_target(argv):
@@ -47,7 +48,7 @@ def trainer_target(argv):
 
 APP_MODULES = {
     "convert": "shogi_policy.data.convert",
-    "train": "shogi_policy.training.train",
+    "train": "shogi_policy.cli.train",
     "export": "shogi_policy.serving.export",
     "sample": "shogi_policy.serving.sample",
     "evaluate": "shogi_policy.serving.evaluate",
@@ -87,6 +88,7 @@ def usi():
 
 def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
+    _expand_recipes("shogi-policy-train")
     strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
     problem = tpu_runtime.missing_tpu(strategy, tpu)
     if problem:
@@ -100,6 +102,14 @@ def train():
     else:
         print(f"Keras backend jax: {_start_jax('shogi-policy-train')}", file=sys.stderr)
     _run_app("train")
+
+
+def _expand_recipes(command):
+    """sys.argv with each --recipe=NAME read in place as its flag file (shogi_policy.training.recipes)."""
+    try:
+        sys.argv = [sys.argv[0], *recipes.expand(sys.argv[1:])]
+    except ValueError as error:
+        sys.exit(f"{command}: {error}")
 
 
 def _start_jax(command):
@@ -131,6 +141,7 @@ def preflight():
     20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.training.runtime_check).
     Run it in a subprocess (the notebook does): starting the TPU takes libtpu's lock until the process ends.
     """
+    _expand_recipes("shogi-policy-preflight")
     strategy, _, backend, _ = trainer_target(sys.argv[1:])
     report_path, check_steps, mnist_steps = preflight_options(sys.argv[1:])
     backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -143,11 +154,12 @@ def preflight():
         devices = _preflight_jax(strategy)
     else:
         devices = _preflight_tensorflow(strategy)
+    from shogi_policy.cli.train import config_from_argv
     from shogi_policy.training import runtime_check
 
     try:
         report = runtime_check.run_checks(
-            sys.argv[1:],
+            config_from_argv(sys.argv[1:])[0],
             check_steps=check_steps,
             mnist_steps=mnist_steps if report_path else 0,
             throughput_steps=20 if report_path else 0,

@@ -46,10 +46,19 @@ class NetworkConfig:
         return cls(**values)
 
 
-PRESETS = {
-    "tpu": NetworkConfig(blocks=10, filters=192, activation="swish"),  # dlshogi default
-    "cpu": NetworkConfig(blocks=3, filters=64, activation="relu"),
+# Presets are named by shape, b<blocks>c<filters> as KataGo names its nets; the first names (cpu, tpu) stay as
+# aliases so that flags, flagfiles and train_flags.json written with them keep working.
+_SHAPES = {
+    "b3c64": NetworkConfig(blocks=3, filters=64, activation="relu"),
+    "b10c192": NetworkConfig(blocks=10, filters=192, activation="swish"),  # dlshogi default
 }
+PRESET_ALIASES = {"cpu": "b3c64", "tpu": "b10c192"}
+PRESETS = {**_SHAPES, **{alias: _SHAPES[shape] for alias, shape in PRESET_ALIASES.items()}}
+
+
+def preset_shape_name(name):
+    """The shape name (b<blocks>c<filters>) of a preset or alias; other names unchanged."""
+    return PRESET_ALIASES.get(name, name)
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")

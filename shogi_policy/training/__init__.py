@@ -1,8 +1,10 @@
-"""training: the trainer, callable from Python without absl.
+"""training: the trainer, callable from Python without absl: `train.train(config.TrainConfig(...), model_dir)`.
 
-The run configuration (frozen dataclasses that check their own ranges), tasks (shogi shards, MNIST) behind one
-interface, strategies (TPUStrategy, MirroredStrategy, the default strategy; DataParallel under JAX), the Keras
-callbacks of a run, and `train(config)`. Loads no serving code.
+config (frozen dataclasses of the run that check their own ranges), recipes (named flag files and their
+configs), tasks (shogi shards, MNIST) behind one interface, strategy (TPUStrategy, MirroredStrategy, the default
+strategy; DataParallel under JAX), hosts (which host of a multi-host run this is), callbacks (the Keras callbacks
+of a run), resume (train_flags.json and the changed-settings rules), run_lock, train (orchestration) and
+runtime_check (the preflight's training steps). Loads no serving code and defines no flags (shogi_policy.cli does).
 
 May import: core, data, model
 """

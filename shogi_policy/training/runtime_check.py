@@ -21,7 +21,6 @@ import time
 import cshogi
 import cshogi.dlshogi
 import numpy as np
-from absl import flags
 
 from shogi_policy.core import encoding
 from shogi_policy.data import shards
@@ -56,16 +55,6 @@ def random_records(num_games, max_plies, seed):
     return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
 
 
-def trainer_options(argv, **overrides):
-    """The trainer's FlagValues: its flags in argv (others ignored), then overrides {flag: value}."""
-    values = flags.FlagValues()
-    train.define_flags(values)
-    values(["shogi-policy-preflight", *argv], known_only=True)
-    for name, value in overrides.items():
-        values[name].value = value
-    return values
-
-
 def _fault_callbacks():
     """[a Keras callback failing or stalling the first training batch] when FAULT_VARIABLE names this backend."""
     import keras  # noqa: PLC0415  (after the launcher chose the backend)
@@ -83,11 +72,10 @@ def _fault_callbacks():
     return [Fault()]
 
 
-def _train(argv, work, name, callbacks=(), **overrides):
-    """Runs the trainer in work/name with overrides; (metrics, seconds, the last history line)."""
-    options = trainer_options(argv, model_dir=os.path.join(work, name), **overrides)
+def _train(config, work, name, callbacks=(), **overrides):
+    """Runs the trainer in work/name with overrides (flat config fields); (metrics, seconds, the last history line)."""
     start = time.perf_counter()
-    metrics = train.train(options, callbacks=list(callbacks))
+    metrics = train.train(config.replace(**overrides), os.path.join(work, name), callbacks=list(callbacks))
     seconds = time.perf_counter() - start
     history = (
         open(os.path.join(work, name, model_dir.HISTORY_JSONL)).read().strip().splitlines()
@@ -95,8 +83,10 @@ def _train(argv, work, name, callbacks=(), **overrides):
     return metrics, seconds, json.loads(history[-1]) if history else {}
 
 
-def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
-    """Runs the checks asked for (0 steps: skipped) with the trainer flags in argv; {check: figures}.
+def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
+    """Runs the checks asked for (0 steps: skipped) of the run's config.TrainConfig; {check: figures}.
+
+    The run's network, batch, strategy and precision are kept; data, steps, evaluation and seed are the check's.
 
     Raises whatever the trainer raises: a check that fails is the preflight's answer.
     """
@@ -113,7 +103,7 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
         common = {"data_dir": data_dir, "dataset": "shogi", "eval_steps": 0, "eval_tsv": None, "seed": 1}
         if check_steps:
             metrics, seconds, _ = _train(
-                argv,
+                config,
                 work,
                 "check",
                 callbacks=_fault_callbacks(),
@@ -125,12 +115,10 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
             report["check"] = {"steps": metrics["step"], "seconds": round(seconds, 2)}
             print(f"preflight: {metrics['step']} training steps on random records ran in {seconds:.1f} s")
         if throughput_steps:
-            options = trainer_options(argv)
-            per_call = (
-                options.steps_per_execution if _THROUGHPUT_EPOCH % options.steps_per_execution == 0 else 1
-            )
+            per_call = config.trainer.steps_per_execution
+            per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
             metrics, seconds, last = _train(
-                argv,
+                config,
                 work,
                 "throughput",
                 steps=throughput_steps,
@@ -140,9 +128,9 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
             )
             report["throughput"] = {
                 "steps": metrics["step"],
-                "batch_size": options.batch_size,
-                "preset": options.preset,
-                "mixed_bfloat16": options.mixed_bfloat16,
+                "batch_size": config.trainer.batch_size,
+                "preset": config.task.preset,
+                "mixed_bfloat16": config.runtime.mixed_bfloat16,
                 "steps_per_execution": per_call,
                 "positions_per_second": last.get("positions_per_second"),
                 "seconds": round(seconds, 2),
@@ -152,7 +140,7 @@ def run_checks(argv, *, check_steps, throughput_steps, mnist_steps):
             )
         if mnist_steps:
             metrics, seconds, _ = _train(
-                argv,
+                config,
                 work,
                 "mnist",
                 dataset="mnist",

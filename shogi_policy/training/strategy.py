@@ -16,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from shogi_policy.core import tpu_runtime
+from shogi_policy.training import hosts
 
 STRATEGIES = ("auto", "tpu", "mirrored", "default")
 JIT_COMPILE = ("auto", "true", "false")
@@ -118,12 +119,12 @@ def _jax_strategy(name, tpu):
             )
         )
     if name == "default":
-        if jax.process_count() > 1:
+        if hosts.process()[1] > 1:
             raise ValueError(
                 "--strategy=default uses one device: a multi-host run needs auto, mirrored or tpu"
             )
         devices = devices[:1]
-    return JaxDataParallel(devices), f"{len(devices)} {platform} devices, {jax.process_count()} processes"
+    return JaxDataParallel(devices), f"{len(devices)} {platform} devices, {hosts.process()[1]} processes"
 
 
 def make_strategy(name="auto", tpu="local"):

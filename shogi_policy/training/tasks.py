@@ -3,37 +3,28 @@
   ShogiTask  policy (and optional value) network on record shards (--data_dir)
   MnistTask  the residual tower on MNIST from tensorflow-datasets: the smoke test of a runtime
 
-The trainer picks one by --dataset (TASKS) and never asks which it holds.
+The trainer picks one by TaskConfig.dataset (TASKS), makes it of the run's config.TaskConfig and never asks
+which it holds.
 """
-
-import keras
 
 from shogi_policy.data import input_pipeline, mnist, shards
 from shogi_policy.model import losses, mnist_net, network
-
-
-def hosts():
-    """(this process's index, number of processes): JAX's multi-host runtime, else (0, 1)."""
-    if keras.backend.backend() != "jax":
-        return 0, 1
-    import jax  # noqa: PLC0415
-
-    return jax.process_index(), jax.process_count()
+from shogi_policy.training import hosts
 
 
 class ShogiTask:
-    """Shogi policy training on a shard directory, with the trainer's loss flags."""
+    """Shogi policy training on a shard directory, with the loss settings of a config.TaskConfig."""
 
-    def __init__(self, options):
-        self.options = options
+    def __init__(self, config):
+        self.config = config
 
     def check_options(self):
-        """A problem with the flags this task needs, as a message, or None.
+        """A problem with the settings this task needs, as a message naming the flag, or None.
 
         The shard directory is checked here, before anything is built or written: every shard of its
         manifest whole (shards.shard_paths) and a training split that holds positions.
         """
-        data_dir = self.options.data_dir
+        data_dir = self.config.data_dir
         if not data_dir:
             return "--data_dir is required for --dataset=shogi"
         try:
@@ -44,23 +35,23 @@ class ShogiTask:
             return str(error)
         return None
 
-    def build_model(self, config, nested_xla=False):
-        return network.build_policy_model(config, nested_xla=nested_xla)
+    def build_model(self, network_config, nested_xla=False):
+        return network.build_policy_model(network_config, nested_xla=nested_xla)
 
     def num_examples(self, split):
-        return shards.num_positions(self.options.data_dir, split)
+        return shards.num_positions(self.config.data_dir, split)
 
-    def make_dataset(self, split, batch_size, config, *, shuffle, seed):
+    def make_dataset(self, split, batch_size, network_config, *, shuffle, seed):
         """Global batches of a split, repeated: (records int32 [B, 100], targets).
 
         Multi-host JAX: this host's shard files and its share of the global batch (Keras assembles the
         global batch from the hosts' parts).
         """
-        host_index, num_hosts = hosts()
+        host_index, num_hosts = hosts.process()
         if batch_size % num_hosts:
             raise ValueError(f"batch size {batch_size} is not a multiple of the {num_hosts} hosts")
         return input_pipeline.make_dataset(
-            self.options.data_dir,
+            self.config.data_dir,
             split,
             batch_size // num_hosts,
             host_index=host_index,
@@ -68,54 +59,52 @@ class ShogiTask:
             shuffle=shuffle,
             repeat=True,
             seed=seed,
-            value_targets=config.value_head,
-            mirror=self.options.mirror and split == "train",
-            bad_records=self.options.bad_records,
+            value_targets=network_config.value_head,
+            mirror=self.config.mirror and split == "train",
+            bad_records=self.config.bad_records,
         )
 
-    def compile_args(self, config):
+    def compile_args(self, network_config):
         """loss, loss_weights and metrics of Model.compile for the network's heads."""
-        options = self.options
+        task = self.config
         policy_loss = losses.PolicyLoss(
-            label_smoothing=options.label_smoothing,
-            loser_weight=options.loser_weight,
-            draw_weight=options.draw_weight,
+            label_smoothing=task.label_smoothing,
+            loser_weight=task.loser_weight,
+            draw_weight=task.draw_weight,
         )
-        if not config.value_head:
+        if not network_config.value_head:
             return {"loss": policy_loss, "metrics": losses.policy_metrics()}
         return {
             "loss": {"policy": policy_loss, "value": losses.value_loss()},
-            "loss_weights": {"policy": 1.0, "value": options.value_loss_weight},
+            "loss_weights": {"policy": 1.0, "value": task.value_loss_weight},
             "metrics": {"policy": losses.policy_metrics(), "value": losses.value_metrics()},
         }
 
 
 class MnistTask:
-    """MNIST digits through the same trainer, strategies and checkpoints."""
+    """MNIST digits through the same trainer, strategies and checkpoints (single-host: config.TrainConfig)."""
 
-    def __init__(self, options):
-        self.options = options
+    def __init__(self, config):
+        self.config = config
 
     def check_options(self):
-        if self.options.jax_distributed:
-            return "--dataset=mnist is single-host: drop --jax_distributed"
-        if self.options.eval_tsv:
+        if self.config.eval_tsv:
             return "--eval_tsv needs --dataset=shogi"
         return mnist.unavailable()
 
-    def build_model(self, config, nested_xla=False):
+    def build_model(self, network_config, nested_xla=False):
         del nested_xla  # images need no feature layer
-        return mnist_net.build_model(config)
+        return mnist_net.build_model(network_config)
 
     def num_examples(self, split):
         return mnist.num_examples(split)
 
-    def make_dataset(self, split, batch_size, config, *, shuffle, seed):
-        del config
+    def make_dataset(self, split, batch_size, network_config, *, shuffle, seed):
+        del network_config
         return mnist.make_dataset(split, batch_size, shuffle=shuffle, repeat=True, seed=seed)
 
-    def compile_args(self, config):
-        del config
+    def compile_args(self, network_config):
+        del network_config
         return {"loss": mnist_net.loss(), "metrics": mnist_net.metrics()}
 
 

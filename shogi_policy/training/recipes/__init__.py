@@ -1,0 +1,71 @@
+"""Named training recipes: flag files shipped with the package (main.flags, long.flags, tpu.flags).
+
+  main  the main job on the embedded default data (scripts/run_default_job.sh), 1,300 steps on a CPU
+  long  the long CPU recipe: 6,000 steps with --mirror
+  tpu   dlshogi's 10x192 network at batch 1024, bfloat16, 100 steps per TPU call
+
+`shogi-policy-train --recipe=main --data_dir=... --model_dir=...` reads one as --flagfile does, in place: flags
+after it override it (expand). From Python, load(name) is its config.TrainConfig. A recipe file holds one
+`--name=value` (or `--name` / `--noname` for a switch) per line and `#` comments.
+
+Loads no Keras (the launcher expands recipes before it chooses the backend); load imports the config lazily.
+"""
+
+import pathlib
+
+DIRECTORY = pathlib.Path(__file__).resolve().parent
+NAMES = tuple(sorted(path.stem for path in DIRECTORY.glob("*.flags")))
+
+
+def path(name):
+    """The file of a recipe by name; ValueError naming the recipes for another name."""
+    if name not in NAMES:
+        raise ValueError(f"--recipe must be one of {', '.join(NAMES)}, got {name[:100]!r}")
+    return DIRECTORY / f"{name}.flags"
+
+
+def expand(argv):
+    """argv with each --recipe=NAME (or --recipe NAME) replaced by --flagfile=<its file>, in place."""
+    expanded, args = [], iter(argv)
+    for arg in args:
+        if arg in ("--recipe", "-recipe"):
+            arg = f"--recipe={next(args, '')}"
+        if arg.startswith(("--recipe=", "-recipe=")):
+            arg = f"--flagfile={path(arg.partition('=')[2])}"
+        expanded.append(arg)
+    return expanded
+
+
+def settings(name):
+    """{flag name: value text, or True/False for a switch} of a recipe's lines."""
+    values = {}
+    for line in path(name).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("--"):
+            raise ValueError(f"{path(name)}: expected --name=value, got {line[:100]!r}")
+        key, equals, value = line[2:].partition("=")
+        if equals:
+            values[key] = value
+        elif key.startswith("no"):
+            values[key[2:]] = False
+        else:
+            values[key] = True
+    return values
+
+
+def load(name):
+    """config.TrainConfig of a recipe (the other fields at their defaults)."""
+    from shogi_policy.training import config  # noqa: PLC0415  (loads Keras; the launcher needs only the paths)
+
+    fields, values = config.flat_fields(), settings(name)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"{path(name)}: unknown settings {sorted(unknown)}")
+    return config.TrainConfig.from_flat(
+        {
+            key: value if isinstance(value, bool) else config.field_type(fields[key])(value)
+            for key, value in values.items()
+        }
+    )
