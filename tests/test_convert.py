@@ -15,7 +15,7 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import SHARED_DATA
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.data import convert, records, shards
 
 
@@ -31,24 +31,24 @@ def run_app(*args):
 def read_split(data_dir, split):
     """All records of a split, shard by shard: list of uint8 [n, 100]."""
     return [
-        np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, encoding.RECORD_BYTES)
+        np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, record_format.RECORD_BYTES)
         for path in shards.shard_paths(data_dir, split)
     ]
 
 
 def game_signatures(records_):
     """{game id: frozenset of its positions' bytes without the game id}: a game's content identity."""
-    fields = encoding.unpack_records(records_)
+    fields = record_format.unpack_records(records_)
     positions = collections.defaultdict(set)
     for game_id, record in zip(fields["game_id"].tolist(), records_, strict=True):
-        positions[game_id].add(record[: encoding.GAME_ID_OFFSET].tobytes())
+        positions[game_id].add(record[: record_format.GAME_ID_OFFSET].tobytes())
     return {game_id: frozenset(p) for game_id, p in positions.items()}
 
 
 def sorted_positions(records_):
     """The records without their game ids, as sorted opaque 97-byte items."""
-    without_ids = np.ascontiguousarray(records_[:, : encoding.GAME_ID_OFFSET])
-    return np.sort(without_ids.view(f"V{encoding.GAME_ID_OFFSET}").ravel())
+    without_ids = np.ascontiguousarray(records_[:, : record_format.GAME_ID_OFFSET])
+    return np.sort(without_ids.view(f"V{record_format.GAME_ID_OFFSET}").ravel())
 
 
 def write_bad_inputs(directory):
@@ -93,7 +93,7 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
     csa_positions = sum(len(game.moves) for game in usi[:100])
     splits = manifest["splits"]
     assert manifest["format"] == "shogi_policy.records" and manifest["format_version"] == 1
-    assert manifest["record_bytes"] == encoding.RECORD_BYTES == 100 and manifest["seed"] == 3
+    assert manifest["record_bytes"] == record_format.RECORD_BYTES == 100 and manifest["seed"] == 3
     # csa/ holds 100 of the games of games.usi again: each game once, the copies counted.
     assert splits["train"]["games"] + splits["test"]["games"] == 1291
     assert splits["train"]["positions"] + splits["test"]["positions"] == 127415
@@ -131,7 +131,7 @@ def test_split_never_shares_a_game_even_across_formats(converted):
 
 def test_shards_are_shuffled_across_the_split(converted):
     first = read_split(converted["output"], "train")[0]
-    fields = encoding.unpack_records(first[:1000])
+    fields = record_format.unpack_records(first[:1000])
     assert len(set(fields["game_id"].tolist())) > 500  # 1000 contiguous records from many games
     plies = np.bincount(fields["turn"], minlength=2)
     assert min(plies) > 400
@@ -233,9 +233,9 @@ def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
 def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     """Positions tagged 0..n-1 come back once each, in an order uncorrelated with the input."""
     n = 5000
-    tagged = np.zeros((n, encoding.RECORD_BYTES), dtype=np.uint8)
-    tagged[:, : encoding.GAME_ID_OFFSET] = 7
-    tagged = encoding.pack_records(
+    tagged = np.zeros((n, record_format.RECORD_BYTES), dtype=np.uint8)
+    tagged[:, : record_format.GAME_ID_OFFSET] = 7
+    tagged = record_format.pack_records(
         tagged[:, :81], tagged[:, 81:95], np.zeros(n), np.zeros(n), np.zeros(n), np.arange(n)
     )
     writer = shards.ShardWriter(str(tmp_path), "train", 1000, seed=0, num_buckets=8, flush_positions=700)
@@ -245,11 +245,11 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     assert (
         result["files"] == [shards.shard_name("train", i, 5) for i in range(5)] and result["positions"] == n
     )
-    assert result["bytes"] == [1000 * encoding.RECORD_BYTES] * 5
+    assert result["bytes"] == [1000 * record_format.RECORD_BYTES] * 5
     assert result["sha256"] == [shards.file_sha256(str(tmp_path / name)) for name in result["files"]]
     order = np.concatenate(
         [
-            encoding.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
+            record_format.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
             for name in result["files"]
         ]
     )

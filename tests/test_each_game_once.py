@@ -15,7 +15,7 @@ from absl import flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.data import convert, shards
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
@@ -36,9 +36,9 @@ def games_by_split(data_dir):
     for split in shards.SPLITS:
         games = collections.defaultdict(set)
         for _, records_ in shards.read_records(data_dir, split):
-            ids = encoding.unpack_records(records_)["game_id"].tolist()
+            ids = record_format.unpack_records(records_)["game_id"].tolist()
             for game_id, record in zip(ids, records_, strict=True):
-                games[game_id].add(record[: encoding.GAME_ID_OFFSET].tobytes())
+                games[game_id].add(record[: record_format.GAME_ID_OFFSET].tobytes())
         result[split] = {game_id: frozenset(positions) for game_id, positions in games.items()}
     return result
 

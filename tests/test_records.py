@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, random_game_groups
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.data import records
 
 HCPE_FILES = (("hozon_train.hcpe", 543), ("hozon_test.hcpe", 60), ("kapi_test.hcpe", 688))
@@ -77,12 +77,12 @@ def test_hcpe_records_equal_the_raw_rows_read_by_set_hcp(shared_data):
     rows = np.fromfile(path, dtype=cshogi.HuffmanCodedPosAndEval)
     games = games_only(list(records.read_games(str(path))))
     records_ = records.games_to_records(games, range(len(games)))
-    fields = encoding.unpack_records(records_)
+    fields = record_format.unpack_records(records_)
     assert len(records_) == len(rows)
     board = cshogi.Board()
     for i, row in enumerate(rows):
         board.set_hcp(row["hcp"])
-        assert encoding.record_to_board(records_[i]).sfen() == board.sfen()
+        assert record_format.record_to_board(records_[i]).sfen() == board.sfen()
         move = board.move_from_move16(int(row["bestMove16"]))
         assert fields["label"][i] == cshogi.dlshogi.make_move_label(move, board.turn)
         black_result = {0: 1, 1: 2, 2: 0}[int(row["gameResult"])]  # hcpe: 0 draw, 1 black win, 2 white win
@@ -95,7 +95,7 @@ def test_records_round_trip_to_the_replayed_board_for_every_position(floodgate):
     records_ = np.concatenate(
         [records.games_to_records(games[i : i + 64], ids[i : i + 64]) for i in range(0, len(games), 64)]
     )
-    fields = {key: value.tolist() for key, value in encoding.unpack_records(records_).items()}
+    fields = {key: value.tolist() for key, value in record_format.unpack_records(records_).items()}
     decoded = cshogi.Board()
     row = 0
     for game_id, game in zip(ids.tolist(), games, strict=True):
@@ -109,10 +109,10 @@ def test_records_round_trip_to_the_replayed_board_for_every_position(floodgate):
         rows = slice(row, row + len(game.moves))
         sfens = []
         for i in range(rows.start, rows.stop):
-            # encoding.record_to_board costs ~100 us (single-record numpy): every 64th position goes
+            # record_format.record_to_board costs ~100 us (single-record numpy): every 64th position goes
             # through it, every position through the same set_pieces call on the batch-unpacked fields.
             if i % 64 == 0:
-                decoded = encoding.record_to_board(records_[i])
+                decoded = record_format.record_to_board(records_[i])
             else:
                 hands = fields["hands"][i]
                 decoded.set_pieces(fields["board"][i], (hands[:7], hands[7:]))
@@ -141,8 +141,8 @@ def test_records_of_random_games_from_a_handicap_start(tmp_path):
         games.append(records.Game(sfen=start, moves=moves, result=None))
     records_ = records.games_to_records(games, range(20))
     boards = [board.sfen().rsplit(" ", 1)[0] for game in games for board in replayed_boards(game)]
-    assert [encoding.record_to_board(r).sfen().rsplit(" ", 1)[0] for r in records_] == boards
-    assert set(encoding.unpack_records(records_)["result"].tolist()) == {encoding.RESULT_DRAW}
+    assert [record_format.record_to_board(r).sfen().rsplit(" ", 1)[0] for r in records_] == boards
+    assert set(record_format.unpack_records(records_)["result"].tolist()) == {record_format.RESULT_DRAW}
 
 
 def test_csa_files_agree_with_usi(shared_data, floodgate):

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy.core import encoding
+from shogi_policy.core import quoting, record_format
 from shogi_policy.data import records, shards
 
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
@@ -105,7 +105,7 @@ def expand_inputs(inputs):
         else:
             found = [_resolved(entry)] if tf.io.gfile.exists(entry) else []
         if not found:
-            raise ValueError(f"--inputs entry {encoding.quote(entry)} matches no record file")
+            raise ValueError(f"--inputs entry {quoting.quote(entry)} matches no record file")
         paths.update(found)
     return sorted(paths), sorted(ignored - paths)
 
@@ -206,7 +206,7 @@ def convert(
                 skipped[reason] += 1
                 continue
             keys.add(key)
-            outputs[game_split(item, seed, test_fraction)].add(kept % (encoding.MAX_GAME_ID + 1), item)
+            outputs[game_split(item, seed, test_fraction)].add(kept % (record_format.MAX_GAME_ID + 1), item)
             kept += 1
         splits = {split: output.close() for split, output in outputs.items()}
     finally:
@@ -306,7 +306,7 @@ def convert_with_options(options):
     for path in paths:
         if records.record_extension(path) not in records.EXTENSIONS:
             raise app.UsageError(
-                f"{path}: unknown record extension {encoding.quote(records.record_extension(path))}; "
+                f"{path}: unknown record extension {quoting.quote(records.record_extension(path))}; "
                 f"expected one of {records.EXTENSIONS} (optionally .gz)"
             )
     existing = shards.existing_outputs(options.output_dir)

@@ -4,7 +4,7 @@ Readers yield `Game`s, or a `RecordError` for each game (or file) they cannot us
 for one bad game, so a converter can count and report bad input and go on. Every move of a yielded
 Game is legal: readers replay each game on a cshogi.Board.
 
-`games_to_records` turns Games into uint8 [n, 100] records (encoding.pack_records) without a board
+`games_to_records` turns Games into uint8 [n, 100] records (record_format.pack_records) without a board
 per position: the board before each move is rebuilt in numpy from the moves' cshogi bit fields.
 """
 
@@ -22,7 +22,7 @@ import cshogi.KIF
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, quoting, record_format, shogi_rules
 
 BLACK_WIN, WHITE_WIN, DRAW = "black_win", "white_win", "draw"
 RESULTS = (BLACK_WIN, WHITE_WIN, DRAW)
@@ -85,7 +85,7 @@ def read_games(path):
     extension = record_extension(path)
     if extension not in readers:
         raise ValueError(
-            f"{path}: unknown record extension {encoding.quote(extension)}; expected one of {EXTENSIONS}"
+            f"{path}: unknown record extension {quoting.quote(extension)}; expected one of {EXTENSIONS}"
         )
     try:
         yield from readers[extension](path)
@@ -133,7 +133,7 @@ def _read_text(path):
 def _first_illegal(board, moves):
     """Pushes moves on board; the index of the first illegal (or null) move, else None."""
     for index, move in enumerate(moves):
-        if not encoding.is_legal_move(board, move):
+        if not shogi_rules.is_legal_move(board, move):
             return index
         board.push(move)
     return None
@@ -142,9 +142,9 @@ def _first_illegal(board, moves):
 def _result_of(rule, turn):
     """The result of a game ended under rule ('mover_loses', ...) with turn (0/1) to move at the end."""
     if rule == "mover_loses":
-        return WHITE_WIN if turn == encoding.BLACK else BLACK_WIN
+        return WHITE_WIN if turn == shogi_rules.BLACK else BLACK_WIN
     if rule == "mover_wins":
-        return BLACK_WIN if turn == encoding.BLACK else WHITE_WIN
+        return BLACK_WIN if turn == shogi_rules.BLACK else WHITE_WIN
     return {"draw": DRAW, "black_loses": WHITE_WIN, "white_loses": BLACK_WIN}.get(rule)
 
 
@@ -222,11 +222,11 @@ def _csa_end(statements):
         return statements, None
     special = statements[end][1].strip()
     if special not in _CSA_ENDINGS:
-        return end, f"unsupported CSA special {encoding.quote(special)}; known: {', '.join(_CSA_ENDINGS)}"
+        return end, f"unsupported CSA special {quoting.quote(special)}; known: {', '.join(_CSA_ENDINGS)}"
     for index in range(end + 1, len(statements)):
         text = statements[index][1].strip()
         if text and not text.startswith(("'", "T")):
-            return index, f"{encoding.quote(text)} after {special}, which ended the game"
+            return index, f"{quoting.quote(text)} after {special}, which ended the game"
     return statements[:end], special
 
 
@@ -252,18 +252,18 @@ def _csa_position_problem(lines):
             if not board_set:
                 return (
                     index,
-                    f"{encoding.quote(line.strip())} before the start position is set (PI or P1..P9)",
+                    f"{quoting.quote(line.strip())} before the start position is set (PI or P1..P9)",
                 )
             moved |= len(line.strip()) > 1
         if line[:1] != "P":
             continue
         row = _CSA_ROW.match(line)
         if moved:
-            return index, f"a CSA position line after the moves: {encoding.quote(line.strip())}"
+            return index, f"a CSA position line after the moves: {quoting.quote(line.strip())}"
         if row and int(row.group(1)) != len(rows) + 1:
             return (
                 index,
-                f"CSA board row out of order (P{len(rows) + 1} expected): {encoding.quote(line.strip())}",
+                f"CSA board row out of order (P{len(rows) + 1} expected): {quoting.quote(line.strip())}",
             )
         if row:
             rows.append(index)
@@ -274,7 +274,7 @@ def _csa_position_problem(lines):
             what = (
                 "pieces placed before the board is set (PI or P1..P9)" if _CSA_PLACED.match(line) else "line"
             )
-            return index, f"malformed CSA position {what}: {encoding.quote(line.strip())}"
+            return index, f"malformed CSA position {what}: {quoting.quote(line.strip())}"
     if rows and not board_set:
         return rows[-1], f"CSA board rows end at P{len(rows)}: P1..P9 are needed"
     return None
@@ -301,7 +301,7 @@ def _csa_game(lines, path, first_line):
         return RecordError(
             path,
             first_line + statements[cut][0],
-            f"malformed CSA move {encoding.quote(texts[cut].strip())} (file cut short?)",
+            f"malformed CSA move {quoting.quote(texts[cut].strip())} (file cut short?)",
         )
     problem = _csa_position_problem(texts)
     if problem:
@@ -309,9 +309,9 @@ def _csa_game(lines, path, first_line):
     parser = cshogi.CSA.Parser()
     try:
         parser.parse_csa_str("\n".join(texts))
-        board = encoding.board_from_sfen(parser.sfen) if parser.sfen else None
+        board = shogi_rules.board_from_sfen(parser.sfen) if parser.sfen else None
     except Exception as error:  # cshogi turns its C++ exceptions into several Python types
-        return RecordError(path, first_line, f"CSA parse error: {encoding.quote(str(error))}")
+        return RecordError(path, first_line, f"CSA parse error: {quoting.quote(str(error))}")
     if board is None:
         return RecordError(path, first_line, "no start position (not a CSA game)")
     sfen = board.sfen()
@@ -320,7 +320,7 @@ def _csa_game(lines, path, first_line):
     if bad is not None:
         index = move_statements[bad]
         return RecordError(
-            path, first_line + statements[index][0], f"illegal move {encoding.quote(texts[index].strip())}"
+            path, first_line + statements[index][0], f"illegal move {quoting.quote(texts[index].strip())}"
         )
     text = "\n".join(lines)
     ending, rule = _CSA_ENDINGS.get(special or _floodgate_special(all_statements), ("unknown", None))
@@ -373,9 +373,9 @@ def read_kif(path):
         return
     try:
         parser = cshogi.KIF.Parser.parse_str("\n".join(lines))
-        board = encoding.board_from_sfen(parser.sfen)
+        board = shogi_rules.board_from_sfen(parser.sfen)
     except Exception as error:  # KIF.ParserException, or a KeyError/ValueError on odd headers
-        yield RecordError(path, 1, f"KIF parse error: {encoding.quote(str(error))}")
+        yield RecordError(path, 1, f"KIF parse error: {quoting.quote(str(error))}")
         return
     sfen = board.sfen()
     moves, ending, rule, seen_move_line = [], "unknown", None, False
@@ -391,13 +391,13 @@ def read_kif(path):
                 (n for n, text in enumerate(lines[number:], number + 1) if _KIF_MOVE_LINE.match(text)), None
             )
             if later is not None:
-                text = encoding.quote(lines[later - 1].strip())
+                text = quoting.quote(lines[later - 1].strip())
                 yield RecordError(path, later, f"{text} after {match.group(1)}, which ended the game")
                 return
             break
         move, _, _ = cshogi.KIF.Parser.parse_move_str(line, board)
-        if not encoding.is_legal_move(board, move):
-            yield RecordError(path, number, f"illegal or unreadable move {encoding.quote(line.strip())}")
+        if not shogi_rules.is_legal_move(board, move):
+            yield RecordError(path, number, f"illegal or unreadable move {quoting.quote(line.strip())}")
             return
         board.push(move)
         moves.append(move)
@@ -429,12 +429,12 @@ def _usi_game(line, path, number):
     fields = [field.strip() for field in line.split("\t")]
     result = fields[1] if len(fields) > 1 and fields[1] else None
     if result is not None and result not in RESULTS:
-        return RecordError(path, number, f"bad result {encoding.quote(result)}; expected one of {RESULTS}")
+        return RecordError(path, number, f"bad result {quoting.quote(result)}; expected one of {RESULTS}")
     try:
-        sfen, usi_moves = encoding.split_usi_position(fields[0])
-        board = encoding.board_from_sfen(sfen)
+        sfen, usi_moves = shogi_rules.split_usi_position(fields[0])
+        board = shogi_rules.board_from_sfen(sfen)
         start_sfen = board.sfen()
-        moves = encoding.replay(board, usi_moves)
+        moves = shogi_rules.replay(board, usi_moves)
     except ValueError as error:
         return RecordError(path, number, str(error))
     return Game(
@@ -488,7 +488,7 @@ def read_hcpe(path):
                     return
             if isinstance(game, Game):
                 move = board.move_from_move16(move16 & 0xFFFF)
-                if encoding.is_legal_move(board, move):
+                if shogi_rules.is_legal_move(board, move):
                     board.push(move)
                     board.to_hcp(after)
                     game.moves.append(move)
@@ -516,13 +516,13 @@ def _hcpe_chunks(path):
 
 @functools.lru_cache(maxsize=4096)
 def _position_problem(sfen):
-    """What encoding.board_from_sfen (the placement rules every reader applies) says against sfen, or None.
+    """What shogi_rules.board_from_sfen (the placement rules every reader applies) says against sfen, or None.
 
     Cached: the games of a file mostly start from a few positions, and the check costs as much as reading
     a hundred hcpe rows.
     """
     try:
-        encoding.board_from_sfen(sfen)
+        shogi_rules.board_from_sfen(sfen)
     except ValueError as error:
         return str(error)
     return None
@@ -533,7 +533,7 @@ def _hcpe_game_start(board, hcp, result, path, row):
     # Bits 1-7 and 8-14 are the king squares; cshogi writes out of bounds for squares >= 81.
     head = int(hcp[0]) | int(hcp[1]) << 8
     kings = (head >> 1) & 0x7F, (head >> 8) & 0x7F
-    if max(kings) >= encoding.NUM_SQUARES or kings[0] == kings[1]:
+    if max(kings) >= shogi_rules.NUM_SQUARES or kings[0] == kings[1]:
         return RecordError(path, row, f"bad HuffmanCodedPos: king squares {kings}")
     try:
         board.set_hcp(hcp)
@@ -554,10 +554,10 @@ def _hcpe_game_start(board, hcp, result, path, row):
 # cshogi Move bit fields: to 0-6, from 7-13 (81 + piece type - 1 for drops), promotion 14,
 # moved piece type 16-19, captured piece type 20-23.
 _RESULT_FOR_BLACK = {
-    BLACK_WIN: encoding.RESULT_WIN,
-    WHITE_WIN: encoding.RESULT_LOSS,
-    DRAW: encoding.RESULT_DRAW,
-    None: encoding.RESULT_DRAW,
+    BLACK_WIN: record_format.RESULT_WIN,
+    WHITE_WIN: record_format.RESULT_LOSS,
+    DRAW: record_format.RESULT_DRAW,
+    None: record_format.RESULT_DRAW,
 }
 
 
@@ -572,7 +572,7 @@ def games_to_records(games, game_ids):
     Args:
       games: sequence of Game; game_ids: int [len(games)] in [0, 2**24).
     Returns:
-      uint8 [total moves, 100] records (encoding.pack_records layout), games in order.
+      uint8 [total moves, 100] records (record_format.pack_records layout), games in order.
     """
     lengths = np.fromiter((len(game.moves) for game in games), dtype=np.int64, count=len(games))
     moves = np.fromiter(itertools.chain.from_iterable(game.moves for game in games), np.int64, lengths.sum())
@@ -585,13 +585,17 @@ def games_to_records(games, game_ids):
 
     to_sq = moves & 0x7F
     from_sq = (moves >> 7) & 0x7F
-    is_drop = from_sq >= encoding.NUM_SQUARES
-    moved_type = np.where(is_drop, from_sq - encoding.NUM_SQUARES + 1, (moves >> 16) & 0xF)
-    placed = moved_type + encoding.PROMOTED_OFFSET * ((moves >> 14) & 1) + encoding.WHITE_PIECE_OFFSET * turns
+    is_drop = from_sq >= shogi_rules.NUM_SQUARES
+    moved_type = np.where(is_drop, from_sq - shogi_rules.NUM_SQUARES + 1, (moves >> 16) & 0xF)
+    placed = (
+        moved_type
+        + shogi_rules.PROMOTED_OFFSET * ((moves >> 14) & 1)
+        + shogi_rules.WHITE_PIECE_OFFSET * turns
+    )
 
     # written[r, sq]: row of the last write to sq at or before row r (forward-filled below).
-    written = np.full((rows, encoding.NUM_SQUARES), -1, dtype=np.int32)
-    value = np.zeros((rows, encoding.NUM_SQUARES), dtype=np.uint8)
+    written = np.full((rows, shogi_rules.NUM_SQUARES), -1, dtype=np.int32)
+    value = np.zeros((rows, shogi_rules.NUM_SQUARES), dtype=np.uint8)
     nonempty = lengths > 0
     first_rows = starts[nonempty]
     written[first_rows] = first_rows[:, np.newaxis]
@@ -603,31 +607,33 @@ def games_to_records(games, game_ids):
     written[after + 1, to_sq[after]] = after + 1
     value[after + 1, to_sq[after]] = placed[after]
     written = np.maximum.accumulate(written, axis=0)
-    boards = value[written, np.arange(encoding.NUM_SQUARES)]
+    boards = value[written, np.arange(shogi_rules.NUM_SQUARES)]
 
     # Hands: +1 for a capture (demoted: type & 7), -1 for a drop, in the mover's half; the running
     # sum restarts at each game's start hands.
     captured = (moves >> 20) & 0xF
     hand_type = np.where(is_drop, moved_type, captured & 7)
-    delta = np.zeros((rows, encoding.HAND_BYTES), dtype=np.int16)
+    delta = np.zeros((rows, record_format.HAND_BYTES), dtype=np.int16)
     changed = np.flatnonzero(is_drop | (captured > 0))
-    delta[changed, turns[changed] * 7 + encoding.HAND_SLOT_OF_TYPE[hand_type[changed]]] = np.where(
+    delta[changed, turns[changed] * 7 + shogi_rules.HAND_SLOT_OF_TYPE[hand_type[changed]]] = np.where(
         is_drop[changed], -1, 1
     )
     before = np.cumsum(delta, axis=0) - delta  # sum of the deltas of earlier rows
     hands = start_hands[game_of_row] + before - before[starts[game_of_row]]
 
     black_result = np.array([_RESULT_FOR_BLACK[game.result] for game in games], dtype=np.int64)
-    results = np.where(turns == encoding.BLACK, black_result[game_of_row], 2 - black_result[game_of_row])
-    labels = encoding.move_labels(moves, turns)
-    return encoding.pack_records(boards, hands, turns, labels, results, np.asarray(game_ids)[game_of_row])
+    results = np.where(turns == shogi_rules.BLACK, black_result[game_of_row], 2 - black_result[game_of_row])
+    labels = policy_labels.move_labels(moves, turns)
+    return record_format.pack_records(
+        boards, hands, turns, labels, results, np.asarray(game_ids)[game_of_row]
+    )
 
 
 @functools.lru_cache(maxsize=4096)
 def _start_position(sfen):
     """(pieces uint8 [81], hands int16 [14], turn) of an SFEN; cached since most games share one."""
     board = cshogi.Board(sfen)
-    pieces, hands = encoding.board_arrays(board)
+    pieces, hands = record_format.board_arrays(board)
     return pieces, hands.astype(np.int16), board.turn
 
 
@@ -635,8 +641,8 @@ def _start_positions(sfens):
     """Start boards uint8 [G, 81], hands int16 [G, 14] and turns int64 [G] of SFENs."""
     if not sfens:
         return (
-            np.zeros((0, encoding.BOARD_BYTES), np.uint8),
-            np.zeros((0, encoding.HAND_BYTES), np.int16),
+            np.zeros((0, record_format.BOARD_BYTES), np.uint8),
+            np.zeros((0, record_format.HAND_BYTES), np.int16),
             np.zeros(0, np.int64),
         )
     pieces, hands, turns = zip(*(_start_position(sfen) for sfen in sfens), strict=True)

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from shogi_policy.core import encoding
+from shogi_policy.core import quoting, record_format
 
 FORMAT = "shogi_policy.records"
 MANIFEST = "manifest.json"
@@ -83,8 +83,8 @@ def make_manifest(splits, **details):
     details (filters...)."""
     return {
         "format": FORMAT,
-        "format_version": encoding.RECORD_FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
+        "format_version": record_format.RECORD_FORMAT_VERSION,
+        "record_bytes": record_format.RECORD_BYTES,
         "splits": splits,
         **details,
     }
@@ -134,7 +134,7 @@ def read_manifest(data_dir):
         if key != "splits" and key not in manifest:
             raise ValueError(f"{path} has no {key!r}: not a manifest of {FORMAT}, or damaged; convert again")
         if key != "splits" and manifest.get(key) != value:
-            got = encoding.quote(json.dumps(manifest.get(key)))
+            got = quoting.quote(json.dumps(manifest.get(key)))
             raise ValueError(f"{path}: {key} is {got}, this code reads {value!r}")
     if MANIFEST_CHECKSUM not in manifest:
         raise ValueError(
@@ -157,21 +157,19 @@ def _splits_problem(splits):
         return '"splits" is not an object'
     for split, entry in splits.items():
         if not isinstance(entry, dict) or not {"files", "positions", "bytes", "sha256"} <= set(entry):
-            return f'split {encoding.quote(split)} needs "files", "positions", "bytes" and "sha256"'
+            return f'split {quoting.quote(split)} needs "files", "positions", "bytes" and "sha256"'
         files, sizes, sums = entry["files"], entry["bytes"], entry["sha256"]
         if not all(isinstance(column, list) and len(column) == len(files) for column in (sizes, sums)):
             return f'split {split!r}: "files", "bytes" and "sha256" must be lists of one length'
         if not all(isinstance(name, str) and name == os.path.basename(name) and name for name in files):
             return f"split {split!r}: a shard file name is not a plain file name"
         if not all(
-            isinstance(size, int) and size >= 0 and size % encoding.RECORD_BYTES == 0 for size in sizes
+            isinstance(size, int) and size >= 0 and size % record_format.RECORD_BYTES == 0 for size in sizes
         ):
-            return (
-                f"split {split!r}: shard sizes must be whole numbers of {encoding.RECORD_BYTES}-byte records"
-            )
+            return f"split {split!r}: shard sizes must be whole numbers of {record_format.RECORD_BYTES}-byte records"
         positions = entry["positions"]
-        if not isinstance(positions, int) or positions * encoding.RECORD_BYTES != sum(sizes):
-            return f"split {split!r}: {json.dumps(positions)[: encoding.QUOTE_CHARS]} positions disagree with its shards' {sum(sizes)} bytes"
+        if not isinstance(positions, int) or positions * record_format.RECORD_BYTES != sum(sizes):
+            return f"split {split!r}: {json.dumps(positions)[: quoting.QUOTE_CHARS]} positions disagree with its shards' {sum(sizes)} bytes"
     return None
 
 
@@ -221,7 +219,7 @@ def _check_shard(path, size, checksum):
         raise ValueError(f"{path}: listed in {MANIFEST} but missing; convert again") from None
     if stat.length != size:
         raise ValueError(
-            f"{path}: {stat.length} bytes, the manifest says {size} ({size // encoding.RECORD_BYTES} records): "
+            f"{path}: {stat.length} bytes, the manifest says {size} ({size // record_format.RECORD_BYTES} records): "
             "truncated or replaced; convert again"
         )
     if "://" in path:
@@ -237,18 +235,18 @@ def shard_lengths(paths):
     lengths = []
     for path in paths:
         size = tf.io.gfile.stat(path).length
-        if size % encoding.RECORD_BYTES:
+        if size % record_format.RECORD_BYTES:
             raise ValueError(
-                f"{path}: {size} bytes is not a multiple of {encoding.RECORD_BYTES}-byte records"
+                f"{path}: {size} bytes is not a multiple of {record_format.RECORD_BYTES}-byte records"
             )
-        lengths.append(size // encoding.RECORD_BYTES)
+        lengths.append(size // record_format.RECORD_BYTES)
     return lengths
 
 
 def read_records(data_dir, split, limit=None):
     """Yields (path, records uint8 [n, 100]) of each shard file of split in manifest order, `limit` records in all.
 
-    The records are as stored: encoding.check_records or records_to_boards(records, path) validate them.
+    The records are as stored: record_format.check_records or records_to_boards(records, path) validate them.
     """
     paths = shard_paths(data_dir, split)
     remaining = limit
@@ -257,9 +255,9 @@ def read_records(data_dir, split, limit=None):
             return
         with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
-        if len(data) != length * encoding.RECORD_BYTES:
+        if len(data) != length * record_format.RECORD_BYTES:
             raise ValueError(f"{path} changed while it was read")
-        records = np.frombuffer(data, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)[:remaining]
+        records = np.frombuffer(data, dtype=np.uint8).reshape(-1, record_format.RECORD_BYTES)[:remaining]
         if remaining is not None:
             remaining -= len(records)
         yield path, records
@@ -274,7 +272,7 @@ def write_records(data_dir, records_by_split, positions_per_shard=1 << 20, seed=
     for split, records in records_by_split.items():
         writer = ShardWriter(data_dir, split, positions_per_shard, seed)
         writer.add(records)
-        games = len(np.unique(encoding.unpack_records(records)["game_id"]))
+        games = len(np.unique(record_format.unpack_records(records)["game_id"]))
         splits[split] = {**writer.close(), "games": games}
     manifest = make_manifest(splits)
     write_manifest(data_dir, manifest)
@@ -391,7 +389,7 @@ class ShardWriter:
 
     def add(self, records):
         """Adds uint8 [n, 100] records."""
-        records = np.asarray(records, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)
+        records = np.asarray(records, dtype=np.uint8).reshape(-1, record_format.RECORD_BYTES)
         self._pending.append(records)
         self._pending_positions += len(records)
         self.positions += len(records)
@@ -450,7 +448,7 @@ class ShardWriter:
             path = self._bucket_path(bucket)
             if not os.path.exists(path):
                 continue
-            records = np.fromfile(path, dtype=np.uint8).reshape(-1, encoding.RECORD_BYTES)
+            records = np.fromfile(path, dtype=np.uint8).reshape(-1, record_format.RECORD_BYTES)
             os.remove(path)
             held.append(records[self._rng.permutation(len(records))])
             held_positions += len(records)
