@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.data import input_pipeline, records, shards
+from shogi_policy.data import input_pipeline, records, shard_manifest, shards
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
 # Shard lengths deliberately not multiples of the chunk, so tail chunks are part of the measurement.
@@ -39,7 +39,7 @@ def write_shard_dir(directory, lengths, seed=0):
         positions[rng.integers(len(positions), size=length)].tofile(os.path.join(directory, name))
         names.append(name)
     splits = {"train": {"files": names, "positions": int(sum(lengths)), "games": 0}}
-    shards.write_manifest(directory, shards.make_manifest(splits, seed=seed))
+    shard_manifest.write_manifest(directory, shard_manifest.make_manifest(splits, seed=seed))
     return sum(lengths)
 
 

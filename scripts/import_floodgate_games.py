@@ -36,6 +36,8 @@ from pathlib import Path
 import cshogi
 from absl import app, flags, logging
 
+from shogi_policy.core import file_io
+
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = ("black_win", "white_win", "draw")
 REPETITION_COUNT = 4  # sennichite: the same position (board, hands, side to move) a fourth time
@@ -252,10 +254,9 @@ def main(argv):
                 "file": FLAGS.overlap_tsv,
                 "rows_and_rows_in_games": overlap(f.read().splitlines(), game_positions(game_lines)),
             }
-    text = json.dumps(summary, indent=1)
-    print(text)
+    print(json.dumps(summary, indent=1))
     if FLAGS.summary_json:
-        Path(FLAGS.summary_json).write_text(text + "\n")
+        file_io.write_json(FLAGS.summary_json, summary)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataPa
 from absl import flags  # noqa: E402
 
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
-from shogi_policy.data import shards  # noqa: E402
+from shogi_policy.data import shard_manifest  # noqa: E402
 from shogi_policy.model import model_dir, network  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 from shogi_policy.training import train  # noqa: E402
@@ -117,11 +117,11 @@ def restamp_manifest(data_dir):
 
     For tests that store invalid records on purpose: the record checks behind the manifest's see them.
     """
-    manifest = json.loads((Path(data_dir) / shards.MANIFEST).read_text())
-    manifest.pop(shards.MANIFEST_CHECKSUM)
+    manifest = json.loads((Path(data_dir) / shard_manifest.MANIFEST).read_text())
+    manifest.pop(shard_manifest.MANIFEST_CHECKSUM)
     for entry in manifest["splits"].values():
         del entry["bytes"], entry["sha256"]
-    shards.write_manifest(str(data_dir), manifest)
+    shard_manifest.write_manifest(str(data_dir), manifest)
 
 
 def referee_game_line(line, max_plies=None):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import random_game_records
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.data import augment, input_pipeline, records, shards
+from shogi_policy.data import augment, input_pipeline, records, shard_manifest, shards
 from shogi_policy.model import features
 
 FEATURE_BATCH = 1024
@@ -168,7 +168,7 @@ def _write_shards(directory, records_):
     name = shards.shard_name("train", 0, 1)
     (directory / name).write_bytes(records_.tobytes())
     split = {"files": [name], "positions": len(records_), "games": 1}
-    shards.write_manifest(str(directory), shards.make_manifest({"train": split}))
+    shard_manifest.write_manifest(str(directory), shard_manifest.make_manifest({"train": split}))
     return str(directory)
 
 

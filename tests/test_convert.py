@@ -16,7 +16,7 @@ from absl import app, flags
 from conftest import SHARED_DATA
 
 from shogi_policy.core import record_format
-from shogi_policy.data import convert, records, shards
+from shogi_policy.data import convert, records, shard_manifest, shards
 
 
 def run_app(*args):
@@ -25,14 +25,14 @@ def run_app(*args):
     convert.define_flags(options)
     options(["shogi-policy-convert", *args])
     convert.convert_with_options(options)
-    return shards.read_manifest(options.output_dir)
+    return shard_manifest.read_manifest(options.output_dir)
 
 
 def read_split(data_dir, split):
     """All records of a split, shard by shard: list of uint8 [n, 100]."""
     return [
         np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, record_format.RECORD_BYTES)
-        for path in shards.shard_paths(data_dir, split)
+        for path in shard_manifest.shard_paths(data_dir, split)
     ]
 
 
@@ -108,7 +108,7 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
         assert sum(sizes) == splits[split]["positions"] and max(sizes) <= 20000
         assert splits[split]["files"] == [shards.shard_name(split, i, len(sizes)) for i in range(len(sizes))]
     assert sorted(os.listdir(output)) == sorted(
-        [shards.MANIFEST, *splits["train"]["files"], *splits["test"]["files"]]
+        [shard_manifest.MANIFEST, *splits["train"]["files"], *splits["test"]["files"]]
     )
 
 
@@ -206,7 +206,7 @@ def test_filters_rating_plies_endings_draws(tmp_path):
         ValueError, match=r"no game of 10 kept: skipped \{'ending': 10\} \(hcpe and plain USI"
     ):
         run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare")
-    assert not (tmp_path / "decl" / shards.MANIFEST).exists()
+    assert not (tmp_path / "decl" / shard_manifest.MANIFEST).exists()
     with pytest.raises(ValueError, match=r"no game of 10 kept: skipped \{'min_plies': 10\}$"):
         run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'long'}", "--min_plies=1000")
 
@@ -223,11 +223,11 @@ def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
         run_app(f"--inputs={csa}", f"--output_dir={ram}")
     again = run_app(f"--inputs={csa}", f"--output_dir={ram}", "--overwrite", "--positions_per_shard=100000")
     files = [name for split in shards.SPLITS for name in again["splits"][split]["files"]]
-    assert sorted(tf.io.gfile.listdir(ram)) == sorted([shards.MANIFEST, *files])  # old shards gone
+    assert sorted(tf.io.gfile.listdir(ram)) == sorted([shard_manifest.MANIFEST, *files])  # old shards gone
     with pytest.raises(app.UsageError, match="matches no record file"):
         run_app(f"--inputs={tmp_path / 'nothing*.csa'}", f"--output_dir={tmp_path / 'x'}")
     with pytest.raises(ValueError, match="not a shard directory"):
-        shards.read_manifest(str(tmp_path))
+        shard_manifest.read_manifest(str(tmp_path))
 
 
 def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
@@ -246,7 +246,7 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
         result["files"] == [shards.shard_name("train", i, 5) for i in range(5)] and result["positions"] == n
     )
     assert result["bytes"] == [1000 * record_format.RECORD_BYTES] * 5
-    assert result["sha256"] == [shards.file_sha256(str(tmp_path / name)) for name in result["files"]]
+    assert result["sha256"] == [shard_manifest.file_sha256(str(tmp_path / name)) for name in result["files"]]
     order = np.concatenate(
         [
             record_format.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
@@ -276,7 +276,7 @@ def test_a_run_whose_every_game_fails_exits_nonzero_blaming_the_first_error(tmp_
     first = f"{tmp_path / 'p.usi'}:1: illegal move '7f7e+' at ply 3"
     assert f"shogi-policy-convert: all 3 games had errors; first: {first}" in result.stderr
     assert "hcpe" not in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "o" / shards.MANIFEST).exists()
+    assert not (tmp_path / "o" / shard_manifest.MANIFEST).exists()
 
 
 def test_an_unwritable_output_is_refused_before_any_input_is_read(tmp_path, monkeypatch):
@@ -391,4 +391,4 @@ def test_one_huge_token_is_quoted_capped_in_the_manifest_and_stderr(tmp_path):
     examples = manifest["skipped"]["error_examples"]
     assert len(examples) == 2 and all(len(example) < 400 for example in examples), examples
     assert all(re.search(r"'(7g7f){20}'\.\.\. \(2,000,00\d characters\)", example) for example in examples)
-    assert (tmp_path / "out" / shards.MANIFEST).stat().st_size < 10_000
+    assert (tmp_path / "out" / shard_manifest.MANIFEST).stat().st_size < 10_000

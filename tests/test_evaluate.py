@@ -12,7 +12,7 @@ import pytest
 from conftest import random_game_records, restamp_manifest
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.data import move_match, shards
+from shogi_policy.data import move_match, shard_manifest, shards
 from shogi_policy.serving import evaluate, inference
 
 
@@ -122,7 +122,7 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
 def shard_of(data_dir, records):
     """Writes records as the test split of data_dir (one shard); the shard's path and its records, as stored."""
     shards.write_records(str(data_dir), {"test": records})
-    (path,) = shards.shard_paths(str(data_dir), "test")
+    (path,) = shard_manifest.shard_paths(str(data_dir), "test")
     return path, np.fromfile(path, np.uint8).reshape(-1, record_format.RECORD_BYTES)
 
 

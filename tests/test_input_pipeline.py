@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import random_game_plies
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.data import input_pipeline, shards
+from shogi_policy.data import input_pipeline, shard_manifest, shards
 
 CHUNK = 16
 SHARD_LENGTHS = (100, 37, 64, 3)  # 204 positions; tails shorter than a chunk, one shard below a chunk
@@ -42,7 +42,7 @@ def write_shards(directory, records, lengths=SHARD_LENGTHS, split="train"):
         (directory / name).write_bytes(records[start:end].tobytes())
         names.append(name)
     splits = {split: {"files": names, "positions": int(offsets[-1]), "games": 1}}
-    shards.write_manifest(str(directory), shards.make_manifest(splits))
+    shard_manifest.write_manifest(str(directory), shard_manifest.make_manifest(splits))
     return records
 
 
@@ -151,7 +151,7 @@ def test_static_shapes_and_targets(shard_dir, value_targets):
 
 def test_num_positions_and_errors(shard_dir, tmp_path):
     directory, records = shard_dir
-    assert shards.num_positions(str(directory), "train") == len(records)
+    assert shard_manifest.num_positions(str(directory), "train") == len(records)
     with pytest.raises(ValueError, match="test"):
         input_pipeline.make_dataset(str(directory), "test", 8)
     with pytest.raises(ValueError, match="fewer than a batch"):

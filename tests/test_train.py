@@ -14,8 +14,8 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
-from shogi_policy.core import policy_labels, record_format, shogi_rules
-from shogi_policy.data import shards
+from shogi_policy.core import file_io, policy_labels, record_format, shogi_rules
+from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import losses, model_dir, network
 from shogi_policy.training import strategy, train
 
@@ -98,7 +98,7 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
         tmp_path / "shards",
         {"train": random_game_records(6, 40, seed=13), "test": random_game_records(2, 40, seed=14)},
     )
-    (shard,) = shards.shard_paths(str(directory), "train")
+    (shard,) = shard_manifest.shard_paths(str(directory), "train")
     records = np.fromfile(shard, np.uint8).reshape(-1, record_format.RECORD_BYTES)
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
@@ -409,5 +409,5 @@ def test_metrics_json_is_strict(tmp_path):
         "eval_top5": None,
     }
     with pytest.raises(ValueError, match="JSON compliant"):
-        model_dir.write_json(tmp_path / "metrics.json", {"eval_loss": float("nan")})
+        file_io.write_json(tmp_path / "metrics.json", {"eval_loss": float("nan")})
     assert not (tmp_path / "metrics.json").exists()

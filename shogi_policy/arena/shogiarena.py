@@ -7,13 +7,14 @@ not installed). The files are JSON, which YAML reads. docs/strength.md shows the
 (scripts/strength_table.py, scripts/arena_games.py).
 """
 
-import json
 import os
 import sqlite3
 import sys
 from pathlib import Path
 
 import cshogi
+
+from shogi_policy.core import file_io
 
 FAIRY_STOCKFISH = "/usr/games/fairy-stockfish"
 GPSSHOGI = "/usr/games/gpsusi"
@@ -72,12 +73,6 @@ ENDINGS = {
 }
 
 
-def _write_json(path, data):
-    """Writes data as indented JSON (which YAML reads) to path; returns path."""
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
 def our_engine_file(model):
     """The ShogiArena engine file (dict) of shogi-policy-usi on the export directory `model`."""
     engine = {
@@ -107,7 +102,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
             raise ValueError(f"unknown player {name!r}; expected one of {', '.join(PLAYERS)}")
     engines_dir = Path(directory) / "engines"
     engines_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(engines_dir / "ours.yaml", our_engine_file(model))
+    file_io.write_json(engines_dir / "ours.yaml", our_engine_file(model))
     entries = [
         {"name": f"ours_{name}", "engine_path": str(engines_dir / "ours.yaml"), "options": PLAYERS[name],
          "time_control": OUR_TIME_CONTROL}
@@ -115,7 +110,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     ]  # fmt: skip
     for name in opponents:
         _, engine_file, entry = OPPONENTS[name]
-        _write_json(engines_dir / f"{name}.yaml", engine_file)
+        file_io.write_json(engines_dir / f"{name}.yaml", engine_file)
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), **entry})
     config = {
         "experiment_name": "strength",
@@ -131,7 +126,9 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     }
     if openings is not None:
         config["rules"]["initial_positions"] = opening_rules(openings)
-    return _write_json(Path(directory) / "gauntlet.yaml", config)
+    path = Path(directory) / "gauntlet.yaml"
+    file_io.write_json(path, config)
+    return path
 
 
 def opening_rules(openings):
@@ -157,7 +154,7 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
     engines_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, model in (("baseline", baseline), ("tested", tested)):
-        _write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
+        file_io.write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), "options": PLAYERS["T0"],
                         "time_control": OUR_TIME_CONTROL})  # fmt: skip
     config = {
@@ -168,7 +165,9 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
         "sprt": {"tested_engine": "tested", "model": "gsprt-pentanomial-v1", "elo0": elo0, "elo1": elo1},
         "dashboard": {"enabled": False},
     }
-    return _write_json(Path(directory) / "sprt.yaml", config)
+    path = Path(directory) / "sprt.yaml"
+    file_io.write_json(path, config)
+    return path
 
 
 def run_games(game_db):

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from shogi_policy.core import quoting, record_format
-from shogi_policy.data import records, shards
+from shogi_policy.data import records, shard_manifest, shards
 
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
 MAX_ERROR_EXAMPLES = 10
@@ -214,7 +214,7 @@ def convert(
             output.writer.discard()
     if not kept:
         raise ValueError(_nothing_kept(skipped, errors))
-    manifest = shards.make_manifest(
+    manifest = shard_manifest.make_manifest(
         splits,
         filters={**dataclasses.asdict(filters), "test_fraction": test_fraction},
         skipped={**skipped, "error_examples": errors},
@@ -224,7 +224,7 @@ def convert(
         seed=seed,
         positions_per_shard=positions_per_shard,
     )
-    shards.write_manifest(output_dir, manifest)
+    shard_manifest.write_manifest(output_dir, manifest)
     if not splits["train"]["positions"]:
         logging.warning("no training positions: every game kept went to the test split (--test_fraction)")
     logging.info(

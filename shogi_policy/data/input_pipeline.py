@@ -26,7 +26,7 @@ import sys
 import tensorflow as tf
 
 from shogi_policy.core import record_format
-from shogi_policy.data import augment, shards
+from shogi_policy.data import augment, shard_manifest, shards
 
 BAD_RECORDS = ("fail", "skip")  # what make_dataset does with an invalid record
 
@@ -203,7 +203,7 @@ def make_dataset(
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
     # Checked against the manifest: sizes, and SHA-256s of local files.
-    paths = shards.nonempty_shard_paths(data_dir, split)
+    paths = shard_manifest.nonempty_shard_paths(data_dir, split)
     if not 0 <= host_index < num_hosts <= len(paths):
         raise ValueError(
             f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy.core import policy_labels, record_format
+from shogi_policy.core import file_io, policy_labels, record_format
 from shogi_policy.model import features, network
 from shogi_policy.model.model_dir import read_network_config, restore_model
 from shogi_policy.serving import onnx_export, policy_ops
@@ -178,8 +178,7 @@ def export_model(model, export_dir, network_config=None, source=None, overwrite=
 
     def write(path):
         archive.write_out(path, verbose=False)
-        with tf.io.gfile.GFile(os.path.join(path, policy_ops.METADATA_FILENAME), "w") as f:
-            f.write(json.dumps(metadata, indent=1) + "\n")
+        file_io.write_json(os.path.join(path, policy_ops.METADATA_FILENAME), metadata)
 
     write_directory(export_dir, write, overwrite)
     return metadata
