@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("run_dirs", None, "ShogiArena run directories (each holds game.db).", required=True)

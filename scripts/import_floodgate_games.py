@@ -2,7 +2,7 @@
 
 Input: a 'startpos moves ...<TAB>black_win|white_win|draw<TAB>source' file (by default the 1,291 R3500+
 floodgate games of ../shared/data/floodgate_games/games.usi, which come from dlshogi hcpe files and
-carry no ending). Output: the project's USI game-line format (shogi_policy/data/records.py, data/README.md),
+carry no ending). Output: the project's USI game-line format (shogi_policy/data/usi_lines.py, data/README.md),
     'startpos moves ...<TAB>result<TAB>source<TAB>ending'
 gzip with mtime 0, lines sorted, duplicates dropped: the same input always gives the same bytes.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from shogi_policy.arena.shogiarena import shogiarena as arena
+from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Our export directory (SavedModel).", required=True)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import random_game_records
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.data import augment, input_pipeline, records, shard_manifest, shards
+from shogi_policy.data import augment, game_io, input_pipeline, records, shard_manifest, shards
 from shogi_policy.model import features
 
 FEATURE_BATCH = 1024
@@ -150,7 +150,7 @@ def test_random_game_positions_mirror_exactly():
 
 def test_every_floodgate_position_mirrors_exactly(shared_data):
     games = [g for g in records.read_games(str(shared_data / "floodgate_games" / "games.usi"))]
-    assert all(isinstance(game, records.Game) for game in games)
+    assert all(isinstance(game, game_io.Game) for game in games)
     positions, featured = check_games(games, feature_every=40)
     assert positions == 127_415 and featured > 3000
 

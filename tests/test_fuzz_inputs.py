@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shogi_policy.core import policy_labels, record_format, shogi_rules
-from shogi_policy.data import records
+from shogi_policy.data import game_io, records
 
 FUZZ = settings(FUZZ_SETTINGS, max_examples=100)
 # What each format is made of, and some characters it is not.
@@ -69,10 +69,10 @@ def mutated(draw, text, alphabet):
 
 def assert_legal_result(item):
     """A reader's item is a RecordError with a message, or a Game whose moves are all legal from its start."""
-    if isinstance(item, records.RecordError):
+    if isinstance(item, game_io.RecordError):
         assert item.message and isinstance(item.line, int) and str(item).startswith(f"{item.source}:")
         return
-    assert isinstance(item, records.Game)
+    assert isinstance(item, game_io.Game)
     board = shogi_rules.board_from_sfen(item.sfen)
     for move in item.moves:
         assert shogi_rules.is_legal_move(board, move), (item.source, cshogi.move_to_usi(move))
@@ -107,7 +107,7 @@ def test_usi_lines_and_positions(scratch, data, game):
     start, moves = game
     line = usi_line(start, moves)
     (item,) = read_all(scratch / "g.usi", line + "\n")
-    assert isinstance(item, records.Game) and item.moves == moves  # unmutated: read back exactly
+    assert isinstance(item, game_io.Game) and item.moves == moves  # unmutated: read back exactly
     text = data.draw(mutated(line, USI_ALPHABET))
     for item in read_all(scratch / "m.usi", text + "\tdraw\n"):
         assert_legal_result(item)
@@ -155,9 +155,9 @@ def test_csa_and_kif_files(scratch, write, name, alphabet, data, game):
     (item,) = read_all(scratch / name, text)
     if name.endswith(".kifu") and start.sfen() != cshogi.STARTING_SFEN:
         # Drawn as a board, which the reader refuses (cshogi's KIF parser would read the initial position).
-        assert isinstance(item, records.RecordError) and "board diagram" in item.message
+        assert isinstance(item, game_io.RecordError) and "board diagram" in item.message
     else:
-        assert isinstance(item, records.Game) and item.moves == moves
+        assert isinstance(item, game_io.Game) and item.moves == moves
     for item in read_all(scratch / f"m{name}", data.draw(mutated(text, alphabet))):
         assert_legal_result(item)
 

@@ -61,7 +61,7 @@ PLAYERS = {
 # Our engine answers at once; the byoyomi only bounds the wait on a stuck process.
 OUR_TIME_CONTROL = {"time_ms": 0, "byoyomi_ms": 10000}
 RESULTS = {"BLACK_WIN": "black_win", "WHITE_WIN": "white_win", "DRAW": "draw"}
-# ShogiArena's GameResult name after the result -> the ending column of our USI game lines (records.ENDINGS).
+# ShogiArena's GameResult name after the result -> the ending column of our USI game lines (game_io.ENDINGS).
 ENDINGS = {
     "BY_DECLARATION": "declare",
     "BY_TIMEOUT": "timeout",
@@ -176,7 +176,7 @@ def run_games(game_db):
     Returns:
       list of dicts: black, white (engine names), sfen (start), moves (USI strings, each checked legal with
       cshogi), plies (the game's length: the start position's ply plus the moves, as ShogiArena's max_plies
-      counts), result (black_win / white_win / draw) and ending (records.ENDINGS). Games without a result
+      counts), result (black_win / white_win / draw) and ending (game_io.ENDINGS). Games without a result
       (ShogiArena's ERROR, INVALID, PAUSED) are left out.
     """
     from rsshogi.core import Move  # ShogiArena's move codec (its dependency): only needed here
