@@ -130,9 +130,8 @@ KING_CODES = (
     shogi_rules.PIECE_LETTERS.index("K") + 1,
     shogi_rules.PIECE_LETTERS.index("K") + 1 + shogi_rules.WHITE_PIECE_OFFSET,
 )
-HAND_LIMITS = np.array(
-    shogi_rules.PIECE_SET * 2, dtype=np.uint8
-)  # black P L N S G B R, then white: a whole set
+# Hand counts: black P L N S G B R, then white; a whole set of each kind.
+HAND_LIMITS = np.array(shogi_rules.PIECE_SET * 2, dtype=np.uint8)
 RECORD_PROBLEMS = (
     "",  # code 0: a valid record
     "a board byte is not a piece code (0, 1..14, 17..30)",

@@ -18,9 +18,9 @@ BLACK, WHITE = 0, 1
 WHITE_PIECE_OFFSET = 16  # a white piece's code is its black twin's + 16
 PROMOTED_OFFSET = 8  # a promoted piece's type is its unpromoted type's + 8
 
-# Placement rules, shared by the SFEN parser (board_from_sfen) and the record validator (record_format.
-# record_problems in numpy, record_problems_tf in TF). Unpromoted piece types P L N S B R G K are cshogi's 1..8 and their
-# SFEN letters; hands count P L N S G B R.
+# Placement rules, shared by the SFEN parser (board_from_sfen) and the record validator
+# (record_format.record_problems in numpy, record_problems_tf in TF). Unpromoted piece types
+# P L N S B R G K are cshogi's 1..8 and their SFEN letters; hands count P L N S G B R.
 PIECE_LETTERS = "PLNSBRGK"
 HAND_LETTERS = "PLNSGBR"
 HAND_SLOT_OF_TYPE = np.array([-1, 0, 1, 2, 3, 5, 6, 4], dtype=np.int64)  # unpromoted type 1..7 -> hand slot

@@ -37,6 +37,10 @@ keras.ops pitfalls this code steers around: symbolic tensors' & | ^ are logical 
 operation is ops.bitwise_*; a numpy int64 table promotes the result to int64 under TF but is
 truncated to int32 under JAX, so every table is int32; no shift reaches 32 bits (its result differs
 between backends; the lanes use 27 bits).
+
+One module of about 430 lines on purpose: the word layout tables, the shifts and fills, the attack counters
+and the plane spreading are one algorithm over one bitboard layout, each step reading the tables the steps
+before built; split, a reader would follow the layout across files.
 """
 
 import keras
