@@ -39,8 +39,8 @@ if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataPa
 from absl import flags  # noqa: E402
 
 from shogi_policy.cli import train as train_command  # noqa: E402
-from shogi_policy.core import encoding  # noqa: E402
-from shogi_policy.data import shards  # noqa: E402
+from shogi_policy.core import record_format, shogi_rules  # noqa: E402
+from shogi_policy.data import shard_manifest  # noqa: E402
 from shogi_policy.model import model_dir, network  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
@@ -94,7 +94,7 @@ def random_game_records(num_games, max_plies, seed):
     for game, plies in itertools.islice(random_game_groups(seed, max_plies), num_games):
         start = len(turns)
         for _, board, move in plies:
-            pieces, hand = encoding.board_arrays(board)
+            pieces, hand = record_format.board_arrays(board)
             boards.append(pieces)
             hands.append(hand)
             turns.append(board.turn)
@@ -104,12 +104,12 @@ def random_game_records(num_games, max_plies, seed):
         loser = board.turn if board.is_game_over() else None
         for turn in turns[start:]:
             results.append(
-                encoding.RESULT_DRAW
+                record_format.RESULT_DRAW
                 if loser is None
-                else (encoding.RESULT_LOSS if turn == loser else encoding.RESULT_WIN)
+                else (record_format.RESULT_LOSS if turn == loser else record_format.RESULT_WIN)
             )
         game_ids.extend([game] * (len(turns) - start))
-    return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
+    return record_format.pack_records(boards, hands, turns, labels, results, game_ids)
 
 
 def restamp_manifest(data_dir):
@@ -117,11 +117,11 @@ def restamp_manifest(data_dir):
 
     For tests that store invalid records on purpose: the record checks behind the manifest's see them.
     """
-    manifest = json.loads((Path(data_dir) / shards.MANIFEST).read_text())
-    manifest.pop(shards.MANIFEST_CHECKSUM)
+    manifest = json.loads((Path(data_dir) / shard_manifest.MANIFEST).read_text())
+    manifest.pop(shard_manifest.MANIFEST_CHECKSUM)
     for entry in manifest["splits"].values():
         del entry["bytes"], entry["sha256"]
-    shards.write_manifest(str(data_dir), manifest)
+    shard_manifest.write_manifest(str(data_dir), manifest)
 
 
 def referee_game_line(line, max_plies=None):
@@ -141,7 +141,7 @@ def referee_game_line(line, max_plies=None):
     for ply, usi in enumerate(tokens[2:], start=1):
         assert seen[board.zobrist_hash()] < 4, f"played on after a fourfold repetition at ply {ply}"
         move = board.move_from_usi(usi)
-        assert encoding.is_legal_move(board, move), f"illegal {usi} at ply {ply}: {source}"
+        assert shogi_rules.is_legal_move(board, move), f"illegal {usi} at ply {ply}: {source}"
         board.push(move)
         seen[board.zobrist_hash()] += 1
     mover_won = "black_win" if board.turn == cshogi.BLACK else "white_win"

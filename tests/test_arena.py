@@ -16,7 +16,7 @@ import cshogi
 import pytest
 
 from shogi_policy.arena import shogiarena as arena
-from shogi_policy.data import records
+from shogi_policy.data import game_io, records
 
 SHOGIARENA = shutil.which("shogiarena")
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_every_shogiarena_result_maps_to_ours():
             expected = (
                 "black_win" if value.is_black_win() else "white_win" if value.is_white_win() else "draw"
             )
-            assert outcome[0] == expected and outcome[1] in records.ENDINGS, name
+            assert outcome[0] == expected and outcome[1] in game_io.ENDINGS, name
         else:
             assert outcome is None, name
 
@@ -121,7 +121,7 @@ def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_
     done = subprocess.run([*script, f"--output={output}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     read = list(records.read_games(str(output)))
-    assert [type(game) for game in read] == [records.Game, records.Game]
+    assert [type(game) for game in read] == [game_io.Game, game_io.Game]
     assert [(len(game.moves), game.result, game.ending) for game in read] == [
         (len(game["moves"]), game["result"], game["ending"]) for game in games
     ]

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_records
 
-from shogi_policy.core import encoding
-from shogi_policy.data import augment, input_pipeline, records, shards
+from shogi_policy.core import policy_labels, record_format
+from shogi_policy.data import augment, game_io, input_pipeline, records, shard_manifest, shards
 from shogi_policy.model import features
 
 FEATURE_BATCH = 1024
@@ -59,7 +59,7 @@ def our_planes(records_):
     out = []
     for start in range(0, len(records_), FEATURE_BATCH):
         chunk = records_[start : start + FEATURE_BATCH]
-        padded = np.zeros((FEATURE_BATCH, encoding.RECORD_BYTES), np.uint8)
+        padded = np.zeros((FEATURE_BATCH, record_format.RECORD_BYTES), np.uint8)
         padded[: len(chunk)] = chunk
         out.append(_layer(padded).numpy()[: len(chunk)].transpose(0, 3, 1, 2))
     return np.concatenate(out)
@@ -71,7 +71,7 @@ def check_games(games, feature_every):
     mirrored = augment.mirror_records(originals).numpy()
     assert mirrored.dtype == np.uint8
     np.testing.assert_array_equal(mirrored, augment.mirror_records_np(originals))
-    fields, mirrored_fields = encoding.unpack_records(originals), encoding.unpack_records(mirrored)
+    fields, mirrored_fields = record_format.unpack_records(originals), record_format.unpack_records(mirrored)
     for name in ("hands", "turn", "result", "game_id"):
         np.testing.assert_array_equal(mirrored_fields[name], fields[name], err_msg=name)
 
@@ -102,7 +102,7 @@ def test_mirror_sfen_and_usi_helpers():
 
 
 def test_permutations_are_involutions_that_swap_left_and_right():
-    labels = np.arange(encoding.NUM_MOVE_LABELS)
+    labels = np.arange(policy_labels.NUM_MOVE_LABELS)
     np.testing.assert_array_equal(augment.mirror_labels(augment.mirror_labels(labels)), labels)
     # UP to 5e (file index 4 is its own mirror) stays; UP_LEFT at square 0 -> UP_RIGHT at square 72.
     assert augment.mirror_labels([0 * 81 + 40, 1 * 81 + 0, 11 * 81 + 9, 20 * 81 + 3]).tolist() == [
@@ -116,8 +116,8 @@ def test_permutations_are_involutions_that_swap_left_and_right():
 
 def test_mirroring_twice_is_the_identity():
     rng = np.random.default_rng(0)
-    records_ = rng.integers(0, 256, (512, encoding.RECORD_BYTES), dtype=np.uint8)
-    meta = rng.integers(0, encoding.NUM_MOVE_LABELS, 512) | (rng.integers(0, 4, 512) << 12)
+    records_ = rng.integers(0, 256, (512, record_format.RECORD_BYTES), dtype=np.uint8)
+    meta = rng.integers(0, policy_labels.NUM_MOVE_LABELS, 512) | (rng.integers(0, 4, 512) << 12)
     records_[:, 95], records_[:, 96] = meta & 0xFF, meta >> 8 | (records_[:, 96] & 0xC0)
     once = augment.mirror_records(records_)
     np.testing.assert_array_equal(augment.mirror_records(once).numpy(), records_)
@@ -132,25 +132,25 @@ def test_mirroring_twice_is_the_identity():
 def test_random_game_positions_mirror_exactly():
     records_ = random_game_records(num_games=24, max_plies=200, seed=5)
     mirrored = augment.mirror_records(records_).numpy()
-    sfens = [encoding.record_to_board(record).sfen() for record in records_]
+    sfens = [record_format.record_to_board(record).sfen() for record in records_]
     np.testing.assert_array_equal(our_planes(mirrored), cshogi_planes([mirror_sfen(sfen) for sfen in sfens]))
     # Labels: rebuild each move from the original label's board via its USI string.
-    labels = encoding.unpack_records(records_)["label"]
+    labels = record_format.unpack_records(records_)["label"]
     expected = []
     for record, label in zip(records_, labels, strict=True):
-        board = encoding.record_to_board(record)
+        board = record_format.record_to_board(record)
         move = next(m for m in board.legal_moves if cshogi.dlshogi.make_move_label(m, board.turn) == label)
         mirror_board = cshogi.Board(mirror_sfen(board.sfen()))
         mirrored_move = mirror_board.move_from_usi(mirror_usi(cshogi.move_to_usi(move)))
         assert mirrored_move in mirror_board.legal_moves
         expected.append(cshogi.dlshogi.make_move_label(mirrored_move, mirror_board.turn))
-    np.testing.assert_array_equal(encoding.unpack_records(mirrored)["label"], expected)
+    np.testing.assert_array_equal(record_format.unpack_records(mirrored)["label"], expected)
     assert len(records_) > 2000
 
 
 def test_every_floodgate_position_mirrors_exactly(shared_data):
     games = [g for g in records.read_games(str(shared_data / "floodgate_games" / "games.usi"))]
-    assert all(isinstance(game, records.Game) for game in games)
+    assert all(isinstance(game, game_io.Game) for game in games)
     positions, featured = check_games(games, feature_every=40)
     assert positions == 127_415 and featured > 3000
 
@@ -168,7 +168,7 @@ def _write_shards(directory, records_):
     name = shards.shard_name("train", 0, 1)
     (directory / name).write_bytes(records_.tobytes())
     split = {"files": [name], "positions": len(records_), "games": 1}
-    shards.write_manifest(str(directory), shards.make_manifest({"train": split}))
+    shard_manifest.write_manifest(str(directory), shard_manifest.make_manifest({"train": split}))
     return str(directory)
 
 
@@ -194,7 +194,9 @@ def test_pipeline_mirrors_half_the_rows_reproducibly(tmp_path):
         data_dir, "train", 64, shuffle=False, repeat=False, seed=3, mirror=True
     )
     for batch, target in dataset.take(2):
-        np.testing.assert_array_equal(target.numpy() & 0xFFF, encoding.unpack_records(batch.numpy())["label"])
+        np.testing.assert_array_equal(
+            target.numpy() & 0xFFF, record_format.unpack_records(batch.numpy())["label"]
+        )
 
 
 @pytest.mark.parametrize("dtype", [tf.uint8, tf.int32])

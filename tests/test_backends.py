@@ -22,7 +22,7 @@ import pytest
 from conftest import TINY_CONFIG, parse_flags, random_game_records
 
 from shogi_policy.cli import train as train_command
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.data import shards
 from shogi_policy.model import losses, model_dir, network
 from shogi_policy.serving import inference
@@ -105,11 +105,11 @@ def test_tiny_training_gives_the_same_loss_curve_under_jax(tmp_path):
     model = _curve_model(None)
     model.save_weights(tmp_path / "init.weights.h5")
     records = random_game_records(num_games=20, max_plies=40, seed=21)[: CURVE_STEPS * CURVE_BATCH]
-    fields = encoding.unpack_records(records)
+    fields = record_format.unpack_records(records)
     np.savez(
         tmp_path / "batches.npz",
         records=records.astype(np.int32).reshape(CURVE_STEPS, CURVE_BATCH, -1),
-        targets=encoding.pack_policy_targets(fields["label"], fields["result"]).reshape(
+        targets=record_format.pack_policy_targets(fields["label"], fields["result"]).reshape(
             CURVE_STEPS, CURVE_BATCH
         ),
     )
@@ -161,9 +161,9 @@ def test_jax_trained_model_exports_and_samples_under_tensorflow(tmp_path):
     assert list((run / model_dir.LOG_DIR / "train").iterdir()), "TensorBoard logs"
     assert sorted(os.listdir(run / model_dir.CHECKPOINT_DIR)) == ["3", "6"]  # Orbax step directories
 
-    start = encoding.parse_position("startpos")
+    start = shogi_rules.parse_position("startpos")
     records = np.concatenate(
-        [random_game_records(num_games=3, max_plies=30, seed=32), encoding.encode_boards([start])]
+        [random_game_records(num_games=3, max_plies=30, seed=32), record_format.encode_boards([start])]
     )
     np.save(tmp_path / "records.npy", records.astype(np.int32))
     _child(
@@ -197,7 +197,7 @@ def test_jax_trained_model_exports_and_samples_under_tensorflow(tmp_path):
         "--top_k=3",
     ]
     report = _run(sample, "jax")
-    moves, labels = encoding.legal_moves_and_labels(start)
+    moves, labels = policy_labels.legal_moves_and_labels(start)
     greedy = cshogi.move_to_usi(int(moves[np.argmax(jax_logits[-1, labels])]))  # the JAX model's choice
     assert f"sampled: {greedy} " in report, report
 

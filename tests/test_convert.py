@@ -15,8 +15,8 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import SHARED_DATA
 
-from shogi_policy.core import encoding
-from shogi_policy.data import convert, records, shards
+from shogi_policy.core import record_format
+from shogi_policy.data import convert, records, shard_manifest, shards
 
 
 def run_app(*args):
@@ -25,30 +25,30 @@ def run_app(*args):
     convert.define_flags(options)
     options(["shogi-policy-convert", *args])
     convert.convert_with_options(options)
-    return shards.read_manifest(options.output_dir)
+    return shard_manifest.read_manifest(options.output_dir)
 
 
 def read_split(data_dir, split):
     """All records of a split, shard by shard: list of uint8 [n, 100]."""
     return [
-        np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, encoding.RECORD_BYTES)
-        for path in shards.shard_paths(data_dir, split)
+        np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, record_format.RECORD_BYTES)
+        for path in shard_manifest.shard_paths(data_dir, split)
     ]
 
 
 def game_signatures(records_):
     """{game id: frozenset of its positions' bytes without the game id}: a game's content identity."""
-    fields = encoding.unpack_records(records_)
+    fields = record_format.unpack_records(records_)
     positions = collections.defaultdict(set)
     for game_id, record in zip(fields["game_id"].tolist(), records_, strict=True):
-        positions[game_id].add(record[: encoding.GAME_ID_OFFSET].tobytes())
+        positions[game_id].add(record[: record_format.GAME_ID_OFFSET].tobytes())
     return {game_id: frozenset(p) for game_id, p in positions.items()}
 
 
 def sorted_positions(records_):
     """The records without their game ids, as sorted opaque 97-byte items."""
-    without_ids = np.ascontiguousarray(records_[:, : encoding.GAME_ID_OFFSET])
-    return np.sort(without_ids.view(f"V{encoding.GAME_ID_OFFSET}").ravel())
+    without_ids = np.ascontiguousarray(records_[:, : record_format.GAME_ID_OFFSET])
+    return np.sort(without_ids.view(f"V{record_format.GAME_ID_OFFSET}").ravel())
 
 
 def write_bad_inputs(directory):
@@ -93,7 +93,7 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
     csa_positions = sum(len(game.moves) for game in usi[:100])
     splits = manifest["splits"]
     assert manifest["format"] == "shogi_policy.records" and manifest["format_version"] == 1
-    assert manifest["record_bytes"] == encoding.RECORD_BYTES == 100 and manifest["seed"] == 3
+    assert manifest["record_bytes"] == record_format.RECORD_BYTES == 100 and manifest["seed"] == 3
     # csa/ holds 100 of the games of games.usi again: each game once, the copies counted.
     assert splits["train"]["games"] + splits["test"]["games"] == 1291
     assert splits["train"]["positions"] + splits["test"]["positions"] == 127415
@@ -108,7 +108,7 @@ def test_manifest_counts_games_positions_and_bad_input(converted):
         assert sum(sizes) == splits[split]["positions"] and max(sizes) <= 20000
         assert splits[split]["files"] == [shards.shard_name(split, i, len(sizes)) for i in range(len(sizes))]
     assert sorted(os.listdir(output)) == sorted(
-        [shards.MANIFEST, *splits["train"]["files"], *splits["test"]["files"]]
+        [shard_manifest.MANIFEST, *splits["train"]["files"], *splits["test"]["files"]]
     )
 
 
@@ -131,7 +131,7 @@ def test_split_never_shares_a_game_even_across_formats(converted):
 
 def test_shards_are_shuffled_across_the_split(converted):
     first = read_split(converted["output"], "train")[0]
-    fields = encoding.unpack_records(first[:1000])
+    fields = record_format.unpack_records(first[:1000])
     assert len(set(fields["game_id"].tolist())) > 500  # 1000 contiguous records from many games
     plies = np.bincount(fields["turn"], minlength=2)
     assert min(plies) > 400
@@ -206,7 +206,7 @@ def test_filters_rating_plies_endings_draws(tmp_path):
         ValueError, match=r"no game of 10 kept: skipped \{'ending': 10\} \(hcpe and plain USI"
     ):
         run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare")
-    assert not (tmp_path / "decl" / shards.MANIFEST).exists()
+    assert not (tmp_path / "decl" / shard_manifest.MANIFEST).exists()
     with pytest.raises(ValueError, match=r"no game of 10 kept: skipped \{'min_plies': 10\}$"):
         run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'long'}", "--min_plies=1000")
 
@@ -223,19 +223,19 @@ def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
         run_app(f"--inputs={csa}", f"--output_dir={ram}")
     again = run_app(f"--inputs={csa}", f"--output_dir={ram}", "--overwrite", "--positions_per_shard=100000")
     files = [name for split in shards.SPLITS for name in again["splits"][split]["files"]]
-    assert sorted(tf.io.gfile.listdir(ram)) == sorted([shards.MANIFEST, *files])  # old shards gone
+    assert sorted(tf.io.gfile.listdir(ram)) == sorted([shard_manifest.MANIFEST, *files])  # old shards gone
     with pytest.raises(app.UsageError, match="matches no record file"):
         run_app(f"--inputs={tmp_path / 'nothing*.csa'}", f"--output_dir={tmp_path / 'x'}")
     with pytest.raises(ValueError, match="not a shard directory"):
-        shards.read_manifest(str(tmp_path))
+        shard_manifest.read_manifest(str(tmp_path))
 
 
 def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     """Positions tagged 0..n-1 come back once each, in an order uncorrelated with the input."""
     n = 5000
-    tagged = np.zeros((n, encoding.RECORD_BYTES), dtype=np.uint8)
-    tagged[:, : encoding.GAME_ID_OFFSET] = 7
-    tagged = encoding.pack_records(
+    tagged = np.zeros((n, record_format.RECORD_BYTES), dtype=np.uint8)
+    tagged[:, : record_format.GAME_ID_OFFSET] = 7
+    tagged = record_format.pack_records(
         tagged[:, :81], tagged[:, 81:95], np.zeros(n), np.zeros(n), np.zeros(n), np.arange(n)
     )
     writer = shards.ShardWriter(str(tmp_path), "train", 1000, seed=0, num_buckets=8, flush_positions=700)
@@ -245,11 +245,11 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
     assert (
         result["files"] == [shards.shard_name("train", i, 5) for i in range(5)] and result["positions"] == n
     )
-    assert result["bytes"] == [1000 * encoding.RECORD_BYTES] * 5
-    assert result["sha256"] == [shards.file_sha256(str(tmp_path / name)) for name in result["files"]]
+    assert result["bytes"] == [1000 * record_format.RECORD_BYTES] * 5
+    assert result["sha256"] == [shard_manifest.file_sha256(str(tmp_path / name)) for name in result["files"]]
     order = np.concatenate(
         [
-            encoding.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
+            record_format.unpack_records(np.fromfile(tmp_path / name, np.uint8))["game_id"]
             for name in result["files"]
         ]
     )
@@ -276,7 +276,7 @@ def test_a_run_whose_every_game_fails_exits_nonzero_blaming_the_first_error(tmp_
     first = f"{tmp_path / 'p.usi'}:1: illegal move '7f7e+' at ply 3"
     assert f"shogi-policy-convert: all 3 games had errors; first: {first}" in result.stderr
     assert "hcpe" not in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "o" / shards.MANIFEST).exists()
+    assert not (tmp_path / "o" / shard_manifest.MANIFEST).exists()
 
 
 def test_an_unwritable_output_is_refused_before_any_input_is_read(tmp_path, monkeypatch):
@@ -391,4 +391,4 @@ def test_one_huge_token_is_quoted_capped_in_the_manifest_and_stderr(tmp_path):
     examples = manifest["skipped"]["error_examples"]
     assert len(examples) == 2 and all(len(example) < 400 for example in examples), examples
     assert all(re.search(r"'(7g7f){20}'\.\.\. \(2,000,00\d characters\)", example) for example in examples)
-    assert (tmp_path / "out" / shards.MANIFEST).stat().st_size < 10_000
+    assert (tmp_path / "out" / shard_manifest.MANIFEST).stat().st_size < 10_000

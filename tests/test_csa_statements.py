@@ -16,15 +16,15 @@ from conftest import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.data import records
+from shogi_policy.data import game_io, records
 
 CSA_DIR = SHARED_DATA / "floodgate_games" / "csa"
 CSA_FILES = sorted(CSA_DIR.glob("*.csa")) if CSA_DIR.is_dir() else []
 needs_csa = pytest.mark.skipif(not CSA_FILES, reason=f"{CSA_DIR} not present")
 ORACLE_RESULT = {
-    cshogi.BLACK_WIN: records.BLACK_WIN,
-    cshogi.WHITE_WIN: records.WHITE_WIN,
-    cshogi.DRAW: records.DRAW,
+    cshogi.BLACK_WIN: game_io.BLACK_WIN,
+    cshogi.WHITE_WIN: game_io.WHITE_WIN,
+    cshogi.DRAW: game_io.DRAW,
 }
 # Specials whose result cshogi's parser knows (it draws %TSUMI and %CHUDAN: tested on their own below).
 ORACLE_SPECIALS = (
@@ -53,7 +53,7 @@ def oracle(text):
 
 
 def ours(game):
-    assert isinstance(game, records.Game), game
+    assert isinstance(game, game_io.Game), game
     return game.sfen, game.moves, game.result
 
 
@@ -100,7 +100,7 @@ def test_the_issue_example_two_moves_a_line_keeps_the_last_move_and_the_winner(t
     text = CSA_FILES[0].read_text()
     assert "-7362GI\n+3262RY\n%TORYO" in text
     game = read_one(tmp_path / "g.csa", text.replace("-7362GI\n+3262RY", "-7362GI,+3262RY"))
-    assert ours(game) == oracle(text) and game.result == records.BLACK_WIN
+    assert ours(game) == oracle(text) and game.result == game_io.BLACK_WIN
 
 
 @needs_csa
@@ -120,14 +120,14 @@ def test_a_special_ends_the_game_where_it_stands(tmp_path_factory, data, index, 
     assert ours(game) == oracle("\n".join(ended))
     after = data.draw(st.sampled_from([moves[cut], "%KACHI", "%TORYO", f"{moves[cut]},{special}"]))
     error = read_one(directory / "on.csa", "\n".join([*ended, after]))
-    assert isinstance(error, records.RecordError) and error.line == len(ended) + 1, error
+    assert isinstance(error, game_io.RecordError) and error.line == len(ended) + 1, error
     assert f"after {special}, which ended the game" in error.message
 
 
 def test_toryo_then_kachi_is_refused_not_read_as_a_declaration(tmp_path):
     """The issue's example: '%TORYO' then '%KACHI' became a declaration win for the other side."""
     error = read_one(tmp_path / "g.csa", "PI\n+\n+7776FU\n-3334FU\n%TORYO\n%KACHI\n")
-    assert isinstance(error, records.RecordError) and error.line == 6
+    assert isinstance(error, game_io.RecordError) and error.line == 6
     assert error.message == "'%KACHI' after %TORYO, which ended the game"
 
 
@@ -135,10 +135,10 @@ def test_toryo_then_kachi_is_refused_not_read_as_a_declaration(tmp_path):
     ("ending_lines", "ending", "result"),
     [
         # The side to move (black, after 4 plies) is mated: cshogi's parser draws %TSUMI.
-        (["%TSUMI"], "mate", records.WHITE_WIN),
+        (["%TSUMI"], "mate", game_io.WHITE_WIN),
         (["%CHUDAN"], "abort", None),
-        (["'summary:max_moves:a draw:b draw"], "max_plies", records.DRAW),
-        (["%TORYO", "'summary:abnormal:a win:b lose"], "resign", records.WHITE_WIN),
+        (["'summary:max_moves:a draw:b draw"], "max_plies", game_io.DRAW),
+        (["%TORYO", "'summary:abnormal:a win:b lose"], "resign", game_io.WHITE_WIN),
     ],
 )
 def test_result_from_the_ending_and_the_side_to_move(tmp_path, ending_lines, ending, result):
@@ -149,13 +149,13 @@ def test_result_from_the_ending_and_the_side_to_move(tmp_path, ending_lines, end
 
 def test_unknown_specials_are_refused_naming_them(tmp_path):
     error = read_one(tmp_path / "g.csa", "PI\n+\n+7776FU\n%MATTA\n-3334FU\n")
-    assert isinstance(error, records.RecordError) and error.line == 4
+    assert isinstance(error, game_io.RecordError) and error.line == 4
     assert error.message.startswith("unsupported CSA special '%MATTA'")
 
 
 def test_a_huge_token_is_quoted_capped(tmp_path):
     error = read_one(tmp_path / "g.csa", "PI\n+\n+7776FU\n%" + "X" * 1_000_000 + "\n")
-    assert isinstance(error, records.RecordError) and len(str(error)) < 400
+    assert isinstance(error, game_io.RecordError) and len(str(error)) < 400
     assert "(1,000,001 characters)" in error.message
 
 
@@ -172,9 +172,9 @@ def test_a_kif_move_after_the_end_is_refused_too(tmp_path):
     lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
     end = next(i for i, line in enumerate(lines) if "投了" in line)
     (game,) = list(records.read_games(str(path)))
-    assert isinstance(game, records.Game) and len(game.moves) == 2 and game.result == records.WHITE_WIN
+    assert isinstance(game, game_io.Game) and len(game.moves) == 2 and game.result == game_io.WHITE_WIN
     lines.insert(end + 1, "   4 ２六歩(27)   ( 0:00/00:00:00)")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (error,) = list(records.read_games(str(path)))
-    assert isinstance(error, records.RecordError) and error.line == end + 2, error
+    assert isinstance(error, game_io.RecordError) and error.line == end + 2, error
     assert error.message.endswith("after 投了, which ended the game")

@@ -14,7 +14,7 @@ import cshogi
 import pytest
 
 from scripts.data_import import import_floodgate_games
-from shogi_policy.data import records
+from shogi_policy.data import game_io, records
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOODGATE = ROOT / "data" / "floodgate_games.usi.gz"
@@ -70,15 +70,15 @@ def test_floodgate_games_are_legal_and_endings_agree():
     assert len({line.split("\t")[0] for line in lines}) == GAMES, "duplicate games"
     assert sum(_referee(line) for line in lines) == POSITIONS
     endings = collections.Counter(line.split("\t")[3] for line in lines)
-    assert set(endings) <= set(records.ENDINGS)
+    assert set(endings) <= set(game_io.ENDINGS)
     assert endings["mate"] >= 300 and endings["resign"] >= 800
 
 
 def test_floodgate_games_read_as_games():
     games = [game for game in records.read_games(str(FLOODGATE))]
-    assert all(isinstance(game, records.Game) for game in games)
+    assert all(isinstance(game, game_io.Game) for game in games)
     assert sum(len(game.moves) for game in games) == POSITIONS
-    assert collections.Counter(game.result for game in games)[records.DRAW] == 6
+    assert collections.Counter(game.result for game in games)[game_io.DRAW] == 6
 
 
 def test_import_script_reproduces_the_shipped_file(shared_data, tmp_path):

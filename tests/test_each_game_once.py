@@ -15,8 +15,8 @@ from absl import flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.core import encoding
-from shogi_policy.data import convert, shards
+from shogi_policy.core import record_format
+from shogi_policy.data import convert, shard_manifest, shards
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
 
@@ -27,7 +27,7 @@ def run_app(*args):
     convert.define_flags(options)
     options(["shogi-policy-convert", *args])
     convert.convert_with_options(options)
-    return shards.read_manifest(options.output_dir)
+    return shard_manifest.read_manifest(options.output_dir)
 
 
 def games_by_split(data_dir):
@@ -36,9 +36,9 @@ def games_by_split(data_dir):
     for split in shards.SPLITS:
         games = collections.defaultdict(set)
         for _, records_ in shards.read_records(data_dir, split):
-            ids = encoding.unpack_records(records_)["game_id"].tolist()
+            ids = record_format.unpack_records(records_)["game_id"].tolist()
             for game_id, record in zip(ids, records_, strict=True):
-                games[game_id].add(record[: encoding.GAME_ID_OFFSET].tobytes())
+                games[game_id].add(record[: record_format.GAME_ID_OFFSET].tobytes())
         result[split] = {game_id: frozenset(positions) for game_id, positions in games.items()}
     return result
 
@@ -48,7 +48,7 @@ def assert_each_game_once(data_dir, distinct_games, positions):
     train, test = (set(splits[split].values()) for split in shards.SPLITS)
     assert not train & test, "a game on both sides of the split"
     assert len(splits["train"]) + len(splits["test"]) == len(train) + len(test) == distinct_games
-    manifest = shards.read_manifest(data_dir)
+    manifest = shard_manifest.read_manifest(data_dir)
     assert sum(manifest["splits"][split]["positions"] for split in shards.SPLITS) == positions
 
 

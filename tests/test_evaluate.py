@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import random_game_records, restamp_manifest
 
-from shogi_policy.core import encoding
-from shogi_policy.data import move_match, shards
+from shogi_policy.core import policy_labels, record_format
+from shogi_policy.data import move_match, shard_manifest, shards
 from shogi_policy.serving import evaluate, inference
 
 
@@ -25,8 +25,8 @@ def val_positions(shared_data):
 
 def test_move_match_against_sorting_oracle():
     rng = np.random.default_rng(0)
-    logits = rng.normal(size=(300, encoding.NUM_MOVE_LABELS)).astype(np.float32)
-    mask = rng.random((300, encoding.NUM_MOVE_LABELS)) < 0.02
+    logits = rng.normal(size=(300, policy_labels.NUM_MOVE_LABELS)).astype(np.float32)
+    mask = rng.random((300, policy_labels.NUM_MOVE_LABELS)) < 0.02
     mask[:, 0] = True  # some rows then have a single legal move
     labels = np.array([rng.choice(np.flatnonzero(row)) for row in mask])
     accuracy = move_match.move_match(logits, mask, labels, ks=(1, 3, 5))
@@ -48,7 +48,7 @@ def test_tsv_evaluation_matches_keras_and_cshogi(tiny_export, shared_data, val_p
 
     keras_model = keras.models.load_model(model_dir / "model.keras")
     boards = [cshogi.Board(sfen.removeprefix("sfen ")) for sfen, _ in val_positions]
-    logits = keras.ops.convert_to_numpy(keras_model(encoding.encode_boards(boards)))
+    logits = keras.ops.convert_to_numpy(keras_model(record_format.encode_boards(boards)))
     top1 = top5 = 0
     for board, row, (_, usi) in zip(boards, logits, val_positions, strict=True):
         legal = [cshogi.dlshogi.make_move_label(m, board.turn) for m in board.legal_moves]
@@ -79,13 +79,13 @@ def test_read_tsv_names_file_and_line(tmp_path, line, message):
 def write_test_shards(data_dir, positions):
     """A shard directory whose test split holds positions (sfen, usi_move), labels from cshogi."""
     boards = [cshogi.Board(sfen.removeprefix("sfen ")) for sfen, _ in positions]
-    arrays = [encoding.board_arrays(board) for board in boards]
+    arrays = [record_format.board_arrays(board) for board in boards]
     labels = [
         cshogi.dlshogi.make_move_label(b.move_from_usi(usi), b.turn)
         for b, (_, usi) in zip(boards, positions, strict=True)
     ]
     n = len(boards)
-    records = encoding.pack_records(
+    records = record_format.pack_records(
         [a[0] for a in arrays], [a[1] for a in arrays], [b.turn for b in boards], labels, [0] * n, range(n)
     )
     shards.write_records(str(data_dir), {"test": records}, positions_per_shard=300)
@@ -123,8 +123,8 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
 def shard_of(data_dir, records):
     """Writes records as the test split of data_dir (one shard); the shard's path and its records, as stored."""
     shards.write_records(str(data_dir), {"test": records})
-    (path,) = shards.shard_paths(str(data_dir), "test")
-    return path, np.fromfile(path, np.uint8).reshape(-1, encoding.RECORD_BYTES)
+    (path,) = shard_manifest.shard_paths(str(data_dir), "test")
+    return path, np.fromfile(path, np.uint8).reshape(-1, record_format.RECORD_BYTES)
 
 
 @pytest.mark.slow
@@ -147,10 +147,10 @@ def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_pat
 
 def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label(tmp_path):
     path, records = shard_of(tmp_path / "a", random_game_records(3, 30, seed=6))
-    board = encoding.record_to_board(records[3])
-    legal = set(encoding.legal_moves_and_labels(board)[1].tolist())
-    illegal = next(label for label in range(encoding.NUM_MOVE_LABELS) if label not in legal)
-    records[3, encoding.META_OFFSET : encoding.META_OFFSET + 2] = [
+    board = record_format.record_to_board(records[3])
+    legal = set(policy_labels.legal_moves_and_labels(board)[1].tolist())
+    illegal = next(label for label in range(policy_labels.NUM_MOVE_LABELS) if label not in legal)
+    records[3, record_format.META_OFFSET : record_format.META_OFFSET + 2] = [
         illegal & 0xFF,
         (illegal >> 8) | board.turn << 6,
     ]
@@ -158,7 +158,9 @@ def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label
     restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 3: its label is not a legal move"):
         move_match.shard_inputs(str(tmp_path / "a"), "test")
-    records[5, :81] = encoding.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[0]  # a dead pawn
+    records[5, :81] = record_format.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[
+        0
+    ]  # a dead pawn
     records.tofile(path)
     restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 5: 'P' on rank 1, file 9 could never move"):

@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import TINY_CONFIG, numpy_probabilities
 from tensorflow.core.protobuf import saved_model_pb2
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model import network
 from shogi_policy.serving import export, policy_ops
 
@@ -33,11 +33,11 @@ def cshogi_inputs(positions):
         board = cshogi.Board()
         board.set_position(position)
         boards.append(board)
-    mask = np.zeros((len(boards), encoding.NUM_MOVE_LABELS), dtype=bool)
+    mask = np.zeros((len(boards), policy_labels.NUM_MOVE_LABELS), dtype=bool)
     for row, board in enumerate(boards):
         moves = list(board.legal_moves)
-        mask[row, encoding.move_labels(moves, board.turn)] = True
-    return encoding.encode_boards(boards), mask
+        mask[row, policy_labels.move_labels(moves, board.turn)] = True
+    return record_format.encode_boards(boards), mask
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path
     out = np.load(tmp_path / "out.npz")
     assert {"logits", "probabilities", "sample"} <= set(out["signatures"])
     n = len(OPENINGS)
-    assert out["logits"].shape == (n, encoding.NUM_MOVE_LABELS) and out["logits"].dtype == np.float32
-    assert out["probabilities"].shape == (n, encoding.NUM_MOVE_LABELS)
+    assert out["logits"].shape == (n, policy_labels.NUM_MOVE_LABELS) and out["logits"].dtype == np.float32
+    assert out["probabilities"].shape == (n, policy_labels.NUM_MOVE_LABELS)
     assert out["label"].shape == (n,) and out["label"].dtype == np.int32
 
     keras_logits = keras.models.load_model(model_dir / "model.keras")(records, training=False)
@@ -109,9 +109,9 @@ def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path
 def test_metadata_describes_layout_and_network(tiny_export):
     metadata = json.loads((tiny_export[1] / policy_ops.METADATA_FILENAME).read_text())
     assert metadata["label_scheme"] == "dlshogi-2187"
-    assert metadata["num_labels"] == encoding.NUM_MOVE_LABELS
-    assert metadata["record_bytes"] == encoding.RECORD_BYTES
-    assert metadata["record_format_version"] == encoding.RECORD_FORMAT_VERSION
+    assert metadata["num_labels"] == policy_labels.NUM_MOVE_LABELS
+    assert metadata["record_bytes"] == record_format.RECORD_BYTES
+    assert metadata["record_format_version"] == record_format.RECORD_FORMAT_VERSION
     assert network.NetworkConfig.from_dict(metadata["network"]) == TINY_CONFIG
 
 
@@ -138,7 +138,9 @@ def test_zero_temperature_is_one_hot_argmax_over_legal_moves(saved_model, shared
     best = np.where(mask, logits, -np.inf).argmax(axis=1)
     assert not mask[np.arange(len(best)), logits.argmax(axis=1)].all(), "illegal argmax never tested"
     probabilities = saved_model.probabilities(records, mask, tf.constant(0.0))["probabilities"].numpy()
-    np.testing.assert_array_equal(probabilities, np.eye(encoding.NUM_MOVE_LABELS, dtype=np.float32)[best])
+    np.testing.assert_array_equal(
+        probabilities, np.eye(policy_labels.NUM_MOVE_LABELS, dtype=np.float32)[best]
+    )
     for temperature in (0.0, 1e-4):
         labels = saved_model.sample(records, mask, tf.constant(temperature), tf.constant(3, tf.int64))
         np.testing.assert_array_equal(labels["label"].numpy(), best)
@@ -171,7 +173,7 @@ def test_sampling_frequencies_follow_tempered_softmax(saved_model, temperature):
         tf.constant(temperature),
         tf.constant(12345, tf.int64),
     )
-    counts = np.bincount(labels.numpy(), minlength=encoding.NUM_MOVE_LABELS)
+    counts = np.bincount(labels.numpy(), minlength=policy_labels.NUM_MOVE_LABELS)
     legal = mask[0]
     assert counts[~legal].sum() == 0, "an illegal move was sampled"
     expected = draws * numpy_probabilities(logits, mask, temperature)[0][legal]
@@ -279,9 +281,9 @@ def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
 def test_empty_batch_gives_empty_outputs(saved_model):
     # It used to fail inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
     records, mask = cshogi_inputs([])
-    assert saved_model.logits(records)["logits"].shape == (0, encoding.NUM_MOVE_LABELS)
+    assert saved_model.logits(records)["logits"].shape == (0, policy_labels.NUM_MOVE_LABELS)
     probabilities = saved_model.probabilities(records, mask, tf.constant(1.0))["probabilities"]
-    assert probabilities.shape == (0, encoding.NUM_MOVE_LABELS)
+    assert probabilities.shape == (0, policy_labels.NUM_MOVE_LABELS)
     label = saved_model.sample(records, mask, tf.constant(1.0), tf.constant(0, tf.int64))["label"]
     assert label.shape == (0,) and label.dtype == tf.int32
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import app, flags
 from conftest import TINY_CONFIG
 
+from shogi_policy.core import file_io
 from shogi_policy.model import model_dir, network
 from shogi_policy.serving import evaluate, export, inference, policy_ops, sample
 
@@ -148,7 +149,7 @@ def test_evaluate_checks_its_numeric_flags(tmp_path, monkeypatch, values, messag
 def _checkpointed_run(directory):
     """A model directory with checkpoints 1 and 2 of a tiny network (weights distinct per step); its manager."""
     model = network.build_policy_model(TINY_CONFIG)
-    model_dir.write_json(os.path.join(directory, model_dir.NETWORK_JSON), TINY_CONFIG.to_dict())
+    file_io.write_json(os.path.join(directory, model_dir.NETWORK_JSON), TINY_CONFIG.to_dict())
     manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=model), os.path.join(directory, model_dir.CHECKPOINT_DIR), max_to_keep=3
     )
@@ -196,7 +197,7 @@ def test_restore_reports_a_damaged_newest_checkpoint(tmp_path):
 
 def test_run_record_json_is_written_whole(tmp_path):
     path = tmp_path / model_dir.FLAGS_JSON
-    model_dir.write_json(path, {"flags": {"batch_size": 32}, "runs": []})
+    file_io.write_json(path, {"flags": {"batch_size": 32}, "runs": []})
     assert json.loads(path.read_text())["flags"] == {"batch_size": 32}
     assert sorted(os.listdir(tmp_path)) == [model_dir.FLAGS_JSON], "no temporary file left"
     path.write_text('{"flags": {"batch')

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_plies
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.model import features
 from shogi_policy.training.strategy import host_xla_available
 
@@ -73,14 +73,14 @@ def batches(boards):
         pieces, hands, turns = [], [], []
         for board in itertools.islice(boards, BATCH):
             cshogi.dlshogi.make_input_features(board, features1[len(turns)], features2[len(turns)])
-            board_pieces, board_hands = encoding.board_arrays(board)
+            board_pieces, board_hands = record_format.board_arrays(board)
             pieces.append(board_pieces)
             hands.append(board_hands)
             turns.append(board.turn)
         if not turns:
             return
         n = len(turns)
-        records = encoding.pack_records(pieces, hands, turns, np.zeros(n), np.zeros(n), np.zeros(n))
+        records = record_format.pack_records(pieces, hands, turns, np.zeros(n), np.zeros(n), np.zeros(n))
         yield records, features1[:n], features2[:n]
 
 
@@ -111,7 +111,7 @@ def layer_functions():
 def assert_matches_oracle(layer_functions, boards):
     """Checks every board in both modes; returns the number of positions."""
     count = 0
-    padded = np.zeros((BATCH, encoding.RECORD_BYTES), np.uint8)  # one batch shape: one trace per mode
+    padded = np.zeros((BATCH, record_format.RECORD_BYTES), np.uint8)  # one batch shape: one trace per mode
     for records, features1, features2 in batches(boards):
         n = len(records)
         padded[:n] = records
@@ -122,7 +122,7 @@ def assert_matches_oracle(layer_functions, boards):
             oracle = np.concatenate([features1, features2], axis=1)
             wrong = np.argwhere(ours != oracle)
             index, channel, file, rank = wrong[0]
-            sfen = encoding.record_to_board(records[index]).sfen()
+            sfen = record_format.record_to_board(records[index]).sfen()
             pytest.fail(
                 f"{mode}: {len(wrong)} wrong values; first: {sfen} channel {channel} file {file} rank {rank}:"
                 f" ours {ours[index, channel, file, rank]}, cshogi {oracle[index, channel, file, rank]}"
@@ -153,7 +153,7 @@ def test_layer_serialises_and_computes_in_bfloat16():
     layer = keras.layers.deserialize(keras.layers.serialize(features.DlshogiFeatures(dtype="mixed_bfloat16")))
     assert isinstance(layer, features.DlshogiFeatures)
     sfens = [board.sfen() for board in random_boards(64, seed=2)]
-    out = layer(encoding.encode_boards([cshogi.Board(sfen) for sfen in sfens]))
+    out = layer(record_format.encode_boards([cshogi.Board(sfen) for sfen in sfens]))
     assert out.shape == (64, 9, 9, features.NUM_FEATURES)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     np.testing.assert_array_equal(

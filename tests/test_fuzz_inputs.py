@@ -22,8 +22,8 @@ from conftest import FUZZ_SETTINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.core import encoding
-from shogi_policy.data import records
+from shogi_policy.core import policy_labels, record_format, shogi_rules
+from shogi_policy.data import game_io, records
 
 FUZZ = settings(FUZZ_SETTINGS, max_examples=100)
 # What each format is made of, and some characters it is not.
@@ -69,19 +69,19 @@ def mutated(draw, text, alphabet):
 
 def assert_legal_result(item):
     """A reader's item is a RecordError with a message, or a Game whose moves are all legal from its start."""
-    if isinstance(item, records.RecordError):
+    if isinstance(item, game_io.RecordError):
         assert item.message and isinstance(item.line, int) and str(item).startswith(f"{item.source}:")
         return
-    assert isinstance(item, records.Game)
-    board = encoding.board_from_sfen(item.sfen)
+    assert isinstance(item, game_io.Game)
+    board = shogi_rules.board_from_sfen(item.sfen)
     for move in item.moves:
-        assert encoding.is_legal_move(board, move), (item.source, cshogi.move_to_usi(move))
+        assert shogi_rules.is_legal_move(board, move), (item.source, cshogi.move_to_usi(move))
         board.push(move)
 
 
 def assert_legal_board(board):
     """A board of the parser passes board_from_sfen of its own SFEN (it is a possible position)."""
-    assert encoding.board_from_sfen(board.sfen()).sfen() == board.sfen()
+    assert shogi_rules.board_from_sfen(board.sfen()).sfen() == board.sfen()
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +107,12 @@ def test_usi_lines_and_positions(scratch, data, game):
     start, moves = game
     line = usi_line(start, moves)
     (item,) = read_all(scratch / "g.usi", line + "\n")
-    assert isinstance(item, records.Game) and item.moves == moves  # unmutated: read back exactly
+    assert isinstance(item, game_io.Game) and item.moves == moves  # unmutated: read back exactly
     text = data.draw(mutated(line, USI_ALPHABET))
     for item in read_all(scratch / "m.usi", text + "\tdraw\n"):
         assert_legal_result(item)
     try:
-        board = encoding.parse_position(text)
+        board = shogi_rules.parse_position(text)
     except ValueError as error:
         assert str(error)
     else:
@@ -155,9 +155,9 @@ def test_csa_and_kif_files(scratch, write, name, alphabet, data, game):
     (item,) = read_all(scratch / name, text)
     if name.endswith(".kifu") and start.sfen() != cshogi.STARTING_SFEN:
         # Drawn as a board, which the reader refuses (cshogi's KIF parser would read the initial position).
-        assert isinstance(item, records.RecordError) and "board diagram" in item.message
+        assert isinstance(item, game_io.RecordError) and "board diagram" in item.message
     else:
-        assert isinstance(item, records.Game) and item.moves == moves
+        assert isinstance(item, game_io.Game) and item.moves == moves
     for item in read_all(scratch / f"m{name}", data.draw(mutated(text, alphabet))):
         assert_legal_result(item)
 
@@ -197,21 +197,23 @@ def test_hcpe_files(scratch, data, game):
 
 
 def game_records(start, moves):
-    """uint8 [len(moves), 100] records of a game (encoding.encode_boards of each position, with its label)."""
+    """uint8 [len(moves), 100] records of a game (record_format.encode_boards of each position, with its label)."""
     board, boards = start.copy(), []
     for move in moves:
         boards.append(board.copy())
         board.push(move)
-    out = encoding.encode_boards(boards)
-    labels = encoding.move_labels(moves, [b.turn for b in boards])
+    out = record_format.encode_boards(boards)
+    labels = policy_labels.move_labels(moves, [b.turn for b in boards])
     meta = labels.astype(np.uint16) | (np.array([b.turn for b in boards], np.uint16) << 14)
-    out[:, encoding.META_OFFSET : encoding.META_OFFSET + 2] = meta.astype("<u2").view(np.uint8).reshape(-1, 2)
+    out[:, record_format.META_OFFSET : record_format.META_OFFSET + 2] = (
+        meta.astype("<u2").view(np.uint8).reshape(-1, 2)
+    )
     return out
 
 
-@tf.function(input_signature=[tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8)])
+@tf.function(input_signature=[tf.TensorSpec([None, record_format.RECORD_BYTES], tf.uint8)])
 def record_problems_tf(records_):
-    return encoding.record_problems_tf(records_)
+    return record_format.record_problems_tf(records_)
 
 
 @FUZZ
@@ -219,18 +221,18 @@ def record_problems_tf(records_):
 def test_records_validators_agree_and_boards_are_possible(data, game):
     start, moves = game
     valid = game_records(start, moves)
-    assert not encoding.record_problems(valid).any()
-    raw = np.concatenate([valid, np.full((1, encoding.RECORD_BYTES), 0xFF, np.uint8)]).tobytes()
+    assert not record_format.record_problems(valid).any()
+    raw = np.concatenate([valid, np.full((1, record_format.RECORD_BYTES), 0xFF, np.uint8)]).tobytes()
     mutated_records = np.frombuffer(
-        data.draw(mutated_bytes(raw, encoding.RECORD_BYTES, max_edits=12)), np.uint8
+        data.draw(mutated_bytes(raw, record_format.RECORD_BYTES, max_edits=12)), np.uint8
     )
-    whole = len(mutated_records) // encoding.RECORD_BYTES * encoding.RECORD_BYTES
-    fuzzed = mutated_records[:whole].reshape(-1, encoding.RECORD_BYTES)
-    problems = encoding.record_problems(fuzzed)
+    whole = len(mutated_records) // record_format.RECORD_BYTES * record_format.RECORD_BYTES
+    fuzzed = mutated_records[:whole].reshape(-1, record_format.RECORD_BYTES)
+    problems = record_format.record_problems(fuzzed)
     np.testing.assert_array_equal(record_problems_tf(fuzzed).numpy(), problems)
     for record, problem in zip(fuzzed, problems, strict=True):
         try:
-            board = encoding.record_to_board(record)
+            board = record_format.record_to_board(record)
         except ValueError as error:
             assert str(error)
         else:

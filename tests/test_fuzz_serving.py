@@ -17,7 +17,7 @@ from conftest import FUZZ_SETTINGS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, shogi_rules
 from shogi_policy.serving import inference, usi
 
 FUZZ = settings(FUZZ_SETTINGS, max_examples=60)
@@ -81,7 +81,7 @@ load_policy_model = functools.cache(inference.PolicyModel)
 
 
 def legal_usi_moves(position):
-    return {cshogi.move_to_usi(move) for move in encoding.parse_position(position).legal_moves}
+    return {cshogi.move_to_usi(move) for move in shogi_rules.parse_position(position).legal_moves}
 
 
 def temperature_is_valid(temperature):
@@ -176,7 +176,9 @@ def test_record_batch_shapes(
     except ValueError as error:
         assert "records must be" in str(error) or "legal_mask" in str(error)
         return
-    assert probabilities.shape == (num_records, encoding.NUM_MOVE_LABELS) and labels.shape == (num_records,)
+    assert probabilities.shape == (num_records, policy_labels.NUM_MOVE_LABELS) and labels.shape == (
+        num_records,
+    )
     assert (probabilities[~mask] == 0).all() and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert mask[np.arange(num_records), labels].all()
 
@@ -219,7 +221,7 @@ usi_scripts = st.lists(
 
 def _parsed_or_none(position):
     try:
-        return encoding.parse_position(position)
+        return shogi_rules.parse_position(position)
     except ValueError:
         return None
 

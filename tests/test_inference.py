@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import numpy_probabilities
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.serving import inference
 
 # White to move, mated: the gold on 5b is guarded by the pawn on 5c and covers 4a, 6a, 4b, 6b.
@@ -43,13 +43,13 @@ def test_parse_position_forms_match_cshogi(shared_data):
         f"position sfen {sfen} moves {moves}",
         f"{sfen} moves {moves}",
     ):
-        assert encoding.parse_position(text).sfen() == expected, text
-    assert encoding.parse_position(sfen).sfen() == sfen
+        assert shogi_rules.parse_position(text).sfen() == expected, text
+    assert shogi_rules.parse_position(sfen).sfen() == sfen
     board = cshogi_board("startpos moves 7g7f")
-    copy = encoding.parse_position(board)
+    copy = shogi_rules.parse_position(board)
     assert copy is not board and copy.sfen() == board.sfen()
     for game in floodgate_games(shared_data, 30):  # whole real games, drops and promotions included
-        assert encoding.parse_position(game).sfen() == cshogi_board(game).sfen()
+        assert shogi_rules.parse_position(game).sfen() == cshogi_board(game).sfen()
 
 
 @pytest.mark.parametrize(
@@ -80,14 +80,14 @@ def test_parse_position_forms_match_cshogi(shared_data):
 def test_parse_position_rejects_bad_input(position, message):
     # Several of these abort the whole process inside cshogi's set_sfen if they reach it.
     with pytest.raises(ValueError, match=message):
-        encoding.parse_position(position)
+        shogi_rules.parse_position(position)
 
 
 def test_move_probabilities_are_softmax_over_cshogi_legal_moves(policy, shared_data):
     games = floodgate_games(shared_data, 8)
     boards = [cshogi_board(game) for game in games]
     boards = [board for board in boards if len(board.legal_moves)]
-    records = encoding.encode_boards(boards)
+    records = record_format.encode_boards(boards)
     logits = policy.record_logits(records)
     for temperature in (0.5, 1.0):
         result = policy.move_probabilities(boards, temperature)
@@ -95,7 +95,7 @@ def test_move_probabilities_are_softmax_over_cshogi_legal_moves(policy, shared_d
             legal = {cshogi.move_to_usi(m): m for m in board.legal_moves}
             assert sorted(usi for usi, _ in moves) == sorted(legal)
             labels = [cshogi.dlshogi.make_move_label(legal[usi], board.turn) for usi, _ in moves]
-            mask = np.zeros((1, encoding.NUM_MOVE_LABELS), bool)
+            mask = np.zeros((1, policy_labels.NUM_MOVE_LABELS), bool)
             mask[0, labels] = True
             expected = numpy_probabilities(row_logits[None], mask, temperature)[0, labels]
             np.testing.assert_allclose([p for _, p in moves], expected, atol=2e-6)
@@ -169,8 +169,8 @@ def test_record_batches_are_checked(policy):
 
 def test_no_positions_give_empty_results(policy):
     records, mask, _, _ = inference.encode_positions([])
-    assert policy.record_logits(records).shape == (0, encoding.NUM_MOVE_LABELS)
-    assert policy.record_probabilities(records, mask).shape == (0, encoding.NUM_MOVE_LABELS)
+    assert policy.record_logits(records).shape == (0, policy_labels.NUM_MOVE_LABELS)
+    assert policy.record_probabilities(records, mask).shape == (0, policy_labels.NUM_MOVE_LABELS)
     assert policy.sample_record_labels(records, mask).shape == (0,)
     assert policy.sample([]) == [] and policy.top_k([]) == []
 

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import random_game_plies
 
-from shogi_policy.core import encoding
-from shogi_policy.data import input_pipeline, shards
+from shogi_policy.core import policy_labels, record_format
+from shogi_policy.data import input_pipeline, shard_manifest, shards
 
 CHUNK = 16
 SHARD_LENGTHS = (100, 37, 64, 3)  # 204 positions; tails shorter than a chunk, one shard below a chunk
@@ -18,16 +18,16 @@ def random_positions(count, seed):
     """uint8 [count, 100] records of positions from random games (cut at 150 plies), random labels and results."""
     boards, hands, turns = [], [], []
     for _, board, _ in itertools.islice(random_game_plies(seed, max_plies=150), count):
-        pieces, hand = encoding.board_arrays(board)
+        pieces, hand = record_format.board_arrays(board)
         boards.append(pieces)
         hands.append(hand)
         turns.append(board.turn)
     rng = np.random.default_rng(seed)
-    return encoding.pack_records(
+    return record_format.pack_records(
         boards,
         hands,
         turns,
-        rng.integers(0, encoding.NUM_MOVE_LABELS, count),
+        rng.integers(0, policy_labels.NUM_MOVE_LABELS, count),
         rng.integers(0, 3, count),
         np.arange(count),  # game id = row: identifies every record
     )
@@ -42,7 +42,7 @@ def write_shards(directory, records, lengths=SHARD_LENGTHS, split="train"):
         (directory / name).write_bytes(records[start:end].tobytes())
         names.append(name)
     splits = {split: {"files": names, "positions": int(offsets[-1]), "games": 1}}
-    shards.write_manifest(str(directory), shards.make_manifest(splits))
+    shard_manifest.write_manifest(str(directory), shard_manifest.make_manifest(splits))
     return records
 
 
@@ -53,7 +53,7 @@ def shard_dir(tmp_path_factory):
 
 
 def game_ids(records):
-    return encoding.unpack_records(records)["game_id"]
+    return record_format.unpack_records(records)["game_id"]
 
 
 def one_epoch(directory, batch_size, **kwargs):
@@ -135,12 +135,12 @@ def test_static_shapes_and_targets(shard_dir, value_targets):
     )
     spec_records, spec_target = dataset.element_spec
     assert (
-        spec_records.shape == (8, encoding.RECORD_BYTES) and spec_records.dtype.name == "int32"
+        spec_records.shape == (8, record_format.RECORD_BYTES) and spec_records.dtype.name == "int32"
     )  # TPUs take no uint8
     policy_spec = spec_target["policy"] if value_targets else spec_target
     assert policy_spec.shape == (8,) and policy_spec.dtype.name == "int32"
     for records, target in dataset.take(5):
-        fields = encoding.unpack_records(records.numpy())
+        fields = record_format.unpack_records(records.numpy())
         policy = target["policy"] if value_targets else target
         np.testing.assert_array_equal(policy.numpy() & 0xFFF, fields["label"])
         np.testing.assert_array_equal(policy.numpy() >> 12, fields["result"])
@@ -151,7 +151,7 @@ def test_static_shapes_and_targets(shard_dir, value_targets):
 
 def test_num_positions_and_errors(shard_dir, tmp_path):
     directory, records = shard_dir
-    assert shards.num_positions(str(directory), "train") == len(records)
+    assert shard_manifest.num_positions(str(directory), "train") == len(records)
     with pytest.raises(ValueError, match="test"):
         input_pipeline.make_dataset(str(directory), "test", 8)
     with pytest.raises(ValueError, match="fewer than a batch"):
@@ -187,7 +187,7 @@ def test_an_invalid_record_stops_iteration_naming_its_file_and_index(shard_dir, 
 def test_an_invalid_label_in_a_tail_chunk_is_named_too(shard_dir, tmp_path):
     _, records = shard_dir
     bad = records.copy()
-    bad[100 + 35, encoding.META_OFFSET : encoding.META_OFFSET + 2] = [
+    bad[100 + 35, record_format.META_OFFSET : record_format.META_OFFSET + 2] = [
         0xFF,
         0x0F,
     ]  # label 4095; shard 1's tail
@@ -204,7 +204,7 @@ def test_skip_drops_exactly_the_invalid_records_and_logs_them(shard_dir, tmp_pat
     bad = corrupt(records, rows, b0_95=0xFF)
     write_shards(tmp_path, bad)
     batches = one_epoch(tmp_path, batch_size=11, shuffle=False, bad_records="skip")  # 199 = 18 * 11 + 1
-    assert all(b.shape == (11, encoding.RECORD_BYTES) for b, _ in batches) and len(batches) == 18
+    assert all(b.shape == (11, record_format.RECORD_BYTES) for b, _ in batches) and len(batches) == 18
     seen = game_ids(np.concatenate([b for b, _ in batches]))
     assert not set(seen.tolist()) & set(rows) and len(set(seen.tolist())) == 198
     log = capfd.readouterr().err  # tf.print writes to the process's stderr

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy.data import shards
+from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import model_dir
 
 pytestmark = [
@@ -118,7 +118,7 @@ def host_shards(tmp_path):
         "test": random_game_records(num_games=8, max_plies=40, seed=41),
     }
     shards.write_records(str(data), splits, positions_per_shard=200)
-    assert len(shards.shard_paths(str(data), "test")) == HOSTS
+    assert len(shard_manifest.shard_paths(str(data), "test")) == HOSTS
     return data
 
 

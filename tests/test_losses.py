@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model import losses
 
 BATCH = 64
@@ -14,9 +14,9 @@ BATCH = 64
 def batch():
     """(targets int32 [B], labels [B], results [B], logits float32 [B, 2187])."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(encoding.NUM_MOVE_LABELS, size=BATCH)
+    labels = rng.integers(policy_labels.NUM_MOVE_LABELS, size=BATCH)
     results = rng.integers(3, size=BATCH)
-    logits = (3 * rng.standard_normal((BATCH, encoding.NUM_MOVE_LABELS))).astype(np.float32)
+    logits = (3 * rng.standard_normal((BATCH, policy_labels.NUM_MOVE_LABELS))).astype(np.float32)
     logits[np.arange(0, BATCH, 3), labels[::3]] += 15  # some hits for the accuracy metrics
     return (labels | results << 12).astype(np.int32), labels, results, logits
 
@@ -29,14 +29,16 @@ def test_policy_loss_is_sparse_crossentropy(batch):
 
 def test_label_smoothing_is_keras_categorical_smoothing(batch):
     targets, labels, _, logits = batch
-    one_hot = np.eye(encoding.NUM_MOVE_LABELS, dtype=np.float32)[labels]
+    one_hot = np.eye(policy_labels.NUM_MOVE_LABELS, dtype=np.float32)[labels]
     expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(one_hot, logits)
     np.testing.assert_allclose(losses.PolicyLoss(label_smoothing=0.2)(targets, logits), expected, rtol=1e-5)
 
 
 def test_result_weights_are_keras_sample_weights(batch):
     targets, labels, results, logits = batch
-    weights = np.select([results == encoding.RESULT_WIN, results == encoding.RESULT_DRAW], [1.0, 0.5], 0.0)
+    weights = np.select(
+        [results == record_format.RESULT_WIN, results == record_format.RESULT_DRAW], [1.0, 0.5], 0.0
+    )
     expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
         labels, logits, sample_weight=weights
     )
@@ -69,8 +71,8 @@ def test_value_loss_is_binary_crossentropy_of_result(batch):
 
 def test_saved_model_keeps_loss_config(batch, tmp_path):
     targets, _, _, logits = batch
-    inputs = keras.Input(shape=(encoding.NUM_MOVE_LABELS,))
-    model = keras.Model(inputs, keras.layers.Dense(encoding.NUM_MOVE_LABELS)(inputs))
+    inputs = keras.Input(shape=(policy_labels.NUM_MOVE_LABELS,))
+    model = keras.Model(inputs, keras.layers.Dense(policy_labels.NUM_MOVE_LABELS)(inputs))
     loss = losses.PolicyLoss(label_smoothing=0.15, loser_weight=0.0, draw_weight=0.25)
     model.compile(optimizer="sgd", loss=loss, metrics=losses.policy_metrics())
     before = model.evaluate(logits, targets, return_dict=True, verbose=0)
@@ -99,7 +101,9 @@ def test_loss_and_metrics_equal_a_float64_oracle_on_either_backend(batch):
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     nll = -log_probs[np.arange(BATCH), labels]
     smoothed = 0.9 * nll + 0.1 * -log_probs.mean(axis=1)
-    weights = np.select([results == encoding.RESULT_WIN, results == encoding.RESULT_DRAW], [1.0, 0.25], 0.5)
+    weights = np.select(
+        [results == record_format.RESULT_WIN, results == record_format.RESULT_DRAW], [1.0, 0.25], 0.5
+    )
     loss = losses.PolicyLoss(label_smoothing=0.1, loser_weight=0.5, draw_weight=0.25)
     np.testing.assert_allclose(float(loss(targets, logits)), np.mean(smoothed * weights), rtol=1e-6)
     top5 = np.argsort(-logits, axis=1)[:, :5]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model import network
 
 
@@ -18,14 +18,14 @@ def _identity_batch_norm(layer):
 
 def test_policy_index_is_channel_times_81_plus_cshogi_square():
     """Route cshogi input plane c to policy channel c: logit c*81 + s must equal cshogi's plane c at s."""
-    num = encoding.NUM_MOVE_DIRECTIONS
+    num = policy_labels.NUM_MOVE_DIRECTIONS
     model = network.build_policy_model(network.NetworkConfig(blocks=0, filters=num, activation="relu"))
     stem = np.zeros(model.get_layer("stem_conv").kernel.shape, np.float32)  # [3, 3, 119, 27]
     stem[1, 1, np.arange(num), np.arange(num)] = 1.0  # centre tap: filter c = input plane c
     model.get_layer("stem_conv").set_weights([stem])
     _identity_batch_norm(model.get_layer("stem_bn"))
     model.get_layer("policy_conv").set_weights([np.eye(num, dtype=np.float32)[None, None]])
-    bias = np.arange(encoding.NUM_MOVE_LABELS, dtype=np.float32) * 1e-3
+    bias = np.arange(policy_labels.NUM_MOVE_LABELS, dtype=np.float32) * 1e-3
     model.get_layer("policy").set_weights([bias])
 
     records = random_game_records(num_games=2, max_plies=60, seed=1)
@@ -34,10 +34,12 @@ def test_policy_index_is_channel_times_81_plus_cshogi_square():
     expected = np.zeros((len(records), 62, 9, 9), np.float32)
     features2 = np.zeros((57, 9, 9), np.float32)
     for i, record in enumerate(records):
-        cshogi.dlshogi.make_input_features(encoding.record_to_board(record), expected[i], features2)
+        cshogi.dlshogi.make_input_features(record_format.record_to_board(record), expected[i], features2)
     expected = expected[:, :num].reshape(len(records), -1) + bias
     np.testing.assert_allclose(logits, expected, atol=1e-4)
-    assert (records[:, encoding.META_OFFSET + 1] >> 6 & 1).any(), "some positions must have White to move"
+    assert (records[:, record_format.META_OFFSET + 1] >> 6 & 1).any(), (
+        "some positions must have White to move"
+    )
 
 
 def test_mixed_bfloat16_keeps_output_layers_float32():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import random_game_records
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.model import network
 from shogi_policy.serving import onnx_export
 
@@ -33,12 +33,12 @@ VALUE_TOLERANCE = 1e-5
 def floodgate_boards(shared_data):
     """The 2,000 real floodgate positions of train_val_2000.tsv ('split<TAB>sfen ...<TAB>move')."""
     rows = (shared_data / "floodgate_positions" / "train_val_2000.tsv").read_text().splitlines()
-    return [encoding.parse_position(row.split("\t")[1]) for row in rows]
+    return [shogi_rules.parse_position(row.split("\t")[1]) for row in rows]
 
 
 def random_game_boards():
     """Positions of uniformly random games (captures, drops, promotions, both sides to move)."""
-    return [encoding.record_to_board(record) for record in random_game_records(12, 120, seed=5)]
+    return [record_format.record_to_board(record) for record in random_game_records(12, 120, seed=5)]
 
 
 @pytest.fixture(params=["floodgate", "random_games"])
@@ -66,7 +66,7 @@ def run_onnx(path, boards):
 
 def keras_outputs(model, boards):
     """(policy logits [N, 2187], value logit [N, 1] or None) of the Keras model on the boards' records."""
-    outputs = model.predict(encoding.encode_boards(boards).astype(np.int32), batch_size=256, verbose=0)
+    outputs = model.predict(record_format.encode_boards(boards).astype(np.int32), batch_size=256, verbose=0)
     return (outputs["policy"], outputs["value"]) if isinstance(outputs, dict) else (outputs, None)
 
 
@@ -74,7 +74,7 @@ def check_policy(keras_logits, onnx_logits, boards):
     assert np.abs(onnx_logits - keras_logits).max() <= LOGIT_TOLERANCE
     np.testing.assert_array_equal(onnx_logits.argmax(axis=1), keras_logits.argmax(axis=1))
     for board, ours, theirs in zip(boards, keras_logits, onnx_logits, strict=True):
-        _, labels = encoding.legal_moves_and_labels(board)
+        _, labels = policy_labels.legal_moves_and_labels(board)
         assert labels[ours[labels].argmax()] == labels[theirs[labels].argmax()]
 
 

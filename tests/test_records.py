@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, random_game_groups
 
-from shogi_policy.core import encoding
-from shogi_policy.data import records
+from shogi_policy.core import record_format
+from shogi_policy.data import game_io, records
 
 HCPE_FILES = (("hozon_train.hcpe", 543), ("hozon_test.hcpe", 60), ("kapi_test.hcpe", 688))
 
@@ -32,7 +32,7 @@ def floodgate():
 
 
 def games_only(items):
-    errors = [item for item in items if isinstance(item, records.RecordError)]
+    errors = [item for item in items if isinstance(item, game_io.RecordError)]
     assert not errors, errors[:3]
     return items
 
@@ -77,12 +77,12 @@ def test_hcpe_records_equal_the_raw_rows_read_by_set_hcp(shared_data):
     rows = np.fromfile(path, dtype=cshogi.HuffmanCodedPosAndEval)
     games = games_only(list(records.read_games(str(path))))
     records_ = records.games_to_records(games, range(len(games)))
-    fields = encoding.unpack_records(records_)
+    fields = record_format.unpack_records(records_)
     assert len(records_) == len(rows)
     board = cshogi.Board()
     for i, row in enumerate(rows):
         board.set_hcp(row["hcp"])
-        assert encoding.record_to_board(records_[i]).sfen() == board.sfen()
+        assert record_format.record_to_board(records_[i]).sfen() == board.sfen()
         move = board.move_from_move16(int(row["bestMove16"]))
         assert fields["label"][i] == cshogi.dlshogi.make_move_label(move, board.turn)
         black_result = {0: 1, 1: 2, 2: 0}[int(row["gameResult"])]  # hcpe: 0 draw, 1 black win, 2 white win
@@ -95,7 +95,7 @@ def test_records_round_trip_to_the_replayed_board_for_every_position(floodgate):
     records_ = np.concatenate(
         [records.games_to_records(games[i : i + 64], ids[i : i + 64]) for i in range(0, len(games), 64)]
     )
-    fields = {key: value.tolist() for key, value in encoding.unpack_records(records_).items()}
+    fields = {key: value.tolist() for key, value in record_format.unpack_records(records_).items()}
     decoded = cshogi.Board()
     row = 0
     for game_id, game in zip(ids.tolist(), games, strict=True):
@@ -109,10 +109,10 @@ def test_records_round_trip_to_the_replayed_board_for_every_position(floodgate):
         rows = slice(row, row + len(game.moves))
         sfens = []
         for i in range(rows.start, rows.stop):
-            # encoding.record_to_board costs ~100 us (single-record numpy): every 64th position goes
+            # record_format.record_to_board costs ~100 us (single-record numpy): every 64th position goes
             # through it, every position through the same set_pieces call on the batch-unpacked fields.
             if i % 64 == 0:
-                decoded = encoding.record_to_board(records_[i])
+                decoded = record_format.record_to_board(records_[i])
             else:
                 hands = fields["hands"][i]
                 decoded.set_pieces(fields["board"][i], (hands[:7], hands[7:]))
@@ -138,11 +138,11 @@ def test_records_of_random_games_from_a_handicap_start(tmp_path):
             legal = list(board.legal_moves)
             moves.append(legal[rng.integers(len(legal))])
             board.push(moves[-1])
-        games.append(records.Game(sfen=start, moves=moves, result=None))
+        games.append(game_io.Game(sfen=start, moves=moves, result=None))
     records_ = records.games_to_records(games, range(20))
     boards = [board.sfen().rsplit(" ", 1)[0] for game in games for board in replayed_boards(game)]
-    assert [encoding.record_to_board(r).sfen().rsplit(" ", 1)[0] for r in records_] == boards
-    assert set(encoding.unpack_records(records_)["result"].tolist()) == {encoding.RESULT_DRAW}
+    assert [record_format.record_to_board(r).sfen().rsplit(" ", 1)[0] for r in records_] == boards
+    assert set(record_format.unpack_records(records_)["result"].tolist()) == {record_format.RESULT_DRAW}
 
 
 def test_csa_files_agree_with_usi(shared_data, floodgate):
@@ -183,7 +183,7 @@ def test_illegal_move_in_csa_is_reported_with_its_line(shared_data, tmp_path):
     path = tmp_path / "bad.csa"
     path.write_text("\n".join(lines))
     (error,) = list(records.read_games(str(path)))
-    assert isinstance(error, records.RecordError) and error.line == index + 1
+    assert isinstance(error, game_io.RecordError) and error.line == index + 1
     assert str(error).startswith(f"{path}:{index + 1}: illegal move '+5152FU'")
 
 
@@ -219,7 +219,7 @@ def test_illegal_move_in_kif_is_reported_with_its_line(floodgate, tmp_path):
     lines[index] = "   5 ５一金(69)   ( 0:00/00:00:00)"  # the gold cannot jump to 5a
     (tmp_path / "g.kifu").write_text("\n".join(lines), encoding="utf-8")
     (error,) = list(records.read_games(str(tmp_path / "g.kifu")))
-    assert isinstance(error, records.RecordError) and error.line == index + 1, error
+    assert isinstance(error, game_io.RecordError) and error.line == index + 1, error
 
 
 def test_usi_gz_and_sfen_starts_and_bad_lines(floodgate, tmp_path):
@@ -239,7 +239,7 @@ def test_usi_gz_and_sfen_starts_and_bad_lines(floodgate, tmp_path):
     assert all(same_game(a, b) for a, b in zip(items[:5], usi_games[:5], strict=True))
     assert items[5].ending == "repetition" and items[5].result == "draw" and len(items[5].moves) == 2
     errors = items[6:]
-    assert [type(e) for e in errors] == [records.RecordError] * 4
+    assert [type(e) for e in errors] == [game_io.RecordError] * 4
     assert [e.line for e in errors] == [9, 10, 11, 12]
     assert "illegal move '7g7f' at ply 2" in str(errors[0]) and "black_wins" in str(errors[1])
 
@@ -263,7 +263,7 @@ def test_truncated_hcpe_empty_and_garbage_files_give_errors(shared_data, tmp_pat
         (tmp_path / name).write_bytes(b"")
     for name in ("garbage.hcpe", "garbage.csa", "garbage.kif", "garbage.usi", "empty.csa", "empty.kif"):
         items = list(records.read_games(str(tmp_path / name)))
-        assert items and all(isinstance(item, records.RecordError) for item in items), name
+        assert items and all(isinstance(item, game_io.RecordError) for item in items), name
     assert list(records.read_games(str(tmp_path / "empty.usi"))) == []
     assert list(records.read_games(str(tmp_path / "empty.hcpe"))) == []
     with pytest.raises(ValueError, match="unknown record extension"):
@@ -301,7 +301,7 @@ def test_promotions_outside_the_zone_are_errors_in_every_text_format(tmp_path, n
     """Issue 15 item 2: cshogi's is_legal accepts 7f7e+, so it became training data."""
     (tmp_path / name).write_text(content, encoding="utf-8")
     (error,) = list(records.read_games(str(tmp_path / name)))
-    assert isinstance(error, records.RecordError) and (error.line, error.message) == (line, message)
+    assert isinstance(error, game_io.RecordError) and (error.line, error.message) == (line, message)
 
 
 def test_hcpe_promotion_flag_on_a_move_that_cannot_promote_is_an_error(tmp_path):
@@ -309,7 +309,7 @@ def test_hcpe_promotion_flag_on_a_move_that_cannot_promote_is_an_error(tmp_path)
     after = "lnsgkgsnl/1r5b1/ppppppppp/9/9/2P6/PP1PPPPPP/1B5R1/LNSGKGSNL w - 1"  # hcp holds no move number
     hcpe_rows([(start, "7g7f", 1 << 14), (after, "3c3d", 0)]).tofile(tmp_path / "p.hcpe")
     error, game = records.read_games(str(tmp_path / "p.hcpe"))
-    assert isinstance(error, records.RecordError) and error.line == 1 and "illegal move16" in error.message
+    assert isinstance(error, game_io.RecordError) and error.line == 1 and "illegal move16" in error.message
     assert game.sfen == after and len(game.moves) == 1  # the next row starts a game of its own
 
 
@@ -325,7 +325,7 @@ def test_hcpe_positions_obey_the_placement_rules_of_sfen_positions(tmp_path, sfe
     usi = next(cshogi.move_to_usi(move) for move in cshogi.Board(sfen).legal_moves)
     hcpe_rows([(sfen, usi, 0)]).tofile(tmp_path / "p.hcpe")
     (error,) = list(records.read_games(str(tmp_path / "p.hcpe")))
-    assert isinstance(error, records.RecordError) and message in error.message, error
+    assert isinstance(error, game_io.RecordError) and message in error.message, error
 
 
 def test_usi_illegal_move_late_in_a_game_is_reported_at_its_ply(tmp_path):
@@ -358,7 +358,7 @@ def test_csa_cut_mid_line_names_the_cut_line(tmp_path):
     for keep in range(2, len(lines[cut_at])):
         (tmp_path / "cut.csa").write_text("\n".join(lines[:cut_at] + [lines[cut_at][:keep]]))
         (error,) = list(records.read_games(str(tmp_path / "cut.csa")))
-        assert isinstance(error, records.RecordError) and error.line == cut_at + 1, error
+        assert isinstance(error, game_io.RecordError) and error.line == cut_at + 1, error
         assert "cut short" in error.message and "basic_string" not in error.message
 
 
@@ -391,7 +391,7 @@ def test_csa_position_lines_that_crash_cshogi_are_errors_at_their_line(tmp_path,
     """Found by tests/test_fuzz_inputs.py: cshogi's CSA parser segfaults on these."""
     (tmp_path / "p.csa").write_text("\n".join(["N+a", "N-b", *position, "+", "+7776FU", "%TORYO", ""]))
     (error,) = list(records.read_games(str(tmp_path / "p.csa")))
-    assert isinstance(error, records.RecordError) and error.line == line and message in error.message, error
+    assert isinstance(error, game_io.RecordError) and error.line == line and message in error.message, error
 
 
 def test_csa_board_rows_and_removals_from_the_initial_position_still_read(tmp_path):
@@ -414,7 +414,7 @@ def test_kif_board_diagram_start_is_refused_not_read_from_the_initial_position(t
     exporter.end("resign")
     exporter.close()
     (error,) = list(records.read_games(str(tmp_path / "bod.kifu")))
-    assert isinstance(error, records.RecordError) and "board diagram (BOD)" in error.message
+    assert isinstance(error, game_io.RecordError) and "board diagram (BOD)" in error.message
     assert (
         (tmp_path / "bod.kifu")
         .read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shogi_policy.data import convert, input_pipeline, shards
+from shogi_policy.data import convert, input_pipeline, shard_manifest, shards
 from shogi_policy.training import config, tasks
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
@@ -57,12 +57,12 @@ def _raise(problem):
 
 
 def test_manifest_lists_sizes_and_checksums_of_its_shards(converted):
-    manifest = shards.read_manifest(str(converted))
+    manifest = shard_manifest.read_manifest(str(converted))
     for split in shards.SPLITS:
         entry = manifest["splits"][split]
         paths = [converted / name for name in entry["files"]]
         assert entry["bytes"] == [path.stat().st_size for path in paths]
-        assert entry["sha256"] == [shards.file_sha256(str(path)) for path in paths]
+        assert entry["sha256"] == [shard_manifest.file_sha256(str(path)) for path in paths]
         assert sum(entry["bytes"]) == 100 * entry["positions"] > 0
     assert len(manifest["splits"]["train"]["files"]) >= 2
 
@@ -70,7 +70,7 @@ def test_manifest_lists_sizes_and_checksums_of_its_shards(converted):
 def test_the_issue_example_a_truncated_train_shard_is_refused_by_every_reader(converted, tmp_path):
     """truncate -s 6400 on a train shard: training learnt from 64 positions and exited 0."""
     data_dir = copy_of(converted, tmp_path)
-    shard = data_dir / shards.read_manifest(str(data_dir))["splits"]["train"]["files"][1]
+    shard = data_dir / shard_manifest.read_manifest(str(data_dir))["splits"]["train"]["files"][1]
     os.truncate(shard, 6400)
     for name, read in readers(data_dir).items():
         with pytest.raises(ValueError, match=f"{shard}: 6400 bytes, the manifest says") as error:
@@ -82,7 +82,7 @@ def test_the_issue_example_a_truncated_train_shard_is_refused_by_every_reader(co
 def test_training_on_a_truncated_shard_exits_with_a_usage_error_before_writing_anything(converted, tmp_path):
     """End to end (a child process: about 15 s, TensorFlow's import)."""
     data_dir = copy_of(converted, tmp_path)
-    shard = data_dir / shards.read_manifest(str(data_dir))["splits"]["train"]["files"][0]
+    shard = data_dir / shard_manifest.read_manifest(str(data_dir))["splits"]["train"]["files"][0]
     os.truncate(shard, 6400)
     model_dir = tmp_path / "run"
     command = [
@@ -104,7 +104,7 @@ def test_training_on_a_truncated_shard_exits_with_a_usage_error_before_writing_a
 def test_any_truncated_or_changed_shard_is_refused_naming_it(converted, tmp_path_factory, data):
     data_dir = copy_of(converted, tmp_path_factory.mktemp("damaged"))
     split = data.draw(st.sampled_from(shards.SPLITS))
-    entry = shards.read_manifest(str(data_dir))["splits"][split]
+    entry = shard_manifest.read_manifest(str(data_dir))["splits"][split]
     shard = data_dir / data.draw(st.sampled_from(entry["files"]))
     content = bytearray(shard.read_bytes())
     if data.draw(st.booleans()):
@@ -118,7 +118,7 @@ def test_any_truncated_or_changed_shard_is_refused_naming_it(converted, tmp_path
 
 @pytest.fixture(scope="module")
 def manifest_bytes(converted):
-    return (converted / shards.MANIFEST).read_bytes()
+    return (converted / shard_manifest.MANIFEST).read_bytes()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,14 +131,14 @@ def test_a_bit_flip_in_the_manifest_is_refused_or_changes_nothing(
     data_dir = tmp_path_factory.mktemp("flip")
     flipped = bytearray(manifest_bytes)
     flipped[bit // 8] ^= 1 << (bit % 8)
-    (data_dir / shards.MANIFEST).write_bytes(bytes(flipped))
+    (data_dir / shard_manifest.MANIFEST).write_bytes(bytes(flipped))
     for name in os.listdir(converted):
-        if name != shards.MANIFEST:
+        if name != shard_manifest.MANIFEST:
             os.symlink(converted / name, data_dir / name)
     try:
-        manifest = shards.read_manifest(str(data_dir))
+        manifest = shard_manifest.read_manifest(str(data_dir))
     except ValueError as error:
-        assert str(error).startswith(str(data_dir / shards.MANIFEST)), error
+        assert str(error).startswith(str(data_dir / shard_manifest.MANIFEST)), error
         assert len(str(error)) < 600
     else:  # a flip that JSON does not see (spacing): the same manifest
         assert manifest == json.loads(manifest_bytes)
@@ -146,7 +146,7 @@ def test_a_bit_flip_in_the_manifest_is_refused_or_changes_nothing(
 
 def test_manifest_problems_name_the_file_and_what_is_wrong(converted, tmp_path):
     data_dir = copy_of(converted, tmp_path)
-    path = data_dir / shards.MANIFEST
+    path = data_dir / shard_manifest.MANIFEST
     manifest = json.loads(path.read_bytes())
     cases = {
         b"{not json": "is not valid JSON",
@@ -159,21 +159,21 @@ def test_manifest_problems_name_the_file_and_what_is_wrong(converted, tmp_path):
     for content, message in cases.items():
         path.write_bytes(content)
         with pytest.raises(ValueError, match=message) as error:
-            shards.read_manifest(str(data_dir))
+            shard_manifest.read_manifest(str(data_dir))
         assert str(error.value).startswith(str(path))
     # A well-formed checksum over a manifest whose counts disagree with its shards.
     bad = {
         **manifest,
         "splits": {**manifest["splits"], "test": {**manifest["splits"]["test"], "positions": 1}},
     }
-    shards.write_manifest(str(data_dir), {k: v for k, v in bad.items() if k != "manifest_sha256"})
+    shard_manifest.write_manifest(str(data_dir), {k: v for k, v in bad.items() if k != "manifest_sha256"})
     with pytest.raises(ValueError, match="1 positions disagree with its shards"):
-        shards.read_manifest(str(data_dir))
+        shard_manifest.read_manifest(str(data_dir))
 
 
 def test_a_missing_shard_is_named(converted, tmp_path):
     data_dir = copy_of(converted, tmp_path)
-    shard = data_dir / shards.read_manifest(str(data_dir))["splits"]["test"]["files"][0]
+    shard = data_dir / shard_manifest.read_manifest(str(data_dir))["splits"]["test"]["files"][0]
     shard.unlink()
     with pytest.raises(ValueError, match=f"{shard}: listed in manifest.json but missing"):
         list(shards.read_records(str(data_dir), "test"))

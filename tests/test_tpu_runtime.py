@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shogi_policy.cli import launch as cli
-from shogi_policy.core import encoding, tpu_runtime
+from shogi_policy.core import record_format, tpu_runtime
 from shogi_policy.training import runtime_check, strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,7 +239,7 @@ def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
 
 def test_random_records_are_legal_games():
     records = runtime_check.random_records(num_games=2, max_plies=12, seed=3)
-    assert len(records) == 24 and not encoding.record_problems(records).any()
+    assert len(records) == 24 and not record_format.record_problems(records).any()
 
 
 JAX_ORDER_PROBE = """

@@ -15,12 +15,12 @@ from absl import app, flags
 from conftest import parse_flags, random_game_plies, random_game_records, restamp_manifest
 
 from shogi_policy.cli import train as train_command
-from shogi_policy.core import encoding
-from shogi_policy.data import shards
+from shogi_policy.core import file_io, policy_labels, record_format, shogi_rules
+from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import losses, model_dir, network
 from shogi_policy.training import strategy, train
 
-UNIFORM_LOSS = math.log(encoding.NUM_MOVE_LABELS)
+UNIFORM_LOSS = math.log(policy_labels.NUM_MOVE_LABELS)
 # Tests of what the Keras backend does not touch (tf.data, flag parsing): the default suite runs them, and
 # .ci/jax_lane skips them to stay short.
 backend_independent = pytest.mark.skipif(
@@ -101,8 +101,8 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
         tmp_path / "shards",
         {"train": random_game_records(6, 40, seed=13), "test": random_game_records(2, 40, seed=14)},
     )
-    (shard,) = shards.shard_paths(str(directory), "train")
-    records = np.fromfile(shard, np.uint8).reshape(-1, encoding.RECORD_BYTES)
+    (shard,) = shard_manifest.shard_paths(str(directory), "train")
+    records = np.fromfile(shard, np.uint8).reshape(-1, record_format.RECORD_BYTES)
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
     restamp_manifest(directory)
@@ -124,25 +124,25 @@ def floodgate_records(path, num_games):
             board = cshogi.Board()
             for usi in position.split()[2:]:
                 move = board.move_from_usi(usi)
-                pieces, hand = encoding.board_arrays(board)
-                winner = encoding.BLACK if result == "black_win" else encoding.WHITE
+                pieces, hand = record_format.board_arrays(board)
+                winner = shogi_rules.BLACK if result == "black_win" else shogi_rules.WHITE
                 fields["boards"].append(pieces)
                 fields["hands"].append(hand)
                 fields["turns"].append(board.turn)
-                fields["labels"].append(encoding.move_labels([move], board.turn)[0])
+                fields["labels"].append(policy_labels.move_labels([move], board.turn)[0])
                 fields["results"].append(
-                    encoding.RESULT_WIN if board.turn == winner else encoding.RESULT_LOSS
+                    record_format.RESULT_WIN if board.turn == winner else record_format.RESULT_LOSS
                 )
                 fields["game_ids"].append(game_id)
                 board.push(move)
-    return encoding.pack_records(*fields.values())
+    return record_format.pack_records(*fields.values())
 
 
 @pytest.mark.slow
 @backend_independent
 def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     positions = floodgate_records(shared_data / "floodgate_games" / "games.usi", num_games=60)
-    held_out = encoding.unpack_records(positions)["game_id"] % 10 == 0
+    held_out = record_format.unpack_records(positions)["game_id"] % 10 == 0
     shards = write_shards(tmp_path / "shards", {"train": positions[~held_out], "test": positions[held_out]})
     options = parse_flags(
         data_dir=shards,
@@ -157,7 +157,7 @@ def test_loss_goes_down_on_floodgate_games(shared_data, tmp_path):
     metrics, history = _train_history(options)
     assert history["loss"][-1] < history["loss"][0] - 0.5
     assert metrics["eval_loss"] < UNIFORM_LOSS - 0.5
-    assert metrics["eval_top5_accuracy"] > 5 / encoding.NUM_MOVE_LABELS
+    assert metrics["eval_top5_accuracy"] > 5 / policy_labels.NUM_MOVE_LABELS
 
 
 @pytest.mark.slow
@@ -424,5 +424,5 @@ def test_metrics_json_is_strict(tmp_path):
         "eval_top5": None,
     }
     with pytest.raises(ValueError, match="JSON compliant"):
-        model_dir.write_json(tmp_path / "metrics.json", {"eval_loss": float("nan")})
+        file_io.write_json(tmp_path / "metrics.json", {"eval_loss": float("nan")})
     assert not (tmp_path / "metrics.json").exists()

@@ -14,7 +14,7 @@ import keras
 import pytest
 from cshogi.usi import Engine
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.serving import inference, usi
 
 FAIRY_STOCKFISH = Path("/usr/games/fairy-stockfish")
@@ -37,7 +37,7 @@ def greedy_move(keras_model, position):
     """Oracle: the legal move (cshogi's list and labels) with the largest logit of the Keras model."""
     board = cshogi.Board()
     board.set_position(position)
-    logits = keras.ops.convert_to_numpy(keras_model(encoding.encode_boards([board])))[0]
+    logits = keras.ops.convert_to_numpy(keras_model(record_format.encode_boards([board])))[0]
     moves = list(board.legal_moves)
     best = max(moves, key=lambda move: logits[cshogi.dlshogi.make_move_label(move, board.turn)])
     return cshogi.move_to_usi(best)

@@ -15,7 +15,7 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.data import convert, records
 
 GAMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "floodgate_games"
@@ -49,7 +49,7 @@ def cshogi_loop(games):
     for game in games:
         board.set_sfen(game.sfen)
         for move in game.moves:
-            pieces, hands = encoding.board_arrays(board)
+            pieces, hands = record_format.board_arrays(board)
             out.append((pieces, hands, board.turn, cshogi.dlshogi.make_move_label(move, board.turn)))
             board.push(move)
     return out
@@ -62,7 +62,7 @@ def hcpe_set_hcp_loop(paths):
     for path in paths:
         for row in np.fromfile(path, dtype=cshogi.HuffmanCodedPosAndEval):
             board.set_hcp(row["hcp"])
-            encoding.board_arrays(board)
+            record_format.board_arrays(board)
             cshogi.dlshogi.make_move_label(board.move_from_move16(int(row["bestMove16"])), board.turn)
             count += 1
     return count

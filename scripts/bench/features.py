@@ -32,7 +32,7 @@ import cshogi.dlshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 from shogi_policy.model import features
 from shogi_policy.training.strategy import host_xla_available
 
@@ -76,7 +76,7 @@ def measure(quick: bool, allocator: str) -> list[dict]:
     """Rows of one process; allocator names the TF CPU allocator it was started with."""
     sfens = random_sfens(2 * BATCH if quick else 8 * BATCH)
     boards = [cshogi.Board(sfen) for sfen in sfens]
-    records = encoding.encode_boards(boards)
+    records = record_format.encode_boards(boards)
     batches = [tf.constant(records[i : i + BATCH]) for i in range(0, len(records), BATCH)]
     features1 = np.zeros((len(boards), cshogi.dlshogi.FEATURES1_NUM, 9, 9), np.float32)
     features2 = np.zeros((len(boards), cshogi.dlshogi.FEATURES2_NUM, 9, 9), np.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.data import input_pipeline, records, shards
+from shogi_policy.data import game_io, input_pipeline, records, shard_manifest, shards
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "engine_games.usi.gz"
 # Shard lengths deliberately not multiples of the chunk, so tail chunks are part of the measurement.
@@ -25,7 +25,7 @@ QUICK_SHARDS = (50_003,) * 4
 
 def default_data_records():
     """uint8 [141583, 100] records of the default data's games (about 1 s)."""
-    games = [game for game in records.read_games(str(DEFAULT_DATA)) if isinstance(game, records.Game)]
+    games = [game for game in records.read_games(str(DEFAULT_DATA)) if isinstance(game, game_io.Game)]
     return records.games_to_records(games, np.arange(len(games)))
 
 
@@ -39,7 +39,7 @@ def write_shard_dir(directory, lengths, seed=0):
         positions[rng.integers(len(positions), size=length)].tofile(os.path.join(directory, name))
         names.append(name)
     splits = {"train": {"files": names, "positions": int(sum(lengths)), "games": 0}}
-    shards.write_manifest(directory, shards.make_manifest(splits, seed=seed))
+    shard_manifest.write_manifest(directory, shard_manifest.make_manifest(splits, seed=seed))
     return sum(lengths)
 
 

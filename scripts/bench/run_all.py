@@ -10,7 +10,7 @@ shared machines; the header records what the figures were measured on.
 """
 
 import importlib
-import json
+import importlib.util
 import os
 import platform
 import sys
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+
+from shogi_policy.core import file_io
 
 SCRIPTS = Path(__file__).resolve().parent
 BENCH_ORDER = ("convert", "pipeline", "features", "train", "backends", "sampling")
@@ -78,7 +80,7 @@ def main(argv):
         format_table([{"stage": "stage", "benchmark": "benchmark", "value": "value", "unit": "unit"}, *rows])
     )
     if JSON_OUT.value:
-        Path(JSON_OUT.value).write_text(json.dumps({"machine": machine_header(), "rows": rows}, indent=1))
+        file_io.write_json(JSON_OUT.value, {"machine": machine_header(), "rows": rows})
 
 
 if __name__ == "__main__":

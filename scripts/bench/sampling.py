@@ -16,7 +16,7 @@ import cshogi
 import keras
 import numpy as np
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model import network
 from shogi_policy.serving import export, inference
 
@@ -86,8 +86,8 @@ def run(quick=False):
         )
 
         def host_part():
-            mask, _, _ = encoding.legal_move_mask(boards)
-            return encoding.encode_boards(boards), mask
+            mask, _, _ = policy_labels.legal_move_mask(boards)
+            return record_format.encode_boards(boards), mask
 
         host = _median_seconds(host_part, repeats)
         records, mask = host_part()

@@ -65,10 +65,10 @@ def _batch(batch):
     import cshogi
     import numpy as np
 
-    from shogi_policy.core import encoding
+    from shogi_policy.core import policy_labels, record_format
 
-    records = np.tile(encoding.encode_boards([cshogi.Board()]), (batch, 1))
-    targets = np.random.default_rng(0).integers(encoding.NUM_MOVE_LABELS, size=batch).astype(np.int32)
+    records = np.tile(record_format.encode_boards([cshogi.Board()]), (batch, 1))
+    targets = np.random.default_rng(0).integers(policy_labels.NUM_MOVE_LABELS, size=batch).astype(np.int32)
     return records, targets
 
 

@@ -2,7 +2,7 @@
 
 Input: a 'startpos moves ...<TAB>black_win|white_win|draw<TAB>source' file (by default the 1,291 R3500+
 floodgate games of ../shared/data/floodgate_games/games.usi, which come from dlshogi hcpe files and
-carry no ending). Output: the project's USI game-line format (shogi_policy/data/records.py, data/README.md),
+carry no ending). Output: the project's USI game-line format (shogi_policy/data/usi_lines.py, data/README.md),
     'startpos moves ...<TAB>result<TAB>source<TAB>ending'
 gzip with mtime 0, lines sorted, duplicates dropped: the same input always gives the same bytes.
 
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import cshogi
 from absl import app, flags, logging
+
+from shogi_policy.core import file_io
 
 _SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 RESULTS = ("black_win", "white_win", "draw")
@@ -252,10 +254,9 @@ def main(argv):
                 "file": FLAGS.overlap_tsv,
                 "rows_and_rows_in_games": overlap(f.read().splitlines(), game_positions(game_lines)),
             }
-    text = json.dumps(summary, indent=1)
-    print(text)
+    print(json.dumps(summary, indent=1))
     if FLAGS.summary_json:
-        Path(FLAGS.summary_json).write_text(text + "\n")
+        file_io.write_json(FLAGS.summary_json, summary)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ not installed). The files are JSON, which YAML reads. docs/strength.md shows the
 (scripts/strength/strength_table.py, scripts/data_import/arena_games.py).
 """
 
-import json
 import os
 import sqlite3
 import sys
 from pathlib import Path
 
 import cshogi
+
+from shogi_policy.core import file_io
 
 FAIRY_STOCKFISH = "/usr/games/fairy-stockfish"
 GPSSHOGI = "/usr/games/gpsusi"
@@ -60,7 +61,7 @@ PLAYERS = {
 # Our engine answers at once; the byoyomi only bounds the wait on a stuck process.
 OUR_TIME_CONTROL = {"time_ms": 0, "byoyomi_ms": 10000}
 RESULTS = {"BLACK_WIN": "black_win", "WHITE_WIN": "white_win", "DRAW": "draw"}
-# ShogiArena's GameResult name after the result -> the ending column of our USI game lines (records.ENDINGS).
+# ShogiArena's GameResult name after the result -> the ending column of our USI game lines (game_io.ENDINGS).
 ENDINGS = {
     "BY_DECLARATION": "declare",
     "BY_TIMEOUT": "timeout",
@@ -70,12 +71,6 @@ ENDINGS = {
     "BY_REPETITION": "repetition",
     "BY_IMPASSE": "impasse",
 }
-
-
-def _write_json(path, data):
-    """Writes data as indented JSON (which YAML reads) to path; returns path."""
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
 
 
 def our_engine_file(model):
@@ -107,7 +102,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
             raise ValueError(f"unknown player {name!r}; expected one of {', '.join(PLAYERS)}")
     engines_dir = Path(directory) / "engines"
     engines_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(engines_dir / "ours.yaml", our_engine_file(model))
+    file_io.write_json(engines_dir / "ours.yaml", our_engine_file(model))
     entries = [
         {"name": f"ours_{name}", "engine_path": str(engines_dir / "ours.yaml"), "options": PLAYERS[name],
          "time_control": OUR_TIME_CONTROL}
@@ -115,7 +110,7 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     ]  # fmt: skip
     for name in opponents:
         _, engine_file, entry = OPPONENTS[name]
-        _write_json(engines_dir / f"{name}.yaml", engine_file)
+        file_io.write_json(engines_dir / f"{name}.yaml", engine_file)
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), **entry})
     config = {
         "experiment_name": "strength",
@@ -131,7 +126,9 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
     }
     if openings is not None:
         config["rules"]["initial_positions"] = opening_rules(openings)
-    return _write_json(Path(directory) / "gauntlet.yaml", config)
+    path = Path(directory) / "gauntlet.yaml"
+    file_io.write_json(path, config)
+    return path
 
 
 def opening_rules(openings):
@@ -157,7 +154,7 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
     engines_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, model in (("baseline", baseline), ("tested", tested)):
-        _write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
+        file_io.write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
         entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), "options": PLAYERS["T0"],
                         "time_control": OUR_TIME_CONTROL})  # fmt: skip
     config = {
@@ -168,7 +165,9 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
         "sprt": {"tested_engine": "tested", "model": "gsprt-pentanomial-v1", "elo0": elo0, "elo1": elo1},
         "dashboard": {"enabled": False},
     }
-    return _write_json(Path(directory) / "sprt.yaml", config)
+    path = Path(directory) / "sprt.yaml"
+    file_io.write_json(path, config)
+    return path
 
 
 def run_games(game_db):
@@ -177,7 +176,7 @@ def run_games(game_db):
     Returns:
       list of dicts: black, white (engine names), sfen (start), moves (USI strings, each checked legal with
       cshogi), plies (the game's length: the start position's ply plus the moves, as ShogiArena's max_plies
-      counts), result (black_win / white_win / draw) and ending (records.ENDINGS). Games without a result
+      counts), result (black_win / white_win / draw) and ending (game_io.ENDINGS). Games without a result
       (ShogiArena's ERROR, INVALID, PAUSED) are left out.
     """
     from rsshogi.core import Move  # ShogiArena's move codec (its dependency): only needed here

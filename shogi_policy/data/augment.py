@@ -20,7 +20,7 @@ a TPU step. Mirroring twice is the identity.
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 
 # dlshogi directions: UP, UP_LEFT, UP_RIGHT, LEFT, RIGHT, DOWN, DOWN_LEFT, DOWN_RIGHT, UP2_LEFT, UP2_RIGHT.
 _MIRRORED_BOARD_DIRECTION = (0, 2, 1, 4, 3, 5, 7, 6, 9, 8)
@@ -42,15 +42,15 @@ def _direction_permutation():
 
 def _label_permutation():
     directions = _direction_permutation()
-    label = np.arange(encoding.NUM_MOVE_LABELS)
-    direction, to_square = label // encoding.NUM_SQUARES, label % encoding.NUM_SQUARES
-    return (directions[direction] * encoding.NUM_SQUARES + mirror_squares(to_square)).astype(np.int32)
+    label = np.arange(policy_labels.NUM_MOVE_LABELS)
+    direction, to_square = label // shogi_rules.NUM_SQUARES, label % shogi_rules.NUM_SQUARES
+    return (directions[direction] * shogi_rules.NUM_SQUARES + mirror_squares(to_square)).astype(np.int32)
 
 
 def _record_permutation():
-    columns = np.arange(encoding.RECORD_BYTES)
-    board = slice(encoding.BOARD_OFFSET, encoding.BOARD_OFFSET + encoding.BOARD_BYTES)
-    columns[board] = encoding.BOARD_OFFSET + mirror_squares(np.arange(encoding.NUM_SQUARES))
+    columns = np.arange(record_format.RECORD_BYTES)
+    board = slice(record_format.BOARD_OFFSET, record_format.BOARD_OFFSET + record_format.BOARD_BYTES)
+    columns[board] = record_format.BOARD_OFFSET + mirror_squares(np.arange(shogi_rules.NUM_SQUARES))
     return columns.astype(np.int32)
 
 
@@ -71,12 +71,12 @@ def mirror_records_np(records):
     """Numpy twin of mirror_records: uint8 (or int) [N, 100] records -> mirrored records, same dtype."""
     records = np.asarray(records)
     mirrored = records[:, RECORD_PERMUTATION].copy()
-    meta = mirrored[:, encoding.META_OFFSET].astype(np.int64) | (
-        mirrored[:, encoding.META_OFFSET + 1].astype(np.int64) << 8
+    meta = mirrored[:, record_format.META_OFFSET].astype(np.int64) | (
+        mirrored[:, record_format.META_OFFSET + 1].astype(np.int64) << 8
     )
     meta = (meta & ~_LABEL_MASK) | LABEL_PERMUTATION[meta & _LABEL_MASK]
-    mirrored[:, encoding.META_OFFSET] = (meta & 0xFF).astype(records.dtype)
-    mirrored[:, encoding.META_OFFSET + 1] = (meta >> 8).astype(records.dtype)
+    mirrored[:, record_format.META_OFFSET] = (meta & 0xFF).astype(records.dtype)
+    mirrored[:, record_format.META_OFFSET + 1] = (meta >> 8).astype(records.dtype)
     return mirrored
 
 
@@ -84,14 +84,16 @@ def mirror_records(records):
     """Mirrored records (TF, pure ops): uint8 or int32 tensor [B, 100] -> same dtype and shape."""
     records = tf.convert_to_tensor(records)
     values = tf.gather(tf.cast(records, tf.int32), tf.constant(RECORD_PERMUTATION), axis=1)
-    meta = values[:, encoding.META_OFFSET] | tf.bitwise.left_shift(values[:, encoding.META_OFFSET + 1], 8)
+    meta = values[:, record_format.META_OFFSET] | tf.bitwise.left_shift(
+        values[:, record_format.META_OFFSET + 1], 8
+    )
     label = tf.gather(tf.constant(LABEL_PERMUTATION), meta & _LABEL_MASK)
     meta = (meta & ~_LABEL_MASK) | label
     mirrored = tf.concat(
         [
-            values[:, : encoding.META_OFFSET],
+            values[:, : record_format.META_OFFSET],
             tf.stack([meta & 0xFF, tf.bitwise.right_shift(meta, 8)], axis=1),
-            values[:, encoding.META_OFFSET + 2 :],
+            values[:, record_format.META_OFFSET + 2 :],
         ],
         axis=1,
     )

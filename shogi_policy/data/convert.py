@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy.core import encoding
-from shogi_policy.data import records, shards
+from shogi_policy.core import quoting, record_format
+from shogi_policy.data import game_io, records, shard_manifest, shards
 
 SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
 MAX_ERROR_EXAMPLES = 10
@@ -52,7 +52,7 @@ class Filters:
             return "min_plies"
         if self.endings and game.ending not in self.endings:
             return "ending"
-        if self.drop_draws and game.result == records.DRAW:
+        if self.drop_draws and game.result == game_io.DRAW:
             return "draw"
         return None
 
@@ -98,14 +98,14 @@ def expand_inputs(inputs):
             continue
         if tf.io.gfile.isdir(entry):
             files = _walk(entry)
-            found = [path for path in files if records.record_extension(path) in records.EXTENSIONS]
-            ignored.update(path for path in files if records.record_extension(path) not in records.EXTENSIONS)
+            found = [path for path in files if game_io.record_extension(path) in records.EXTENSIONS]
+            ignored.update(path for path in files if game_io.record_extension(path) not in records.EXTENSIONS)
         elif any(char in entry for char in "*?["):
             found = [_resolved(path) for path in tf.io.gfile.glob(entry) if not tf.io.gfile.isdir(path)]
         else:
             found = [_resolved(entry)] if tf.io.gfile.exists(entry) else []
         if not found:
-            raise ValueError(f"--inputs entry {encoding.quote(entry)} matches no record file")
+            raise ValueError(f"--inputs entry {quoting.quote(entry)} matches no record file")
         paths.update(found)
     return sorted(paths), sorted(ignored - paths)
 
@@ -192,7 +192,7 @@ def convert(
         for seen, (path, item) in enumerate(games, 1):
             if seen % log_every == 0:
                 logging.info("%d games read, %d kept (%s)", seen, kept, path)
-            if isinstance(item, records.RecordError):
+            if isinstance(item, game_io.RecordError):
                 skipped["error"] += 1
                 if len(errors) < MAX_ERROR_EXAMPLES:
                     errors.append(str(item))
@@ -206,7 +206,7 @@ def convert(
                 skipped[reason] += 1
                 continue
             keys.add(key)
-            outputs[game_split(item, seed, test_fraction)].add(kept % (encoding.MAX_GAME_ID + 1), item)
+            outputs[game_split(item, seed, test_fraction)].add(kept % (record_format.MAX_GAME_ID + 1), item)
             kept += 1
         splits = {split: output.close() for split, output in outputs.items()}
     finally:
@@ -214,7 +214,7 @@ def convert(
             output.writer.discard()
     if not kept:
         raise ValueError(_nothing_kept(skipped, errors))
-    manifest = shards.make_manifest(
+    manifest = shard_manifest.make_manifest(
         splits,
         filters={**dataclasses.asdict(filters), "test_fraction": test_fraction},
         skipped={**skipped, "error_examples": errors},
@@ -224,7 +224,7 @@ def convert(
         seed=seed,
         positions_per_shard=positions_per_shard,
     )
-    shards.write_manifest(output_dir, manifest)
+    shard_manifest.write_manifest(output_dir, manifest)
     if not splits["train"]["positions"]:
         logging.warning("no training positions: every game kept went to the test split (--test_fraction)")
     logging.info(
@@ -265,7 +265,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("min_rating", None, "Skip games where a known rating of either player is lower.", **kw)
     flags.DEFINE_bool("require_ratings", False, "Skip games without both players' ratings.", **kw)
     flags.DEFINE_integer("min_plies", 0, "Skip games with fewer moves.", **kw)
-    flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(records.ENDINGS)}.", **kw)
+    flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(game_io.ENDINGS)}.", **kw)
     flags.DEFINE_bool("drop_draws", False, "Skip drawn games.", **kw)
     flags.DEFINE_float("test_fraction", 0.1, "Fraction of games in the test split.", **kw)
     flags.DEFINE_integer("positions_per_shard", 1 << 20, "The most positions of one shard file.", **kw)
@@ -289,7 +289,7 @@ def convert_with_options(options):
         raise app.UsageError(f"--min_plies must be an integer >= 0, got {options.min_plies}")
     if options.min_rating is not None and not math.isfinite(options.min_rating):
         raise app.UsageError(f"--min_rating must be a finite number, got {options.min_rating}")
-    unknown = sorted(set(options.endings) - set(records.ENDINGS))
+    unknown = sorted(set(options.endings) - set(game_io.ENDINGS))
     if unknown:
         logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
     try:
@@ -304,9 +304,9 @@ def convert_with_options(options):
             ignored[:5],
         )
     for path in paths:
-        if records.record_extension(path) not in records.EXTENSIONS:
+        if game_io.record_extension(path) not in records.EXTENSIONS:
             raise app.UsageError(
-                f"{path}: unknown record extension {encoding.quote(records.record_extension(path))}; "
+                f"{path}: unknown record extension {quoting.quote(game_io.record_extension(path))}; "
                 f"expected one of {records.EXTENSIONS} (optionally .gz)"
             )
     existing = shards.existing_outputs(options.output_dir)

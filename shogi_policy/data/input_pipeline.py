@@ -13,7 +13,7 @@ full batches, so no record is skipped; only the last partial batch of a finite (
 pass is dropped, as batching with drop_remainder requires. With repeat=True the chunk stream repeats
 before batching, so batches straddle epochs and nothing is dropped at all.
 
-Every record is validated (encoding.record_problems_tf) once rebatched, where tf.data's cost per op
+Every record is validated (record_format.record_problems_tf) once rebatched, where tf.data's cost per op
 is shared by a whole batch, in the map that also shuffles rows and casts ("fail"; one stage fewer
 to pay). Each record carries its location (shard number and index in the shard) that far, so an
 invalid record stops the pipeline with an error naming the file and the record's index in it
@@ -25,8 +25,8 @@ import sys
 
 import tensorflow as tf
 
-from shogi_policy.core import encoding
-from shogi_policy.data import augment, shards
+from shogi_policy.core import record_format
+from shogi_policy.data import augment, shard_manifest, shards
 
 BAD_RECORDS = ("fail", "skip")  # what make_dataset does with an invalid record
 
@@ -45,15 +45,15 @@ def _read_chunks(number, path, length, chunk_records):
 
     A location is number * _LOCATION_FILE + index of the record in its shard.
     """
-    chunk_bytes = chunk_records * encoding.RECORD_BYTES
+    chunk_bytes = chunk_records * record_format.RECORD_BYTES
     tail = length % chunk_records
     main = tf.data.FixedLengthRecordDataset(
-        path, chunk_bytes, footer_bytes=tail * encoding.RECORD_BYTES, buffer_size=_READ_BUFFER_BYTES
+        path, chunk_bytes, footer_bytes=tail * record_format.RECORD_BYTES, buffer_size=_READ_BUFFER_BYTES
     )
     rest = tf.data.FixedLengthRecordDataset(
         path,
-        tf.maximum(tail, 1) * encoding.RECORD_BYTES,  # a record length of 0 is invalid; empty then
-        header_bytes=(length - tail) * encoding.RECORD_BYTES,
+        tf.maximum(tail, 1) * record_format.RECORD_BYTES,  # a record length of 0 is invalid; empty then
+        header_bytes=(length - tail) * record_format.RECORD_BYTES,
     )
     first = number * _LOCATION_FILE
     starts = tf.data.Dataset.range(first, first + length, chunk_records)  # the tail starts at a multiple too
@@ -62,7 +62,7 @@ def _read_chunks(number, path, length, chunk_records):
 
 def _decode(chunk, start):
     """(records uint8 [n, 100], locations int64 [n]) of one chunk's bytes and its first record's location."""
-    records = tf.reshape(tf.io.decode_raw(chunk, tf.uint8), [-1, encoding.RECORD_BYTES])
+    records = tf.reshape(tf.io.decode_raw(chunk, tf.uint8), [-1, record_format.RECORD_BYTES])
     return records, start + tf.range(tf.shape(records, out_type=tf.int64)[0])
 
 
@@ -75,14 +75,14 @@ def _first_invalid(problems, locations, paths):
             ": record ",
             tf.strings.as_string(locations[first] % _LOCATION_FILE),
             ": ",
-            tf.gather(encoding.RECORD_PROBLEMS, problems[first]),
+            tf.gather(record_format.RECORD_PROBLEMS, problems[first]),
         ]
     )
 
 
 def _fail_on_invalid(records, locations, paths):
     """records uint8 [B, 100] at locations int64 [B]; InvalidArgumentError naming the first invalid one."""
-    problems = encoding.record_problems_tf(records)
+    problems = record_format.record_problems_tf(records)
 
     def refuse():
         message = tf.strings.join([_first_invalid(problems, locations, paths), _SKIP_HINT])
@@ -94,7 +94,7 @@ def _fail_on_invalid(records, locations, paths):
 
 def _drop_invalid(records, locations, paths):
     """(valid rows of records uint8 [B, 100], int64 count dropped, 'path: record i: problem' of the first or '')."""
-    problems = encoding.record_problems_tf(records)
+    problems = record_format.record_problems_tf(records)
     valid = problems == 0
     first = tf.cond(
         tf.reduce_all(valid), lambda: tf.constant(""), lambda: _first_invalid(problems, locations, paths)
@@ -147,14 +147,14 @@ def targets(records, value_targets=False):
     """Training targets of records uint8 [B, 100].
 
     Returns:
-      int32 [B] policy target (encoding.pack_policy_targets), or with value_targets the dict
+      int32 [B] policy target (record_format.pack_policy_targets), or with value_targets the dict
       {"policy": that, "value": float32 [B] result / 2}.
     """
-    fields = encoding.unpack_records_tf(records)
-    policy = encoding.pack_policy_targets(fields["label"], fields["result"])
+    fields = record_format.unpack_records_tf(records)
+    policy = record_format.pack_policy_targets(fields["label"], fields["result"])
     if not value_targets:
         return policy
-    return {"policy": policy, "value": tf.cast(fields["result"], tf.float32) / encoding.RESULT_WIN}
+    return {"policy": policy, "value": tf.cast(fields["result"], tf.float32) / record_format.RESULT_WIN}
 
 
 def make_dataset(
@@ -190,7 +190,7 @@ def make_dataset(
       chunk_records: records read per tf.data element.
       shuffle_chunks: chunks in the shuffle buffer.
       cycle_length: shards read at the same time.
-      bad_records: one of BAD_RECORDS: an invalid record (encoding.record_problems) stops iteration with
+      bad_records: one of BAD_RECORDS: an invalid record (record_format.record_problems) stops iteration with
         an InvalidArgumentError naming its shard file and index ("fail"), or is dropped and logged ("skip").
       host_index, num_hosts: read only the shard files host_index::num_hosts (multi-host JAX: each host
         feeds its own devices, and batch_size is its share of the global batch).
@@ -203,7 +203,7 @@ def make_dataset(
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
     # Checked against the manifest: sizes, and SHA-256s of local files.
-    paths = shards.nonempty_shard_paths(data_dir, split)
+    paths = shard_manifest.nonempty_shard_paths(data_dir, split)
     if not 0 <= host_index < num_hosts <= len(paths):
         raise ValueError(
             f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "

@@ -8,7 +8,7 @@ cshogi's legal move generator. Moves are ranked by their logits among the LEGAL 
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.data import shards
 
 TOP_K = (1, 5)
@@ -36,11 +36,11 @@ def read_tsv(path, split=None):
             if split is not None and line_split != split:
                 continue
             try:
-                board = encoding.parse_position(position)
+                board = shogi_rules.parse_position(position)
             except ValueError as error:
                 raise ValueError(f"{path}:{line_number}: {error}") from None
             try:
-                move = encoding.legal_move(board, usi_move)
+                move = shogi_rules.legal_move(board, usi_move)
             except ValueError:
                 raise ValueError(f"{path}:{line_number}: played move {usi_move!r} is not legal") from None
             boards.append(board)
@@ -73,25 +73,25 @@ def tsv_inputs(path, split):
     boards, moves = read_tsv(path, split)
     if not boards:
         raise ValueError(f"{path}: no positions with split {split!r}")
-    mask, _, _ = encoding.legal_move_mask(boards)
-    labels = encoding.move_labels(moves, [board.turn for board in boards])
-    return encoding.encode_boards(boards), mask, labels
+    mask, _, _ = policy_labels.legal_move_mask(boards)
+    labels = policy_labels.move_labels(moves, [board.turn for board in boards])
+    return record_format.encode_boards(boards), mask, labels
 
 
 def shard_inputs(data_dir, split, limit=None):
     """(records, mask, labels) of a shard split, the legal mask rebuilt with cshogi per record.
 
-    Raises ValueError naming the shard file and record index of an invalid record (encoding.records_to_boards:
+    Raises ValueError naming the shard file and record index of an invalid record (record_format.records_to_boards:
     cshogi never sees one) or of a label that is not a legal move of its position.
     """
     parts = []
     for path, records in shards.read_records(data_dir, split, limit):
-        boards = encoding.records_to_boards(records, path)
+        boards = record_format.records_to_boards(records, path)
         try:
-            mask, _, _ = encoding.legal_move_mask(boards)
+            mask, _, _ = policy_labels.legal_move_mask(boards)
         except ValueError as error:  # a position without a legal move
             raise ValueError(f"{path}: {error}") from None
-        labels = encoding.unpack_records(records)["label"]
+        labels = record_format.unpack_records(records)["label"]
         illegal = np.flatnonzero(~mask[np.arange(len(labels)), labels])
         if illegal.size:
             raise ValueError(f"{path}: record {illegal[0]}: its label is not a legal move of its position")

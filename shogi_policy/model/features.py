@@ -37,13 +37,17 @@ keras.ops pitfalls this code steers around: symbolic tensors' & | ^ are logical 
 operation is ops.bitwise_*; a numpy int64 table promotes the result to int64 under TF but is
 truncated to int32 under JAX, so every table is int32; no shift reaches 32 bits (its result differs
 between backends; the lanes use 27 bits).
+
+One module of about 430 lines on purpose: the word layout tables, the shifts and fills, the attack counters
+and the plane spreading are one algorithm over one bitboard layout, each step reading the tables the steps
+before built; split, a reader would follow the layout across files.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format, shogi_rules
 
 NUM_PIECE_TYPES = 14
 MAX_ATTACK_NUM = 3
@@ -187,7 +191,7 @@ _shl, _shr = ops.left_shift, ops.right_shift
 
 
 def _unpacked_position(records):
-    """Board, hands and side to move of records, in keras.ops (encoding.unpack_records_tf is tf.data's twin).
+    """Board, hands and side to move of records, in keras.ops (record_format.unpack_records_tf is tf.data's twin).
 
     Args:
       records: uint8 or int32 [B, 100].
@@ -196,10 +200,10 @@ def _unpacked_position(records):
     """
     records = ops.cast(records, "int32")  # the bit arithmetic below is on int32 words
     # The side to move is bit 14 of the little-endian uint16 at META_OFFSET: bit 6 of its high byte.
-    high_meta = records[:, encoding.META_OFFSET + 1]
+    high_meta = records[:, record_format.META_OFFSET + 1]
     return (
-        records[:, encoding.BOARD_OFFSET : encoding.HAND_OFFSET],
-        records[:, encoding.HAND_OFFSET : encoding.META_OFFSET],
+        records[:, record_format.BOARD_OFFSET : record_format.HAND_OFFSET],
+        records[:, record_format.HAND_OFFSET : record_format.META_OFFSET],
         _and(_shr(high_meta, 14 - 8), 1),
     )
 
@@ -214,7 +218,7 @@ def _oriented_position(records):
       own hand, opponent hand int32 [B, 7].
     """
     board, hands, turn = _unpacked_position(records)
-    white = ops.expand_dims(ops.equal(turn, encoding.WHITE), 1)
+    white = ops.expand_dims(ops.equal(turn, shogi_rules.WHITE), 1)
     board = ops.where(white, ops.flip(board, axis=1), board)
     codes = ops.where(ops.logical_and(white, board > 0), _xor(board, _WHITE_FLAG), board)
     own = ops.where(white, hands[:, 7:], hands[:, :7])
@@ -316,7 +320,7 @@ def plane_masks(records):
     The in-check plane is left empty: spread_planes derives it from two other planes.
 
     Args:
-      records: uint8 or int32 [B, 100] compact records (shogi_policy.core.encoding).
+      records: uint8 or int32 [B, 100] compact records (shogi_policy.core.record_format).
     """
     codes, own_hand, opponent_hand = _oriented_position(records)
     board = ops.transpose(ops.reshape(codes, (-1, 9, _RANKS)), (1, 2, 0))  # [9 files, 9 ranks, B]
@@ -418,14 +422,14 @@ def dlshogi_planes(sfens, batch_size=1024, nested_xla=False):
     Returns:
       np.float32 [N, 119, 9, 9].
     Raises:
-      ValueError: a malformed or impossible SFEN (encoding.board_from_sfen).
+      ValueError: a malformed or impossible SFEN (shogi_rules.board_from_sfen).
     """
-    records = encoding.encode_boards([encoding.board_from_sfen(sfen) for sfen in sfens])
+    records = record_format.encode_boards([shogi_rules.board_from_sfen(sfen) for sfen in sfens])
     compute = compiled(DlshogiFeatures(nested_xla=nested_xla, dtype="float32"))
     planes = np.zeros((len(records), 9, 9, NUM_FEATURES), np.float32)
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
-        padded = np.zeros((batch_size, encoding.RECORD_BYTES), np.uint8)  # one batch shape: one trace
+        padded = np.zeros((batch_size, record_format.RECORD_BYTES), np.uint8)  # one batch shape: one trace
         padded[: len(batch)] = batch
         planes[start : start + len(batch)] = ops.convert_to_numpy(compute(padded))[: len(batch)]
     return np.ascontiguousarray(planes.transpose(0, 3, 1, 2))

@@ -1,4 +1,4 @@
-"""Policy loss and metrics on packed int32 policy targets (encoding.pack_policy_targets).
+"""Policy loss and metrics on packed int32 policy targets (record_format.pack_policy_targets).
 
 Targets carry the game result beside the move label so that the loss can weight positions by
 outcome (e.g. winner-only training) while staying a plain serializable keras.losses.Loss, and the
@@ -8,13 +8,13 @@ metrics can still read the label. Logits are float32 [B, 2187]; targets int32 [B
 import keras
 from keras import ops
 
-from shogi_policy.core import encoding
+from shogi_policy.core import record_format
 
 
 def split_targets(targets):
     """int [B] (or [B, 1]) packed targets -> (label int32 [B], result int32 [B])."""
     # Keras losses hand y_true over as float32; packed targets (< 2**14) are exact there.
-    return encoding.unpack_policy_targets(ops.reshape(ops.cast(targets, "int32"), (-1,)))
+    return record_format.unpack_policy_targets(ops.reshape(ops.cast(targets, "int32"), (-1,)))
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
@@ -55,9 +55,9 @@ class PolicyLoss(keras.losses.Loss):
             uniform_nll = -ops.mean(log_probs, axis=-1)
             loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform_nll
         weight = ops.where(
-            result == encoding.RESULT_WIN,
+            result == record_format.RESULT_WIN,
             1.0,
-            ops.where(result == encoding.RESULT_DRAW, self.draw_weight, self.loser_weight),
+            ops.where(result == record_format.RESULT_DRAW, self.draw_weight, self.loser_weight),
         )
         return loss * weight
 

@@ -12,13 +12,13 @@ model_dir/history.jsonl     one line of metrics per epoch
 model_dir/metrics.json      final metrics (strict JSON: a value that is not finite is null)
 """
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from shogi_policy.core import file_io
 from shogi_policy.model import checkpoints, network
 
 NETWORK_JSON = "network.json"
@@ -31,30 +31,6 @@ LOG_DIR = "logs"
 _RESTORE_ATTEMPTS = 5  # newest checkpoints tried while a running trainer rotates them
 
 
-def write_json(path, value):
-    """Writes value as indented, key-sorted JSON (local or gs://), whole or not at all.
-
-    Written to path.tmp and renamed over path, so a run killed while writing leaves the previous file.
-    Raises ValueError on a NaN or infinity: JSON has no such numbers and json.dumps would write bare
-    NaN/Infinity that strict readers refuse, so callers write them as null.
-    """
-    text = json.dumps(value, indent=1, sort_keys=True, allow_nan=False)
-    path = str(path)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(text + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
-def read_json(path):
-    """The JSON value of a file; ValueError naming the file when it does not parse."""
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
 def read_run_record(directory):
     """(flags dict, runs list) of a model directory's train_flags.json, or None where there is none.
 
@@ -65,7 +41,7 @@ def read_run_record(directory):
     path = os.path.join(directory, FLAGS_JSON)
     if not tf.io.gfile.exists(path):
         return None
-    record = read_json(path)
+    record = file_io.read_json(path)
     if not isinstance(record, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(record).__name__}")
     if "flags" not in record:
@@ -75,7 +51,7 @@ def read_run_record(directory):
 
 def write_run_record(directory, flag_values, runs):
     """Writes train_flags.json: flag_values (the latest run's flags) and runs (see read_run_record)."""
-    write_json(os.path.join(directory, FLAGS_JSON), {"flags": flag_values, "runs": runs})
+    file_io.write_json(os.path.join(directory, FLAGS_JSON), {"flags": flag_values, "runs": runs})
 
 
 def positions_seen(runs, step):
@@ -92,7 +68,7 @@ def read_network_config(directory):
     path = os.path.join(directory, NETWORK_JSON)
     if not tf.io.gfile.exists(path):
         return None
-    return network.NetworkConfig.from_dict(read_json(path))
+    return network.NetworkConfig.from_dict(file_io.read_json(path))
 
 
 def latest_checkpoint(directory):

@@ -9,7 +9,7 @@ import dataclasses
 
 import keras
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model.features import DlshogiFeatures
 
 # Keras's "hard_swish" is x * hard_sigmoid(x) with hard_sigmoid(x) = relu6(x + 3) / 6.
@@ -112,7 +112,7 @@ def residual_tower(x, config):
 
 def _policy_head(x):
     """[B, 9, 9, F] -> float32 logits [B, 2187] in dlshogi's channel-major order."""
-    x = _conv(encoding.NUM_MOVE_DIRECTIONS, 1, "policy_conv", dtype="float32")(x)
+    x = _conv(policy_labels.NUM_MOVE_DIRECTIONS, 1, "policy_conv", dtype="float32")(x)
     # NHWC -> NCHW so that flat index = channel * 81 + file * 9 + rank, as dlshogi's labels.
     x = keras.layers.Permute((3, 1, 2), name="policy_channels_first", dtype="float32")(x)
     x = keras.layers.Flatten(name="policy_flatten", dtype="float32")(x)
@@ -121,7 +121,7 @@ def _policy_head(x):
 
 def _value_head(x, config):
     """[B, 9, 9, F] -> float32 logit [B, 1] that the side to move wins (dlshogi's value head)."""
-    x = _conv(encoding.NUM_MOVE_DIRECTIONS, 1, "value_conv")(x)
+    x = _conv(policy_labels.NUM_MOVE_DIRECTIONS, 1, "value_conv")(x)
     x = _batch_norm("value_bn")(x)
     x = keras.layers.Activation(config.activation, name="value_act1")(x)
     x = keras.layers.Flatten(name="value_flatten")(x)
@@ -138,7 +138,7 @@ def build_policy_model(config, nested_xla=False):
     config.value_head a dict {"policy": float32 [B, 2187], "value": float32 [B, 1]}.
     Layers run in the global Keras dtype policy (e.g. mixed_bfloat16); the output layers stay float32.
     """
-    records = keras.Input(shape=(encoding.RECORD_BYTES,), dtype="int32", name="records")
+    records = keras.Input(shape=(record_format.RECORD_BYTES,), dtype="int32", name="records")
     x = residual_tower(DlshogiFeatures(nested_xla=nested_xla, name="features")(records), config)
     policy = _policy_head(x)
     if not config.value_head:

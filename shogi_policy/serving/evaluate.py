@@ -8,13 +8,12 @@ illegal move the network likes never counts. The TSV format is 'split<TAB>sfen .
 per line. As a yardstick the report also gives the expected score of a uniformly random legal move.
 """
 
-import json
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
+from shogi_policy.core import file_io
 from shogi_policy.data import move_match
 from shogi_policy.serving import inference
 
@@ -89,8 +88,7 @@ def main(argv):
         f"(random legal move: {report['random_top1']:.4f}, {report['random_top5']:.4f})"
     )
     if args.json_out:
-        with tf.io.gfile.GFile(args.json_out, "w") as f:
-            f.write(json.dumps(report, indent=1) + "\n")
+        file_io.write_json(args.json_out, report)
 
 
 def run():

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from shogi_policy.core import encoding
+from shogi_policy.core import file_io, policy_labels, record_format
 from shogi_policy.model import features, network
 from shogi_policy.model.model_dir import read_network_config, restore_model
 from shogi_policy.serving import onnx_export, policy_ops
@@ -63,7 +63,7 @@ def policy_logits(model, records):
         return tf.cast(outputs, tf.float32)
 
     def no_positions():
-        return tf.zeros([0, encoding.NUM_MOVE_LABELS], tf.float32)
+        return tf.zeros([0, policy_labels.NUM_MOVE_LABELS], tf.float32)
 
     return tf.cond(tf.shape(records)[0] > 0, run_model, no_positions)
 
@@ -178,8 +178,7 @@ def export_model(model, export_dir, network_config=None, source=None, overwrite=
 
     def write(path):
         archive.write_out(path, verbose=False)
-        with tf.io.gfile.GFile(os.path.join(path, policy_ops.METADATA_FILENAME), "w") as f:
-            f.write(json.dumps(metadata, indent=1) + "\n")
+        file_io.write_json(os.path.join(path, policy_ops.METADATA_FILENAME), metadata)
 
     write_directory(export_dir, write, overwrite)
     return metadata
@@ -229,7 +228,7 @@ def load_model(model_dir=None, keras_model=None):
         if not tf.io.gfile.exists(keras_model):
             raise ValueError(f"keras model {keras_model} does not exist")
         model, directory = keras.models.load_model(keras_model, compile=False), os.path.dirname(keras_model)
-    if tuple(model.inputs[0].shape[1:]) != (encoding.RECORD_BYTES,):
+    if tuple(model.inputs[0].shape[1:]) != (record_format.RECORD_BYTES,):
         raise ValueError(f"{model_dir or keras_model}: input {model.inputs[0].shape} is not records [N, 100]")
     config = read_network_config(directory)
     return float32_model(model), config.to_dict() if config else None

@@ -6,7 +6,7 @@
 
 Positions are SFEN strings, USI position strings ("position startpos moves ...", "startpos moves ...",
 "sfen ... moves ...") or cshogi.Boards. The legal-move mask is built on the host with cshogi
-(encoding.legal_moves_and_labels); the softmax, masking and sampling run inside the SavedModel.
+(policy_labels.legal_moves_and_labels); the softmax, masking and sampling run inside the SavedModel.
 Bad input raises ValueError naming it (a position, a temperature, a seed, k, array shapes); no positions
 give an empty result. So does an export directory that is not one of this package's exports, or is damaged
 (load_export): the sampler, evaluator and USI engine load through PolicyModel.
@@ -19,17 +19,17 @@ import cshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.serving import policy_ops
 
 DEFAULT_BATCH_SIZE = 256
 
 
 def parse_positions(positions):
-    """cshogi.Boards of one position or a list of them (see encoding.parse_position)."""
+    """cshogi.Boards of one position or a list of them (see shogi_rules.parse_position)."""
     if isinstance(positions, (str, cshogi.Board)):
         positions = [positions]
-    return [encoding.parse_position(position) for position in positions]
+    return [shogi_rules.parse_position(position) for position in positions]
 
 
 def encode_positions(positions):
@@ -40,8 +40,8 @@ def encode_positions(positions):
       cshogi moves int64 [M] and their labels int32 [M].
     """
     boards = parse_positions(positions)
-    mask, moves, labels = encoding.legal_move_mask(boards)
-    return encoding.encode_boards(boards), mask, moves, labels
+    mask, moves, labels = policy_labels.legal_move_mask(boards)
+    return record_format.encode_boards(boards), mask, moves, labels
 
 
 def check_temperature(temperature):
@@ -62,9 +62,9 @@ def check_temperature(temperature):
 def check_records(records):
     """records as a numpy array; ValueError unless it is uint8 [N, 100] (N may be 0)."""
     records = np.asarray(records)
-    if records.dtype != np.uint8 or records.ndim != 2 or records.shape[1] != encoding.RECORD_BYTES:
+    if records.dtype != np.uint8 or records.ndim != 2 or records.shape[1] != record_format.RECORD_BYTES:
         raise ValueError(
-            f"records must be uint8 [N, {encoding.RECORD_BYTES}], got {records.dtype} {list(records.shape)}"
+            f"records must be uint8 [N, {record_format.RECORD_BYTES}], got {records.dtype} {list(records.shape)}"
         )
     return records
 
@@ -72,9 +72,9 @@ def check_records(records):
 def check_legal_mask(records, mask):
     """mask as a numpy array; ValueError unless it is bool [N, 2187] for N records, each row with a legal move."""
     mask = np.asarray(mask)
-    if mask.dtype != bool or mask.shape != (len(records), encoding.NUM_MOVE_LABELS):
+    if mask.dtype != bool or mask.shape != (len(records), policy_labels.NUM_MOVE_LABELS):
         raise ValueError(
-            f"legal_mask must be bool [{len(records)}, {encoding.NUM_MOVE_LABELS}] for {len(records)} records, "
+            f"legal_mask must be bool [{len(records)}, {policy_labels.NUM_MOVE_LABELS}] for {len(records)} records, "
             f"got {mask.dtype} {list(mask.shape)}"
         )
     no_move = np.flatnonzero(~mask.any(axis=1))
@@ -182,7 +182,7 @@ class PolicyModel:
         """Raw logits of records uint8 [N, 100] -> float32 [N, 2187]."""
         records = check_records(records)
         out = [self._saved_model.logits(batch)["logits"].numpy() for (batch,) in self._batches(records)]
-        return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, policy_labels.NUM_MOVE_LABELS), np.float32)
 
     def record_probabilities(self, records, mask, temperature=1.0):
         """softmax(logits / T) over the legal moves: records uint8 [N, 100], mask bool [N, 2187] -> f32 [N, 2187].
@@ -198,7 +198,7 @@ class PolicyModel:
             ].numpy()
             for batch, batch_mask in self._batches(records, mask)
         ]
-        return np.concatenate(out) if out else np.zeros((0, encoding.NUM_MOVE_LABELS), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, policy_labels.NUM_MOVE_LABELS), np.float32)
 
     def sample_record_labels(self, records, mask, temperature=1.0, seed=0):
         """One label per row drawn at temperature T (0 = greedy): int32 [N]. Same seed, same labels.

@@ -25,7 +25,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels
 from shogi_policy.model import features, network
 from shogi_policy.serving import policy_ops
 
@@ -107,7 +107,7 @@ def export_onnx(model, export_dir, network_config=None, source=None, opset=OPSET
     metadata = {
         "format": "shogi_policy.onnx_export",
         "label_scheme": policy_ops.LABEL_SCHEME,
-        "num_labels": encoding.NUM_MOVE_LABELS,
+        "num_labels": policy_labels.NUM_MOVE_LABELS,
         "feature_scheme": features.FEATURE_SCHEME,
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),

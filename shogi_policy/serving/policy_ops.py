@@ -7,7 +7,7 @@ check its metadata against format_metadata().
 
 import tensorflow as tf
 
-from shogi_policy.core import encoding
+from shogi_policy.core import policy_labels, record_format
 
 METADATA_FILENAME = "shogi_policy_export.json"
 LABEL_SCHEME = "dlshogi-2187"
@@ -17,16 +17,16 @@ def format_metadata():
     """The export metadata fields that a reader must find unchanged: label scheme and record layout."""
     return {
         "label_scheme": LABEL_SCHEME,
-        "num_labels": encoding.NUM_MOVE_LABELS,
-        "record_format_version": encoding.RECORD_FORMAT_VERSION,
-        "record_bytes": encoding.RECORD_BYTES,
+        "num_labels": policy_labels.NUM_MOVE_LABELS,
+        "record_format_version": record_format.RECORD_FORMAT_VERSION,
+        "record_bytes": record_format.RECORD_BYTES,
     }
 
 
 # The export's signatures (shogi_policy.serving.export writes them, shogi_policy.serving.inference checks an export has them):
 # name -> (input specs in call order, output name).
-RECORDS_SPEC = tf.TensorSpec([None, encoding.RECORD_BYTES], tf.uint8, name="records")
-MASK_SPEC = tf.TensorSpec([None, encoding.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
+RECORDS_SPEC = tf.TensorSpec([None, record_format.RECORD_BYTES], tf.uint8, name="records")
+MASK_SPEC = tf.TensorSpec([None, policy_labels.NUM_MOVE_LABELS], tf.bool, name="legal_mask")
 TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
 SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
 SIGNATURES = {
@@ -73,7 +73,7 @@ def legal_probabilities(logits, legal_mask, temperature):
       float32 [N, 2187], rows summing to 1.
     """
     boltzmann = tf.nn.softmax(tempered_legal_logits(logits, legal_mask, temperature), axis=1)
-    greedy = tf.one_hot(greedy_labels(logits, legal_mask), encoding.NUM_MOVE_LABELS, dtype=logits.dtype)
+    greedy = tf.one_hot(greedy_labels(logits, legal_mask), policy_labels.NUM_MOVE_LABELS, dtype=logits.dtype)
     return tf.where(temperature > 0, boltzmann, greedy)
 
 

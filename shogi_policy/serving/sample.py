@@ -5,7 +5,7 @@ shogi-policy-sample --model=export/cpu --position="startpos moves 7g7f 3c3d" --t
 
 from absl import app, flags
 
-from shogi_policy.core import encoding
+from shogi_policy.core import shogi_rules
 from shogi_policy.serving import inference
 
 
@@ -38,7 +38,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     try:
-        board = encoding.parse_position(args.position)
+        board = shogi_rules.parse_position(args.position)
         model = inference.PolicyModel(args.model)
         (sampled,) = model.sample([board], args.temperature, args.seed)
         (top_moves,) = model.top_k([board], args.top_k, args.temperature)

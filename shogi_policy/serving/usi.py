@@ -19,7 +19,7 @@ Unknown commands are ignored (logged on stderr).
 preparing the graphs (1-3 s for the cpu preset's network).
 
 Bad input never stops the engine: a command that fails answers 'info string error: ...', and still
-'readyok' for 'isready' and 'bestmove resign' for 'go'. A position that fails encoding.parse_position
+'readyok' for 'isready' and 'bestmove resign' for 'go'. A position that fails shogi_rules.parse_position
 (bad SFEN, impossible placement, illegal move) is dropped, so 'go' on it resigns. Every 'go' gets exactly
 one 'bestmove' ('go ponder' and 'go infinite' on 'stop' or 'ponderhit', or at the next 'go').
 """
@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from shogi_policy import __version__
-from shogi_policy.core import encoding
+from shogi_policy.core import shogi_rules
 from shogi_policy.serving import inference
 
 ENGINE_NAME = f"shogi_policy {__version__}"
@@ -135,7 +135,7 @@ class UsiEngine:
 
     def _position(self, args):
         self._board = None  # a bad position must not leave the previous one in play
-        self._board = encoding.parse_position(" ".join(args))
+        self._board = shogi_rules.parse_position(" ".join(args))
 
     def _last_move_before_draw(self, board):
         """Whether the move to play reaches Draw_Ply (or the game is past it): then only a mate wins.

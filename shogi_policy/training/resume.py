@@ -13,6 +13,7 @@ import os
 import keras
 from absl import logging
 
+from shogi_policy.core import file_io
 from shogi_policy.model import model_dir as model_dirs
 from shogi_policy.model import network
 from shogi_policy.training import hosts
@@ -158,7 +159,7 @@ def claim_model_dir(config, directory, network_config):
     if checkpoint_path and existing is not None and existing != network_config:
         raise ConfigError(f"--model_dir={directory} holds a {existing} run, not this run's {network_config}")
     if hosts.is_primary():
-        model_dirs.write_json(os.path.join(directory, model_dirs.NETWORK_JSON), network_config.to_dict())
+        file_io.write_json(os.path.join(directory, model_dirs.NETWORK_JSON), network_config.to_dict())
     return record, changes
 
 

@@ -22,7 +22,7 @@ import cshogi
 import cshogi.dlshogi
 import numpy as np
 
-from shogi_policy.core import encoding
+from shogi_policy.core import file_io, record_format
 from shogi_policy.data import shards
 from shogi_policy.model import model_dir
 from shogi_policy.training import train
@@ -44,15 +44,15 @@ def random_records(num_games, max_plies, seed):
             if not moves:
                 break
             move = moves[rng.integers(len(moves))]
-            pieces, hand = encoding.board_arrays(board)
+            pieces, hand = record_format.board_arrays(board)
             boards.append(pieces)
             hands.append(hand)
             turns.append(board.turn)
             labels.append(cshogi.dlshogi.make_move_label(move, board.turn))
             game_ids.append(game)
             board.push(move)
-    results = [encoding.RESULT_DRAW] * len(turns)
-    return encoding.pack_records(boards, hands, turns, labels, results, game_ids)
+    results = [record_format.RESULT_DRAW] * len(turns)
+    return record_format.pack_records(boards, hands, turns, labels, results, game_ids)
 
 
 def _fault_callbacks():
@@ -163,7 +163,6 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
 
 def write_report(path, runtime, devices, checks):
     """Writes {"runtime", "devices", "host", "checks"} as JSON to path (local or gs://, via tf.io.gfile)."""
-    import tensorflow as tf  # noqa: PLC0415
 
     report = {
         "runtime": runtime,
@@ -171,6 +170,5 @@ def write_report(path, runtime, devices, checks):
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "checks": checks,
     }
-    with tf.io.gfile.GFile(path, "w") as file:
-        file.write(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    file_io.write_json(path, report)
     return report

@@ -7,7 +7,7 @@ The trainer picks one by TaskConfig.dataset (TASKS), makes it of the run's confi
 which it holds.
 """
 
-from shogi_policy.data import input_pipeline, mnist, shards
+from shogi_policy.data import input_pipeline, mnist, shard_manifest
 from shogi_policy.model import losses, mnist_net, network
 from shogi_policy.training import hosts
 
@@ -22,15 +22,15 @@ class ShogiTask:
         """A problem with the settings this task needs, as a message naming the flag, or None.
 
         The shard directory is checked here, before anything is built or written: every shard of its
-        manifest whole (shards.shard_paths) and a training split that holds positions.
+        manifest whole (shard_manifest.shard_paths) and a training split that holds positions.
         """
         data_dir = self.config.data_dir
         if not data_dir:
             return "--data_dir is required for --dataset=shogi"
         try:
-            shards.nonempty_shard_paths(data_dir, "train")
-            for split in set(shards.read_manifest(data_dir)["splits"]) - {"train"}:
-                shards.shard_paths(data_dir, split)
+            shard_manifest.nonempty_shard_paths(data_dir, "train")
+            for split in set(shard_manifest.read_manifest(data_dir)["splits"]) - {"train"}:
+                shard_manifest.shard_paths(data_dir, split)
         except ValueError as error:
             return str(error)
         return None
@@ -39,7 +39,7 @@ class ShogiTask:
         return network.build_policy_model(network_config, nested_xla=nested_xla)
 
     def num_examples(self, split):
-        return shards.num_positions(self.config.data_dir, split)
+        return shard_manifest.num_positions(self.config.data_dir, split)
 
     def make_dataset(self, split, batch_size, network_config, *, shuffle, seed):
         """Global batches of a split, repeated: (records int32 [B, 100], targets).

@@ -45,6 +45,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from shogi_policy.core import file_io
 from shogi_policy.model import checkpoints, model_dir
 from shogi_policy.training import hosts, resume, run_lock
 from shogi_policy.training.callbacks import (
@@ -316,7 +317,7 @@ def _fit(config, directory, task, model, manager, network_config, extra_callback
         metrics.update(_eval_metrics(results))
     _save_model(model, directory)
     if hosts.is_primary():
-        model_dir.write_json(os.path.join(directory, model_dir.METRICS_JSON), metrics)
+        file_io.write_json(os.path.join(directory, model_dir.METRICS_JSON), metrics)
     logging.info("final metrics: %s", json.dumps(metrics))
     return metrics
 
