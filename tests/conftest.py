@@ -40,7 +40,7 @@ from absl import flags  # noqa: E402
 
 from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
-from shogi_policy.data import shard_manifest  # noqa: E402
+from shogi_policy.data import convert, shard_manifest  # noqa: E402
 from shogi_policy.model import model_dir, network  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
@@ -206,3 +206,12 @@ def parse_flags(**values):
     train_command.define_flags(flag_values)
     flag_values(["shogi-policy-train", *(f"--{k}={v}" for k, v in {**defaults, **values}.items())])
     return flag_values
+
+
+def run_convert(*args):
+    """Runs shogi-policy-convert with command-line args on fresh flag values; returns the manifest."""
+    options = flags.FlagValues()
+    convert.define_flags(options)
+    options(["shogi-policy-convert", *args])
+    convert.convert_with_options(options)
+    return shard_manifest.read_manifest(options.output_dir)

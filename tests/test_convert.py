@@ -12,20 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import app, flags
-from conftest import SHARED_DATA
+from absl import app
+from conftest import SHARED_DATA, run_convert
 
 from shogi_policy.core import record_format
-from shogi_policy.data import convert, records, shard_manifest, shards
-
-
-def run_app(*args):
-    """Runs shogi-policy-convert with command-line args on fresh flag values; returns the manifest."""
-    options = flags.FlagValues()
-    convert.define_flags(options)
-    options(["shogi-policy-convert", *args])
-    convert.convert_with_options(options)
-    return shard_manifest.read_manifest(options.output_dir)
+from shogi_policy.data import records, shard_manifest, shards
 
 
 def read_split(data_dir, split):
@@ -77,7 +68,7 @@ def converted(tmp_path_factory):
     inputs = f"--inputs={data / 'games.usi'},{data / 'csa'}"
     output = root / "out"
     args = (inputs, f"--inputs={root / 'bad'}", "--positions_per_shard=20000", "--seed=3")
-    manifest = run_app(*args, f"--output_dir={output}")
+    manifest = run_convert(*args, f"--output_dir={output}")
     return {
         "root": root,
         "args": args,
@@ -138,14 +129,14 @@ def test_shards_are_shuffled_across_the_split(converted):
 
 
 def test_same_seed_same_shards_other_seed_other_shards(converted, tmp_path):
-    again = run_app(*converted["args"], f"--output_dir={tmp_path / 'again'}")
+    again = run_convert(*converted["args"], f"--output_dir={tmp_path / 'again'}")
     assert again["splits"] == converted["manifest"]["splits"]
     for split in shards.SPLITS:
         for a, b in zip(
             read_split(converted["output"], split), read_split(tmp_path / "again", split), strict=True
         ):
             assert np.array_equal(a, b)
-    run_app(*converted["args"][:-1], "--seed=4", f"--output_dir={tmp_path / 'other'}")
+    run_convert(*converted["args"][:-1], "--seed=4", f"--output_dir={tmp_path / 'other'}")
     other, same = read_split(tmp_path / "other", "train")[0], read_split(tmp_path / "again", "train")[0]
     assert other.shape != same.shape or not np.array_equal(other, same)
 
@@ -172,7 +163,7 @@ def test_filters_rating_plies_endings_draws(tmp_path):
     games = rated_csa_files(tmp_path / "csa")
     plies = sorted(len(g.moves) for g in games)
     min_plies = plies[3]
-    manifest = run_app(
+    manifest = run_convert(
         f"--inputs={tmp_path / 'csa'}",
         f"--output_dir={tmp_path / 'out'}",
         "--min_rating=3300",
@@ -198,17 +189,17 @@ def test_filters_rating_plies_endings_draws(tmp_path):
         manifest["splits"]["train"]["games"] == expected["kept"] and manifest["splits"]["test"]["files"] == []
     )
     assert games[9].black_rating is None  # unrated game 9 passes --min_rating ...
-    required = run_app(
+    required = run_convert(
         f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'req'}", "--require_ratings"
     )
     assert required["skipped"]["no_rating"] == 1  # ... but not --require_ratings
     with pytest.raises(
         ValueError, match=r"no game of 10 kept: skipped \{'ending': 10\} \(hcpe and plain USI"
     ):
-        run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare")
+        run_convert(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'decl'}", "--endings=declare")
     assert not (tmp_path / "decl" / shard_manifest.MANIFEST).exists()
     with pytest.raises(ValueError, match=r"no game of 10 kept: skipped \{'min_plies': 10\}$"):
-        run_app(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'long'}", "--min_plies=1000")
+        run_convert(f"--inputs={tmp_path / 'csa'}", f"--output_dir={tmp_path / 'long'}", "--min_plies=1000")
 
 
 def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
@@ -216,16 +207,18 @@ def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
         pytest.skip(f"{SHARED_DATA} not present")
     csa = str(SHARED_DATA / "floodgate_games" / "csa" / "game_0000*.csa")
     ram = "ram://shogi_policy_test/out"  # a non-local TF filesystem, as gs:// would be
-    manifest = run_app(f"--inputs={csa}", f"--output_dir={ram}", "--positions_per_shard=300")
+    manifest = run_convert(f"--inputs={csa}", f"--output_dir={ram}", "--positions_per_shard=300")
     assert sum(len(r) for r in read_split(ram, "train")) == manifest["splits"]["train"]["positions"] > 0
     assert not [name for name in tf.io.gfile.listdir(ram) if name.endswith(".tmp")]
     with pytest.raises(app.UsageError, match="--overwrite"):
-        run_app(f"--inputs={csa}", f"--output_dir={ram}")
-    again = run_app(f"--inputs={csa}", f"--output_dir={ram}", "--overwrite", "--positions_per_shard=100000")
+        run_convert(f"--inputs={csa}", f"--output_dir={ram}")
+    again = run_convert(
+        f"--inputs={csa}", f"--output_dir={ram}", "--overwrite", "--positions_per_shard=100000"
+    )
     files = [name for split in shards.SPLITS for name in again["splits"][split]["files"]]
     assert sorted(tf.io.gfile.listdir(ram)) == sorted([shard_manifest.MANIFEST, *files])  # old shards gone
     with pytest.raises(app.UsageError, match="matches no record file"):
-        run_app(f"--inputs={tmp_path / 'nothing*.csa'}", f"--output_dir={tmp_path / 'x'}")
+        run_convert(f"--inputs={tmp_path / 'nothing*.csa'}", f"--output_dir={tmp_path / 'x'}")
     with pytest.raises(ValueError, match="not a shard directory"):
         shard_manifest.read_manifest(str(tmp_path))
 
@@ -290,7 +283,7 @@ def test_an_unwritable_output_is_refused_before_any_input_is_read(tmp_path, monk
     monkeypatch.setattr(records, "read_games", no_reading)
     for output in (tmp_path / "a_file", tmp_path / "a_file" / "out"):
         with pytest.raises(ValueError, match=f"cannot write to {output}"):
-            run_app(f"--inputs={tmp_path / 'games.usi'}", f"--output_dir={output}")
+            run_convert(f"--inputs={tmp_path / 'games.usi'}", f"--output_dir={output}")
 
 
 def fake_dead_buckets(output_dir):
@@ -325,11 +318,11 @@ def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_nex
         child.wait()
     assert all(bucket.exists() for bucket in buckets)
     elsewhere = fake_dead_buckets("ram://shogi_policy_test/elsewhere")  # a gs://-like output: system temp dir
-    run_app(f"--inputs={games}", f"--output_dir={output}", "--overwrite")
+    run_convert(f"--inputs={games}", f"--output_dir={output}", "--overwrite")
     assert not any(bucket.exists() for bucket in buckets)
     assert not [name for name in os.listdir(output) if name.startswith(".")]
     assert elsewhere.exists(), "only the buckets of the same output are removed"
-    run_app(f"--inputs={games}", "--output_dir=ram://shogi_policy_test/elsewhere")
+    run_convert(f"--inputs={games}", "--output_dir=ram://shogi_policy_test/elsewhere")
     assert not elsewhere.exists()
 
 
@@ -348,7 +341,7 @@ def test_every_converter_flag_is_checked_naming_it(tmp_path, flag, message):
     """Issue 19: --log_every=0 was a ZeroDivisionError, --seed=-1 a numpy message naming no flag."""
     (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
     with pytest.raises(app.UsageError, match=re.escape(message)):
-        run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}", flag)
+        run_convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}", flag)
     assert not (tmp_path / "out").exists()
 
 
@@ -379,7 +372,7 @@ def test_a_full_disk_is_a_sentence_naming_the_file(tmp_path, monkeypatch, where)
 
         monkeypatch.setattr(shards.tf.io.gfile, "GFile", full)
     with pytest.raises(ValueError, match=r"cannot write .*out/.*: No space left on device") as error:
-        run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
+        run_convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
     assert ("bucket-" in str(error.value)) == (where == "buckets")
 
 
@@ -387,7 +380,7 @@ def test_one_huge_token_is_quoted_capped_in_the_manifest_and_stderr(tmp_path):
     """Issue 19: one 150 MB token was quoted whole into stderr and manifest.json."""
     huge = "7g7f" * 500_000
     (tmp_path / "g.usi").write_text(f"startpos moves 7g7f 3c3d\nstartpos moves {huge}\nsfen {huge} b - 1\n")
-    manifest = run_app(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
+    manifest = run_convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
     examples = manifest["skipped"]["error_examples"]
     assert len(examples) == 2 and all(len(example) < 400 for example in examples), examples
     assert all(re.search(r"'(7g7f){20}'\.\.\. \(2,000,00\d characters\)", example) for example in examples)

@@ -11,7 +11,7 @@ import cshogi
 import cshogi.CSA
 import cshogi.KIF
 import numpy as np
-from absl import flags
+from conftest import run_convert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,15 +19,6 @@ from shogi_policy.core import record_format
 from shogi_policy.data import convert, shard_manifest, shards
 
 FLOODGATE = Path(__file__).resolve().parents[1] / "data" / "floodgate_games.usi.gz"
-
-
-def run_app(*args):
-    """Runs shogi-policy-convert with command-line args on fresh flag values; returns the manifest."""
-    options = flags.FlagValues()
-    convert.define_flags(options)
-    options(["shogi-policy-convert", *args])
-    convert.convert_with_options(options)
-    return shard_manifest.read_manifest(options.output_dir)
 
 
 def games_by_split(data_dir):
@@ -66,7 +57,7 @@ def test_the_issue_example_startpos_and_sfen_move_3_spellings_are_one_game(tmp_p
     respelled = [line.replace("startpos moves", f"sfen {sfen} 3 moves", 1) for line in lines]
     (tmp_path / "b.usi").write_text("\n".join(respelled) + "\n")
     output = tmp_path / "out"
-    manifest = run_app(
+    manifest = run_convert(
         f"--inputs={tmp_path / 'a.usi'},{tmp_path / 'b.usi'}", f"--output_dir={output}", "--test_fraction=0.5"
     )
     assert manifest["skipped"]["duplicate"] == 300
@@ -82,7 +73,7 @@ def test_one_file_named_three_ways_is_read_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths, ignored = convert.expand_inputs(["in/a.usi,./in/a.usi,in/../in/a.usi", "link.usi", "in/*.usi"])
     assert paths == [str(tmp_path / "in" / "a.usi")] and ignored == []
-    manifest = run_app("--inputs=in/a.usi,./in/a.usi,in/../in/a.usi,link.usi", "--output_dir=out")
+    manifest = run_convert("--inputs=in/a.usi,./in/a.usi,in/../in/a.usi,link.usi", "--output_dir=out")
     assert manifest["input_files"] == 1 and manifest["skipped"]["duplicate"] == 0
     assert sum(manifest["splits"][split]["games"] for split in shards.SPLITS) == 5
 
@@ -100,7 +91,7 @@ def test_a_symlink_loop_is_walked_once_and_upper_case_gz_is_read(tmp_path):
     paths, ignored = convert.expand_inputs([str(games)])
     assert paths == sorted([str(games / "a.usi"), str(games / "sub" / "B.USI.GZ")])
     assert ignored == [str(games / "notes.md")]
-    manifest = run_app(f"--inputs={games}", f"--output_dir={tmp_path / 'out'}")
+    manifest = run_convert(f"--inputs={games}", f"--output_dir={tmp_path / 'out'}")
     assert sum(manifest["splits"][split]["games"] for split in shards.SPLITS) == 6
     assert manifest["ignored_files"] == {"count": 1, "examples": [str(games / "notes.md")]}
 
@@ -190,7 +181,9 @@ def test_duplicates_under_any_spelling_format_and_path_are_each_one_game(
     }
     output = root / "out"
     entries = ",".join(spelled[name] for name in names)
-    manifest = run_app(f"--inputs={entries}", f"--output_dir={output}", f"--test_fraction={test_fraction}")
+    manifest = run_convert(
+        f"--inputs={entries}", f"--output_dir={output}", f"--test_fraction={test_fraction}"
+    )
     assert manifest["skipped"]["duplicate"] == len(copies) - len(used)
     assert_each_game_once(str(output), len(used), sum(len(games[game]) for game in used))
     assert not any(name.startswith(".") for name in os.listdir(output))

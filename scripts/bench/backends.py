@@ -13,7 +13,7 @@ The machine is shared, so only ratios within a round mean much: the summary give
 rounds and the median of the per-round ratios.
 
     python scripts/bench/backends.py --rounds=3 --compare_with=../main
-    python scripts/bench/run_all.py --only=backends     # this checkout's rows only (run())
+    python -m scripts.bench.run_all --only=backends     # this checkout's rows only (run())
 """
 
 import argparse

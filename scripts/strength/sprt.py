@@ -1,6 +1,6 @@
 """Is network B stronger than A? A ShogiArena SPRT of two exports' greedy players (docs/strength.md).
 
-  nice -n 10 python scripts/strength/sprt.py --baseline=runs/a/export --tested=runs/b/export --output_dir=runs/sprt_a_b
+  nice -n 10 python -m scripts.strength.sprt --baseline=runs/a/export --tested=runs/b/export --output_dir=runs/sprt_a_b
 
 Writes output_dir/sprt.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_sprt), runs
 `shogiarena run sprt` into output_dir/run until the test decides or --games are played (rerunning resumes),
@@ -9,12 +9,12 @@ Needs the arena extra (pip install -e '.[arena]').
 """
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 from absl import app, flags
 
+from scripts.strength import common
 from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
@@ -24,26 +24,16 @@ flags.DEFINE_string("output_dir", None, "The test's files and ShogiArena's run (
 flags.DEFINE_float("elo0", 0.0, "H0: B is at most this many Elo stronger than A.")
 flags.DEFINE_float("elo1", 30.0, "H1: B is at least this many Elo stronger than A.")
 flags.DEFINE_integer("games", 400, "Games at most, when the test has not decided before.", lower_bound=2)
-flags.DEFINE_string(
-    "openings",
-    str(Path(__file__).resolve().parents[3] / "shared/data/floodgate_openings/records2016_10818.sfen"),
-    "Opening lines ('startpos moves ...'), each played with both colours; '' plays from the start position.",
-)
+common.define_openings_flag()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    shogiarena = shutil.which("shogiarena")
-    if shogiarena is None:
-        raise app.UsageError("shogiarena is not installed: pip install -e '.[arena]'")
+    shogiarena = common.shogiarena_command(FLAGS.openings)
     for flag in ("baseline", "tested"):
         if not Path(FLAGS[flag].value).is_dir():
             raise app.UsageError(f"--{flag}={FLAGS[flag].value[:200]!r} is not a directory (an export)")
-    if FLAGS.openings and not Path(FLAGS.openings).is_file():
-        raise app.UsageError(
-            f"--openings={FLAGS.openings[:200]!r}: no such file ('' plays from the start position)"
-        )
     if FLAGS.elo1 <= FLAGS.elo0:
         raise app.UsageError(f"--elo1={FLAGS.elo1} must be above --elo0={FLAGS.elo0}")
     output_dir = Path(FLAGS.output_dir)

@@ -1,7 +1,7 @@
 """The strength table: an exported network's greedy (T0) and T=1 (T1) players in a ShogiArena gauntlet against
 fairy-stockfish rungs and gpsshogi (docs/strength.md).
 
-  nice -n 10 python scripts/strength/strength_table.py --model=runs/default/export --output_dir=runs/default/strength
+  nice -n 10 python -m scripts.strength.strength_table --model=runs/default/export --output_dir=runs/default/strength
 
 Each game starts from a floodgate opening line (--openings; 24 plies), each line played with both colours.
 Writes output_dir/gauntlet.yaml and output_dir/engines/*.yaml (shogi_policy.arena.shogiarena.write_gauntlet), runs
@@ -10,12 +10,12 @@ then prints the table from the run's game.db and writes it to output_dir/table.m
 (pip install -e '.[arena]').
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from absl import app, flags
 
+from scripts.strength import common
 from shogi_policy.arena import shogiarena as arena
 
 FLAGS = flags.FLAGS
@@ -26,11 +26,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("games", 100, "Games per row (per pair of our player and an opponent).", lower_bound=1)
 flags.DEFINE_list("opponents", list(arena.OPPONENTS), f"Opponents, of {', '.join(arena.OPPONENTS)}.")
 flags.DEFINE_list("players", list(arena.PLAYERS), "Our players: T0 (greedy), T1 (sampling at T 1).")
-flags.DEFINE_string(
-    "openings",
-    str(Path(__file__).resolve().parents[3] / "shared/data/floodgate_openings/records2016_10818.sfen"),
-    "Opening lines ('startpos moves ...'), each played with both colours; '' plays from the start position.",
-)
+common.define_openings_flag()
 flags.DEFINE_integer(
     "parallel", 1, "Games played at once (ShogiArena's tournament.num_parallel).", lower_bound=1
 )
@@ -39,16 +35,10 @@ flags.DEFINE_integer(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    shogiarena = shutil.which("shogiarena")
-    if shogiarena is None:
-        raise app.UsageError("shogiarena is not installed: pip install -e '.[arena]'")
+    shogiarena = common.shogiarena_command(FLAGS.openings)
     if not Path(FLAGS.model).is_dir():
         raise app.UsageError(
             f"--model={FLAGS.model[:200]!r} is not a directory (an export of shogi-policy-export)"
-        )
-    if FLAGS.openings and not Path(FLAGS.openings).is_file():
-        raise app.UsageError(
-            f"--openings={FLAGS.openings[:200]!r}: no such file ('' plays from the start position)"
         )
     output_dir = Path(FLAGS.output_dir)
     try:
