@@ -184,14 +184,20 @@ print(json.dumps({
 """
 
 
-def test_train_from_python_with_dataclasses_only(tmp_path):
-    """A fresh interpreter trains a tiny run from the config alone: no flag is defined, parsed or read (about 20 s)."""
-    data = tmp_path / "shards"
+def _child_run_setup(directory, seed):
+    """A tiny shard directory under directory, and the environment of a child interpreter that imports as this one."""
+    data = directory / "shards"
     shards.write_records(
         str(data),
-        {"train": random_game_records(4, 20, seed=40), "test": random_game_records(1, 20, seed=41)},
+        {"train": random_game_records(4, 20, seed=seed), "test": random_game_records(1, 20, seed=seed + 1)},
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return data, {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+@pytest.mark.slow
+def test_train_from_python_with_dataclasses_only(tmp_path):
+    """A fresh interpreter trains a tiny run from the config alone: no flag is defined, parsed or read (about 20 s)."""
+    data, env = _child_run_setup(tmp_path, seed=40)
     result = subprocess.run(
         [sys.executable, "-c", TRAIN_FROM_PYTHON, str(data), str(tmp_path / "run")],
         capture_output=True,
@@ -206,14 +212,10 @@ def test_train_from_python_with_dataclasses_only(tmp_path):
     assert saved["flags"]["steps"] == 2 and saved["flags"]["model_dir"] == str(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_the_command_reads_a_recipe_in_place(tmp_path):
     """shogi-policy-train --recipe=main, overridden by the flags after it, through the launcher (about 20 s)."""
-    data = tmp_path / "shards"
-    shards.write_records(
-        str(data),
-        {"train": random_game_records(4, 20, seed=42), "test": random_game_records(1, 20, seed=43)},
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    data, env = _child_run_setup(tmp_path, seed=42)
     command = [sys.executable, "-m", "shogi_policy.cli", "train"]
     unknown = subprocess.run(
         [*command, "--recipe=fast"], capture_output=True, text=True, timeout=120, env=env
