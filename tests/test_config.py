@@ -249,3 +249,38 @@ def test_the_command_reads_a_recipe_in_place(tmp_path):
         name: saved[name] for name in ("optimizer", "learning_rate", "seed", "preset", "checkpoint_every")
     } == {name: recipe[name] for name in ("optimizer", "learning_rate", "seed", "preset", "checkpoint_every")}
     assert (saved["steps"], saved["batch_size"], saved["warmup_steps"]) == (2, 16, 0)
+
+
+def test_a_recipe_inside_a_flagfile_is_refused_not_ignored(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--recipe=main\n--steps=7\n")
+    flag_values = flags.FlagValues()
+    train_command.define_flags(flag_values)
+    flag_values(["shogi-policy-train", f"--flagfile={flagfile}"])
+    with pytest.raises(app.UsageError, match="--recipe=main works on the command line only"):
+        train_command.config_from_flags(flag_values)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("true", True), ("TRUE", True), ("1", True), ("false", False), ("False", False), ("0", False)],
+)
+def test_recipe_switches_written_with_a_value_read_as_absl_reads_them(text, expected):
+    assert recipes._typed(bool, text, "main", "mirror") is expected
+    assert recipes._typed(bool, True, "main", "mirror") is True
+    assert recipes._typed(int, "20", "main", "warmup_steps") == 20
+
+
+def test_recipe_switch_with_another_value_is_refused():
+    with pytest.raises(ValueError, match="--mirror must be true or false, got 'maybe'"):
+        recipes._typed(bool, "maybe", "main", "mirror")
+
+
+@pytest.mark.slow
+def test_preflight_checks_run_under_a_recipe_with_warm_up(tmp_path):
+    """The preflight's 2 steps under the main recipe (20 warm-up steps): the check's own schedule (about 15 s)."""
+    from shogi_policy.training import runtime_check
+
+    run = recipes.load("main").replace(batch_size=16, blocks=1, filters=8)
+    report = runtime_check.run_checks(run, check_steps=2, throughput_steps=0, mnist_steps=0)
+    assert report["check"]["steps"] == 2

@@ -15,7 +15,7 @@ import tensorflow as tf
 from absl import app
 from conftest import SHARED_DATA, run_convert
 
-from shogi_policy.core import record_format
+from shogi_policy.core import file_io, record_format
 from shogi_policy.data import records, shard_manifest, shards
 
 
@@ -364,13 +364,8 @@ def test_a_full_disk_is_a_sentence_naming_the_file(tmp_path, monkeypatch, where)
     (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
     if where == "buckets":  # the temporary buckets are written with open()
         monkeypatch.setattr(shards, "open", lambda path, mode: no_space_left(path), raising=False)
-    else:  # shards and the manifest go through tf.io.gfile
-        real = tf.io.gfile.GFile
-
-        def full(path, mode):  # the write probe of the output directory still succeeds
-            return no_space_left(path) if "w" in mode and "probe" not in path else real(path, mode)
-
-        monkeypatch.setattr(shards.tf.io.gfile, "GFile", full)
+    else:  # shards and the manifest go through file_io, which writes local files with open()
+        monkeypatch.setattr(file_io, "open", lambda path, mode: no_space_left(path), raising=False)
     with pytest.raises(ValueError, match=r"cannot write .*out/.*: No space left on device") as error:
         run_convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}")
     assert ("bucket-" in str(error.value)) == (where == "buckets")

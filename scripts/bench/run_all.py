@@ -10,7 +10,6 @@ shared machines; the header records what the figures were measured on.
 """
 
 import importlib
-import importlib.util
 import os
 import platform
 import sys

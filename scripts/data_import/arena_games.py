@@ -13,6 +13,7 @@ from pathlib import Path
 from absl import app, flags
 
 from shogi_policy.arena import shogiarena as arena
+from shogi_policy.core import file_io
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("run_dirs", None, "ShogiArena run directories (each holds game.db).", required=True)
@@ -33,7 +34,7 @@ def main(argv):
             lines.append(arena.usi_game_line(game, source) + "\n")
     text = "".join(lines).encode()
     output = Path(FLAGS.output)
-    output.write_bytes(gzip.compress(text, mtime=0) if output.suffix == ".gz" else text)
+    file_io.write_file_atomic(str(output), gzip.compress(text, mtime=0) if output.suffix == ".gz" else text)
     print(f"{len(lines)} games -> {output}")
 
 

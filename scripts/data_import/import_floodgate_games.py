@@ -203,10 +203,7 @@ def write_gzip(path, lines):
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as f:
         f.write("".join(line + "\n" for line in lines).encode("utf-8"))
     data = buffer.getvalue()
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    file_io.write_file_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -254,7 +251,7 @@ def main(argv):
                 "file": FLAGS.overlap_tsv,
                 "rows_and_rows_in_games": overlap(f.read().splitlines(), game_positions(game_lines)),
             }
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1, sort_keys=True))
     if FLAGS.summary_json:
         file_io.write_json(FLAGS.summary_json, summary)
 

@@ -28,3 +28,11 @@ def shogiarena_command(openings):
             f"--openings={openings[:200]!r}: no such file ('' plays from the start position)"
         )
     return shogiarena
+
+
+def check_export_dir(flag, value):
+    """app.UsageError unless value (the flag's) is a directory: an export of shogi-policy-export."""
+    if not Path(value).is_dir():
+        raise app.UsageError(
+            f"--{flag}={value[:200]!r} is not a directory (an export of shogi-policy-export)"
+        )

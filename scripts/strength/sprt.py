@@ -32,8 +32,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     shogiarena = common.shogiarena_command(FLAGS.openings)
     for flag in ("baseline", "tested"):
-        if not Path(FLAGS[flag].value).is_dir():
-            raise app.UsageError(f"--{flag}={FLAGS[flag].value[:200]!r} is not a directory (an export)")
+        common.check_export_dir(flag, FLAGS[flag].value)
     if FLAGS.elo1 <= FLAGS.elo0:
         raise app.UsageError(f"--elo1={FLAGS.elo1} must be above --elo0={FLAGS.elo0}")
     output_dir = Path(FLAGS.output_dir)

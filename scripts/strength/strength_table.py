@@ -36,10 +36,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     shogiarena = common.shogiarena_command(FLAGS.openings)
-    if not Path(FLAGS.model).is_dir():
-        raise app.UsageError(
-            f"--model={FLAGS.model[:200]!r} is not a directory (an export of shogi-policy-export)"
-        )
+    common.check_export_dir("model", FLAGS.model)
     output_dir = Path(FLAGS.output_dir)
     try:
         config = arena.write_gauntlet(

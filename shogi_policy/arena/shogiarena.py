@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cshogi
 
-from shogi_policy.core import file_io
+from shogi_policy.core import file_io, shogi_rules
 
 FAIRY_STOCKFISH = "/usr/games/fairy-stockfish"
 GPSSHOGI = "/usr/games/gpsusi"
@@ -77,7 +77,8 @@ def our_engine_file(model):
     """The ShogiArena engine file (dict) of shogi-policy-usi on the export directory `model`."""
     engine = {
         "engine_path": sys.executable,
-        "engine_args": ["-m", "shogi_policy.serving.usi", f"--model={Path(model).resolve()}"],
+        # The launcher of shogi-policy-usi: the engine keeps off the TPU and runs on TensorFlow.
+        "engine_args": ["-m", "shogi_policy.cli", "usi", f"--model={Path(model).resolve()}"],
     }
     if os.environ.get("PYTHONPATH"):
         engine["environment"] = {"PYTHONPATH": os.environ["PYTHONPATH"]}
@@ -192,10 +193,10 @@ def run_games(game_db):
         games = []
         for game_id, result, sfen, black, white in rows:
             codes = db.execute("SELECT next_move FROM game_move WHERE game_id = ? ORDER BY id", (game_id,))
-            board = _replay(sfen, [Move(code).to_usi() for (code,) in codes if code != end], game_id)
+            moves = [Move(code).to_usi() for (code,) in codes if code != end]
+            board = _replay(sfen, moves, game_id)
             outcome = _outcome(result, board)
             if outcome is not None:
-                moves = [cshogi.move_to_usi(move) for move in board.history]
                 games.append({"black": players[black], "white": players[white], "sfen": sfen, "moves": moves,
                               "plies": board.move_number - 1, "result": outcome[0], "ending": outcome[1]})  # fmt: skip
     return games
@@ -204,11 +205,10 @@ def run_games(game_db):
 def _replay(sfen, moves, game_id):
     """The cshogi.Board after the USI moves from sfen, each checked legal (ValueError naming the game if not)."""
     board = cshogi.Board(sfen)
-    for ply, usi in enumerate(moves, start=1):
-        move = board.move_from_usi(usi)
-        if move not in board.legal_moves:
-            raise ValueError(f"game {game_id}: illegal move {usi} at ply {ply} ({board.sfen()})")
-        board.push(move)
+    try:
+        shogi_rules.replay(board, moves)
+    except ValueError as error:
+        raise ValueError(f"game {game_id}: {error} ({board.sfen()})") from None
     return board
 
 
@@ -219,13 +219,13 @@ def _outcome(result, board):
     the final position repeats with one side checking throughout (cshogi's is_draw), else a resignation.
     """
     for prefix, ours in RESULTS.items():
-        if result in (prefix, f"{prefix}_WIN"):
+        if result == prefix:
             if not board.legal_moves:
                 return ours, "mate"
             perpetual = board.is_draw() in (cshogi.REPETITION_WIN, cshogi.REPETITION_LOSE)
             return ours, "perpetual_check" if perpetual else "resign"
         if result.startswith(f"{prefix}_"):
-            return ours, ENDINGS.get(result[len(prefix) + 1 :].removeprefix("WIN_"), "unknown")
+            return ours, ENDINGS.get(result[len(prefix) + 1 :], "unknown")
     return None
 
 

@@ -88,7 +88,7 @@ def usi():
 
 def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
-    _expand_recipes("shogi-policy-train")
+    recipes.expand_sys_argv("shogi-policy-train")
     strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
     problem = tpu_runtime.missing_tpu(strategy, tpu)
     if problem:
@@ -102,14 +102,6 @@ def train():
     else:
         print(f"Keras backend jax: {_start_jax('shogi-policy-train')}", file=sys.stderr)
     _run_app("train")
-
-
-def _expand_recipes(command):
-    """sys.argv with each --recipe=NAME read in place as its flag file (shogi_policy.training.recipes)."""
-    try:
-        sys.argv = [sys.argv[0], *recipes.expand(sys.argv[1:])]
-    except ValueError as error:
-        sys.exit(f"{command}: {error}")
 
 
 def _start_jax(command):
@@ -141,7 +133,7 @@ def preflight():
     20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.training.runtime_check).
     Run it in a subprocess (the notebook does): starting the TPU takes libtpu's lock until the process ends.
     """
-    _expand_recipes("shogi-policy-preflight")
+    recipes.expand_sys_argv("shogi-policy-preflight")
     strategy, _, backend, _ = trainer_target(sys.argv[1:])
     report_path, check_steps, mnist_steps = preflight_options(sys.argv[1:])
     backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -59,6 +59,12 @@ def define_flags(flag_values=flags.FLAGS):
 
 def config_from_flags(flag_values):
     """(TrainConfig, --model_dir) of parsed trainer flags; app.UsageError for a value out of range."""
+    if (
+        flag_values["recipe"].value is not None
+    ):  # expand() reads it on the command line; a flagfile's stays unread
+        raise app.UsageError(
+            f"--recipe={flag_values['recipe'].value} works on the command line only, not inside a --flagfile"
+        )
     try:
         config = configs.TrainConfig.from_flat(
             {name: flag_values[name].value for name in configs.flat_fields()}
@@ -97,11 +103,8 @@ def main(argv):
 
 def run():
     define_flags()
-    try:
-        argv = [sys.argv[0], *recipes.expand(sys.argv[1:])]
-    except ValueError as error:
-        sys.exit(f"shogi-policy-train: {error}")
-    app.run(main, argv=argv)
+    recipes.expand_sys_argv("shogi-policy-train")
+    app.run(main)
 
 
 if __name__ == "__main__":

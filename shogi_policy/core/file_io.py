@@ -4,17 +4,24 @@ Every JSON file a command writes (network.json, train_flags.json, metrics.json, 
 manifest.json, an export's metadata, ShogiArena's engine and tournament files, evaluation reports) goes through
 write_json: indented by 1, keys sorted, a final newline, strict JSON, written under path + '.tmp' and renamed.
 
-TensorFlow (tf.io.gfile, which reads and writes gs:// too) is imported on the first read or write, not with this
-module: the arena and the data-import script import it without loading TensorFlow.
+Local paths are written with plain file I/O; paths with a scheme (gs://) through tf.io.gfile, imported only then:
+the arena and the data-import scripts write their files without loading TensorFlow (on a TPU VM, TensorFlow can
+load libtpu and take the chip).
 """
 
 import importlib
 import json
+import os
 
 
 def _tf():
     """The tensorflow module, imported on first use (see the module docstring)."""
     return importlib.import_module("tensorflow")
+
+
+def _is_remote(path):
+    """Whether path names a filesystem of TensorFlow's (gs://, ...) rather than a local file."""
+    return "://" in str(path)
 
 
 def io_error_reason(error):
@@ -27,17 +34,26 @@ def write_file_atomic(path, data):
 
     Raises ValueError naming the path when it cannot (a full disk: 'No space left on device').
     """
-    tf = _tf()
     tmp = path + ".tmp"
+    if not _is_remote(path):
+        try:
+            with open(tmp, "wb") as stream:
+                stream.write(data)
+            os.replace(tmp, path)
+        except OSError as error:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
+        return
+    tf = _tf()
     try:
         with tf.io.gfile.GFile(tmp, "wb") as stream:
             stream.write(data)
         tf.io.gfile.rename(tmp, path, overwrite=True)
     except (OSError, tf.errors.OpError) as error:
-        raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
-    finally:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.remove(tmp)
+        raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
 
 
 def write_json(path, value):
@@ -52,10 +68,14 @@ def write_json(path, value):
 
 
 def read_json(path):
-    """The JSON value of a file (local or gs://); ValueError naming the file when it does not parse."""
-    with _tf().io.gfile.GFile(path) as f:
-        text = f.read()
+    """The JSON value of a file (local or gs://); ValueError naming the file when it is not UTF-8 JSON."""
+    if _is_remote(path):
+        with _tf().io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     try:
-        return json.loads(text)
-    except ValueError as error:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as error:  # UnicodeDecodeError included
         raise ValueError(f"{path} is not valid JSON: {error}") from None

@@ -1,7 +1,7 @@
 """MNIST through the same trainer (--dataset=mnist): a smoke test of strategies, checkpoints and logging.
 
-Images come from tensorflow-datasets (tfds.load("mnist")); the model is the residual tower of
-shogi_policy.model.network over 28x28x1 images with a 10-way logits head. tensorflow-datasets downloads MNIST
+Images come from tensorflow-datasets (tfds.load("mnist")); the model is shogi_policy.model.mnist_net.
+tensorflow-datasets downloads MNIST
 into its data directory (TFDS_DATA_DIR, default ~/tensorflow_datasets) the first time; without the network
 that download retries for minutes, so unavailable() answers first, in seconds.
 """
@@ -13,7 +13,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 _SHUFFLE_BUFFER = 10_000
-
 
 # Where tensorflow-datasets downloads MNIST from (its mnist builder's URLs), probed before a download.
 DOWNLOAD_ADDRESS = ("storage.googleapis.com", 443)

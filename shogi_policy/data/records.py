@@ -19,7 +19,17 @@ import tensorflow as tf
 from shogi_policy.core import policy_labels, quoting, record_format, shogi_rules
 from shogi_policy.data import csa, game_io, hcpe, kif, usi_lines
 
-EXTENSIONS = (".csa", ".kif", ".kifu", ".usi", ".txt", ".sfen", ".hcpe")
+# Record file extension (before an optional .gz) -> its reader.
+_READERS = {
+    ".csa": csa.read_csa,
+    ".kif": kif.read_kif,
+    ".kifu": kif.read_kif,
+    ".usi": usi_lines.read_usi,
+    ".txt": usi_lines.read_usi,
+    ".sfen": usi_lines.read_usi,
+    ".hcpe": hcpe.read_hcpe,
+}
+EXTENSIONS = tuple(_READERS)
 
 
 def read_games(path):
@@ -30,15 +40,13 @@ def read_games(path):
     Raises ValueError for an unknown extension.
     """
     path = os.fspath(path)
-    readers = {".csa": csa.read_csa, ".kif": kif.read_kif, ".kifu": kif.read_kif, ".hcpe": hcpe.read_hcpe}
-    readers.update(dict.fromkeys((".usi", ".txt", ".sfen"), usi_lines.read_usi))
     extension = game_io.record_extension(path)
-    if extension not in readers:
+    if extension not in _READERS:
         raise ValueError(
             f"{path}: unknown record extension {quoting.quote(extension)}; expected one of {EXTENSIONS}"
         )
     try:
-        yield from readers[extension](path)
+        yield from _READERS[extension](path)
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, tf.errors.OpError) as error:
         yield game_io.RecordError(path, 0, f"cannot read: {error}")
 

@@ -12,14 +12,13 @@ give an empty result. So does an export directory that is not one of this packag
 (load_export): the sampler, evaluator and USI engine load through PolicyModel.
 """
 
-import json
 import os
 
 import cshogi
 import numpy as np
 import tensorflow as tf
 
-from shogi_policy.core import policy_labels, record_format, shogi_rules
+from shogi_policy.core import file_io, policy_labels, quoting, record_format, shogi_rules
 from shogi_policy.serving import policy_ops
 
 DEFAULT_BATCH_SIZE = 256
@@ -91,29 +90,21 @@ def _check_seed(seed):
     return int(seed)
 
 
-def _capped(text, limit=300):
-    """text shortened to limit characters (long error text from a damaged file stays readable)."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
 def read_metadata(export_dir):
     """The shogi_policy_export.json of an export, checked against this package's record and label layout."""
     path = os.path.join(export_dir, policy_ops.METADATA_FILENAME)
     if not tf.io.gfile.exists(path):
         raise ValueError(f"{path} not found: {export_dir} is not a shogi_policy export")
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read()
     try:
-        metadata = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): a damaged export") from None
+        metadata = file_io.read_json(path)
+    except ValueError as error:  # names the file
+        raise ValueError(f"{error}: a damaged export") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"{path} holds a JSON {type(metadata).__name__}, not an object: a damaged export")
     for key, value in policy_ops.format_metadata().items():
         if metadata.get(key) != value:
             raise ValueError(
-                f"{path}: {key} is {_capped(repr(metadata.get(key)))}, this package reads {value!r}"
+                f"{path}: {key} is {quoting.quote(metadata.get(key), 300)}, this package reads {value!r}"
             )
     return metadata
 
@@ -157,7 +148,7 @@ def load_export(export_dir):
         Exception
     ) as error:  # TF raises many kinds on a damaged SavedModel (DataLossError, ValueError, ...)
         raise ValueError(
-            f"{export_dir}: the SavedModel does not load ({type(error).__name__}: {_capped(error)}): "
+            f"{export_dir}: the SavedModel does not load ({type(error).__name__}: {quoting.quote(error, 300)}): "
             "truncated or damaged files? Export it again"
         ) from None
     _check_signatures(loaded, export_dir)

@@ -152,7 +152,8 @@ class UsiEngine:
             return "win"
         if not len(board.legal_moves):
             return "resign"
-        if self._last_move_before_draw(board):
+        at_draw_ply = self._last_move_before_draw(board)
+        if at_draw_ply:
             mate = board.mate_move_in_1ply()
             if mate:
                 self._info(f"Draw_Ply {self.options['Draw_Ply']} reached: mate in one")
@@ -163,7 +164,7 @@ class UsiEngine:
         (move,) = self._model.sample([board], temperature, seed)
         (top,) = self._model.top_k([board], 3, 1.0)
         self._info("policy at T 1: " + " ".join(f"{usi} {probability:.3f}" for usi, probability in top))
-        if self._last_move_before_draw(board):
+        if at_draw_ply:
             self._write(f"info score cp 0 pv {move}")
             self._info(f"Draw_Ply {self.options['Draw_Ply']} reached: the game ends drawn")
         return move

@@ -100,7 +100,15 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
                 "test": random_records(num_games=2, max_plies=64, seed=2),
             },
         )
-        common = {"data_dir": data_dir, "dataset": "shogi", "eval_steps": 0, "eval_tsv": None, "seed": 1}
+        # The check's own steps: the run's warm-up (e.g. a recipe's 20) would not fit in them.
+        common = {
+            "data_dir": data_dir,
+            "dataset": "shogi",
+            "eval_steps": 0,
+            "eval_tsv": None,
+            "seed": 1,
+            "warmup_steps": 0,
+        }
         if check_steps:
             metrics, seconds, _ = _train(
                 config,
@@ -151,6 +159,7 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
                 eval_steps=None,
                 eval_tsv=None,
                 seed=1,
+                warmup_steps=0,
             )
             report["mnist"] = {
                 "steps": metrics["step"],

@@ -164,13 +164,11 @@ def train(config, model_dir, callbacks=()):
     network_config = config.task.network()
     try:
         strategy = make_strategy(runtime.strategy, runtime.tpu)
-        _check_replicas(trainer.batch_size, strategy)
         # ValueError: --jit_compile=true on a host without XLA
         nested_xla, jit_compile = compilation_for(strategy, runtime.jit_compile)
-    except ConfigError:
-        raise
     except ValueError as error:  # JAX: a remote --tpu, or --strategy=default on several hosts
         raise ConfigError(str(error)) from None
+    _check_replicas(trainer.batch_size, strategy)
     steps_per_execution = trainer.steps_per_execution
     if steps_per_execution > 1 and isinstance(strategy, tf.distribute.MirroredStrategy):
         # Keras 3 fails with steps_per_execution > 1 under MirroredStrategy (keras issue 19246).

@@ -12,6 +12,7 @@ Loads no Keras (the launcher expands recipes before it chooses the backend); loa
 """
 
 import pathlib
+import sys
 
 DIRECTORY = pathlib.Path(__file__).resolve().parent
 NAMES = tuple(sorted(path.stem for path in DIRECTORY.glob("*.flags")))
@@ -34,6 +35,14 @@ def expand(argv):
             arg = f"--flagfile={path(arg.partition('=')[2])}"
         expanded.append(arg)
     return expanded
+
+
+def expand_sys_argv(command):
+    """sys.argv with each --recipe=NAME read in place (expand); exits naming command on an unknown recipe."""
+    try:
+        sys.argv = [sys.argv[0], *expand(sys.argv[1:])]
+    except ValueError as error:
+        sys.exit(f"{command}: {error}")
 
 
 def settings(name):
@@ -64,8 +73,16 @@ def load(name):
     if unknown:
         raise ValueError(f"{path(name)}: unknown settings {sorted(unknown)}")
     return config.TrainConfig.from_flat(
-        {
-            key: value if isinstance(value, bool) else config.field_type(fields[key])(value)
-            for key, value in values.items()
-        }
+        {key: _typed(config.field_type(fields[key]), value, name, key) for key, value in values.items()}
     )
+
+
+def _typed(kind, value, name, key):
+    """A recipe's value text (or switch) as the field's type; bool text as absl reads it (true/false, 1/0)."""
+    if isinstance(value, bool) or kind is not bool:
+        return value if isinstance(value, bool) else kind(value)
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise ValueError(f"{path(name)}: --{key} must be true or false, got {value[:100]!r}")
