@@ -2,10 +2,10 @@
 
 It runs once per BACKEND: "tensorflow", "jax" (skipped where jax is not installed, as in the tensorflow-tpu
 wheel's CI lane) and "auto" with a TensorFlow preflight whose fit fails (the fault hook of
-shogi_policy.training.runtime_check): "auto" must end on the JAX road with a TensorFlow that still exports and serves.
+shogi_policy.runtime.checks): "auto" must end on the JAX road with a TensorFlow that still exports and serves.
 Under Colab's stack (.ci/colab_lane: jax with libtpu installed) "auto" takes the JAX road at once.
 Cells run in a real IPython shell, so magics and {var} expansion behave as in Colab. Cells tagged 'colab'
-(pip installs, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_tpu_runtime.py
+(pip installs, the TensorBoard widget) and 'downloads' (MNIST from the internet; tests/test_runtime.py
 covers the report with tfds mock data) are skipped; the install plan they run is tested on its own. Commands go
 through the notebook's own run() helper, which must stop the notebook on a failure (Colab's '!' does not) and
 on a timeout; the preflight must let the default strategy through and stop a TPU run on this TPU-less machine;
@@ -23,7 +23,7 @@ from unittest import mock
 import nbformat
 import pytest
 
-from shogi_policy.training import runtime_check
+from shogi_policy.runtime import checks as runtime_check
 
 IPython = pytest.importorskip("IPython")
 

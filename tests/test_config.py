@@ -279,8 +279,10 @@ def test_recipe_switch_with_another_value_is_refused():
 @pytest.mark.slow
 def test_preflight_checks_run_under_a_recipe_with_warm_up(tmp_path):
     """The preflight's 2 steps under the main recipe (20 warm-up steps): the check's own schedule (about 15 s)."""
-    from shogi_policy.training import runtime_check
+    from shogi_policy.runtime import checks as runtime_check
 
     run = recipes.load("main").replace(batch_size=16, blocks=1, filters=8)
-    report = runtime_check.run_checks(run, check_steps=2, throughput_steps=0, mnist_steps=0)
+    from shogi_policy.training.train import train as trainer
+
+    report = runtime_check.run_checks(trainer, run, check_steps=2, throughput_steps=0, mnist_steps=0)
     assert report["check"]["steps"] == 2

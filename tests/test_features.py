@@ -16,7 +16,7 @@ from conftest import random_game_plies
 
 from shogi_policy.core import record_format
 from shogi_policy.model import features
-from shogi_policy.training.strategy import host_xla_available
+from shogi_policy.runtime.strategy import host_xla_available
 
 BATCH = 2048
 

@@ -16,7 +16,8 @@ from conftest import parse_flags, random_game_records
 from shogi_policy.cli import train as train_command
 from shogi_policy.data import input_pipeline, shards
 from shogi_policy.model import model_dir, network
-from shogi_policy.training import strategy, tasks
+from shogi_policy.runtime import strategy
+from shogi_policy.training import tasks
 
 TINY = {"blocks": 0, "filters": 8}
 

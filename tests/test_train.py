@@ -18,7 +18,8 @@ from shogi_policy.cli import train as train_command
 from shogi_policy.core import file_io, policy_labels, record_format, shogi_rules
 from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import losses, model_dir, network
-from shogi_policy.training import strategy, train
+from shogi_policy.runtime import strategy
+from shogi_policy.training import train
 
 UNIFORM_LOSS = math.log(policy_labels.NUM_MOVE_LABELS)
 # Tests of what the Keras backend does not touch (tf.data, flag parsing): the default suite runs them, and

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from shogi_policy.core import record_format
 from shogi_policy.model import features
-from shogi_policy.training.strategy import host_xla_available
+from shogi_policy.runtime.strategy import host_xla_available
 
 BATCH = 1024
 

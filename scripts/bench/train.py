@@ -78,7 +78,7 @@ def measure(blocks, filters, batch, jit, steps):
     import tensorflow as tf
 
     from shogi_policy.model import losses, network
-    from shogi_policy.training.strategy import host_xla_available
+    from shogi_policy.runtime.strategy import host_xla_available
 
     # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
     model = network.build_policy_model(
@@ -101,7 +101,7 @@ def measure_features(batch, jit, steps):
     import tensorflow as tf
 
     from shogi_policy.model.features import DlshogiFeatures
-    from shogi_policy.training.strategy import host_xla_available
+    from shogi_policy.runtime.strategy import host_xla_available
 
     layer = tf.function(DlshogiFeatures(nested_xla=not jit and host_xla_available()), jit_compile=jit)
     records = tf.constant(_batch(batch)[0])

@@ -6,8 +6,8 @@ before TensorFlow and Keras are imported, and every app imports them at import t
 
   train            KERAS_BACKEND from --backend (else as set, else Keras's default, tensorflow).
                    TensorFlow: the PJRT variables when it will train on this host's TPU, else
-                   TPU_LOAD_LIBRARY=0 (shogi_policy.core.tpu_runtime.configure_trainer). JAX: JAX starts its
-                   devices here, before anything imports TensorFlow (tpu_runtime.start_jax), then
+                   TPU_LOAD_LIBRARY=0 (shogi_policy.runtime.environment.configure_trainer). JAX: JAX starts its
+                   devices here, before anything imports TensorFlow (environment.start_jax), then
                    TPU_LOAD_LIBRARY=0 keeps tf.data's TensorFlow off libtpu; with TPU chips and no TPU device
                    from JAX it stops with JAX's error (never trains on the CPU beside a TPU). With
                    --jax_distributed the trainer starts JAX after its distributed runtime. --strategy=tpu
@@ -17,7 +17,7 @@ before TensorFlow and Keras are imported, and every app imports them at import t
                    KERAS_BACKEND=tensorflow whatever the environment says: serving is TensorFlow
                    (SavedModels), and a JAX-trained model.keras or checkpoint loads under it
   preflight        what the runtime has (versions, TPU chips, the devices the backend starts), then
-                   --check_steps training steps on random records (shogi_policy.training.runtime_check); with
+                   --check_steps training steps on random records (shogi_policy.runtime.checks); with
                    --report=FILE also a 20-step throughput and MNIST, written as JSON; exit status 1 when it
                    cannot train as asked
 
@@ -30,7 +30,8 @@ import sys
 
 from absl import flags
 
-from shogi_policy.core import tpu_runtime
+from shogi_policy.runtime import environment
+from shogi_policy.runtime import preflight as runtime_preflight
 from shogi_policy.training import recipes
 
 
@@ -61,7 +62,7 @@ def _run_app(name):
 
 
 def _serve(name):
-    tpu_runtime.keep_off_tpu()
+    environment.keep_off_tpu()
     os.environ["KERAS_BACKEND"] = "tensorflow"  # overrides a KERAS_BACKEND=jax left for the trainer
     _run_app(name)
 
@@ -90,13 +91,13 @@ def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
     recipes.expand_sys_argv("shogi-policy-train")
     strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
-    problem = tpu_runtime.missing_tpu(strategy, tpu)
+    problem = environment.missing_tpu(strategy, tpu)
     if problem:
         sys.exit(f"shogi-policy-train --strategy=tpu: {problem}")
     if backend:
         os.environ["KERAS_BACKEND"] = backend
     if os.environ.get("KERAS_BACKEND") != "jax":
-        print(tpu_runtime.configure_trainer(strategy, tpu), file=sys.stderr)
+        print(environment.configure_trainer(strategy, tpu), file=sys.stderr)
     elif jax_distributed:  # jax.distributed.initialize() must come first: the trainer starts JAX after it
         print("Keras backend jax, --jax_distributed: the trainer starts JAX's devices", file=sys.stderr)
     else:
@@ -105,8 +106,8 @@ def train():
 
 
 def _start_jax(command):
-    """Starts JAX's devices before TensorFlow loads (tpu_runtime.start_jax); exits with JAX's error if it must."""
-    devices, problem = tpu_runtime.start_jax()
+    """Starts JAX's devices before TensorFlow loads (environment.start_jax); exits with JAX's error if it must."""
+    devices, problem = environment.start_jax()
     if problem:
         sys.exit(f"{command}: {problem}")
     return f"JAX started {len(devices)} {devices[0].platform} devices; TPU_LOAD_LIBRARY=0 for TensorFlow from here"
@@ -130,7 +131,7 @@ def preflight():
 
     Flags: the trainer's --strategy, --backend, --preset, --batch_size, --mixed_bfloat16 (what the run will
     use), --check_steps=N training steps on random records (default 2; 0: none), --report=FILE: also a
-    20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.training.runtime_check).
+    20-step throughput and --mnist_steps of MNIST, all written to FILE as JSON (shogi_policy.runtime.checks).
     Run it in a subprocess (the notebook does): starting the TPU takes libtpu's lock until the process ends.
     """
     recipes.expand_sys_argv("shogi-policy-preflight")
@@ -138,19 +139,24 @@ def preflight():
     report_path, check_steps, mnist_steps = preflight_options(sys.argv[1:])
     backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     os.environ["KERAS_BACKEND"] = backend
-    lines, problem = tpu_runtime.preflight(strategy, backend=backend)
+    lines, problem = runtime_preflight.problems(strategy, backend=backend)
     print("\n".join(lines))
     if problem:
         sys.exit(f"\nPREFLIGHT FAILED:\n{problem}")
-    if backend == "jax":
-        devices = _preflight_jax(strategy)
-    else:
-        devices = _preflight_tensorflow(strategy)
+    try:
+        if backend == "jax":
+            devices = runtime_preflight.jax_devices(strategy)
+        else:
+            devices = runtime_preflight.tensorflow_devices(strategy)
+    except runtime_preflight.PreflightError as error:
+        sys.exit(f"\nPREFLIGHT FAILED: {error}")
     from shogi_policy.cli.train import config_from_argv
-    from shogi_policy.training import runtime_check
+    from shogi_policy.runtime import checks
+    from shogi_policy.training.train import train as trainer
 
     try:
-        report = runtime_check.run_checks(
+        report = checks.run_checks(
+            trainer,
             config_from_argv(sys.argv[1:])[0],
             check_steps=check_steps,
             mnist_steps=mnist_steps if report_path else 0,
@@ -159,41 +165,9 @@ def preflight():
     except Exception as error:  # noqa: BLE001  (any failure of fit is the preflight's answer)
         sys.exit(f"\nPREFLIGHT FAILED: training did not run ({type(error).__name__}: {str(error)[:2000]})")
     if report_path:
-        runtime_check.write_report(report_path, tpu_runtime.runtime_report(), devices, report)
+        checks.write_report(report_path, runtime_preflight.runtime_report(), devices, report)
         print(f"report written to {report_path}")
     print(f"\npreflight ok for --strategy={strategy} --backend={backend}")
-
-
-def _preflight_tensorflow(strategy):
-    """TensorFlow's devices; with TPU chips and --strategy=tpu|auto, the TPU cores it initialises (or exit 1)."""
-    print(tpu_runtime.configure_trainer(strategy, "local"))  # the trainer's environment, before TensorFlow
-    import tensorflow as tf
-
-    if strategy in ("tpu", "auto") and tpu_runtime.local_tpu_chips():
-        from shogi_policy.training.strategy import TpuUnavailableError, make_strategy
-
-        try:
-            make_strategy("tpu")
-        except TpuUnavailableError as error:
-            sys.exit(f"\nPREFLIGHT FAILED: {error}")
-        devices = [device.name for device in tf.config.list_logical_devices("TPU")]
-        print("TPU cores:", devices)
-        return devices
-    return [device.name for device in tf.config.list_logical_devices()]
-
-
-def _preflight_jax(strategy):
-    """JAX's devices, started before TensorFlow loads (it takes the TPU until this process ends); exits 1 when
-    JAX starts no TPU beside TPU chips, or when --strategy=tpu finds none."""
-    devices, problem = tpu_runtime.start_jax()
-    if problem:
-        sys.exit(f"\nPREFLIGHT FAILED: {problem}")
-    print("JAX devices:", devices)
-    if strategy == "tpu" and devices[0].platform != "tpu":
-        sys.exit(
-            f"\nPREFLIGHT FAILED: --strategy=tpu --backend=jax, but JAX started {devices[0].platform} devices"
-        )
-    return [str(device) for device in devices]
 
 
 COMMANDS = {

@@ -20,7 +20,7 @@ import typing
 
 from shogi_policy.data.input_pipeline import BAD_RECORDS
 from shogi_policy.model import network
-from shogi_policy.training.strategy import JIT_COMPILE, STRATEGIES
+from shogi_policy.runtime.strategy import JIT_COMPILE, STRATEGIES
 
 BACKENDS = ("tensorflow", "jax")
 DATASETS = ("shogi", "mnist")

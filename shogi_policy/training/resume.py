@@ -16,7 +16,7 @@ from absl import logging
 from shogi_policy.core import file_io
 from shogi_policy.model import model_dir as model_dirs
 from shogi_policy.model import network
-from shogi_policy.training import hosts
+from shogi_policy.runtime import hosts
 from shogi_policy.training.config import ConfigError, TrainConfig
 
 # How each setting may differ from the model_dir's train_flags.json when a run resumes its checkpoints.

@@ -9,7 +9,7 @@ which it holds.
 
 from shogi_policy.data import input_pipeline, mnist, shard_manifest
 from shogi_policy.model import losses, mnist_net, network
-from shogi_policy.training import hosts
+from shogi_policy.runtime import hosts
 
 
 class ShogiTask:

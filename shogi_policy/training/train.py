@@ -13,7 +13,7 @@ train_flags.json and compared on resume), the directory only where it goes, and 
 several directories.
 
 The Keras backend is TensorFlow (tf.distribute strategies) or JAX (keras.distribution.DataParallel over JAX's
-devices, shogi_policy.training.strategy); Keras reads it when it is first imported, so config.runtime.backend is
+devices, shogi_policy.runtime.strategy); Keras reads it when it is first imported, so config.runtime.backend is
 only checked here. Both backends read the same tf.data shards and write the same model directory, except the
 checkpoints' format (shogi_policy.model.checkpoints).
 
@@ -47,7 +47,9 @@ from absl import logging
 
 from shogi_policy.core import file_io
 from shogi_policy.model import checkpoints, model_dir
-from shogi_policy.training import hosts, resume, run_lock
+from shogi_policy.runtime import hosts
+from shogi_policy.runtime.strategy import JaxDataParallel, compilation_for, make_strategy
+from shogi_policy.training import resume, run_lock
 from shogi_policy.training.callbacks import (
     DivergenceGuard,
     EpochHistory,
@@ -57,7 +59,6 @@ from shogi_policy.training.callbacks import (
     TsvEvaluation,
 )
 from shogi_policy.training.config import ConfigError
-from shogi_policy.training.strategy import JaxDataParallel, compilation_for, make_strategy
 from shogi_policy.training.tasks import TASKS
 
 __all__ = ["ConfigError", "TrainingDiverged", "make_optimizer", "train"]

@@ -5,7 +5,7 @@ no tf.distribute: the same names give a JaxDataParallel (keras.distribution.Data
 devices), which offers what the trainer uses of a strategy (scope(), num_replicas_in_sync).
 
 The TPU's environment (PJRT variables, TPU_LOAD_LIBRARY) is set before TensorFlow is imported, by
-shogi_policy.cli through shogi_policy.core.tpu_runtime; this module only looks for chips there.
+shogi_policy.cli through shogi_policy.runtime.environment; this module only looks for chips there.
 """
 
 import contextlib
@@ -15,8 +15,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from shogi_policy.core import tpu_runtime
-from shogi_policy.training import hosts
+from shogi_policy.runtime import environment, hosts
 
 STRATEGIES = ("auto", "tpu", "mirrored", "default")
 JIT_COMPILE = ("auto", "true", "false")
@@ -28,7 +27,7 @@ class TpuUnavailableError(RuntimeError):
 
 def _tpu_strategy(tpu):
     """TPUStrategy on `tpu` ("local" on a TPU VM, a name or grpc:// address for TPU Node / pods)."""
-    problem = tpu_runtime.missing_tpu("tpu", tpu)
+    problem = environment.missing_tpu("tpu", tpu)
     if problem:  # no chip: initialising would only fail, noisily, or crash with libtpu loaded
         raise TpuUnavailableError(problem)
     try:
@@ -42,7 +41,7 @@ def _tpu_strategy(tpu):
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TpuUnavailableError(
             f"the TPU at --tpu={tpu} did not initialise ({type(error).__name__}: {first_line}).\n"
-            f"{tpu_runtime.TPU_INIT_HELP}"
+            f"{environment.TPU_INIT_HELP}"
         ) from error
     return tf.distribute.TPUStrategy(resolver)
 
@@ -53,7 +52,7 @@ def _auto_strategy(tpu):
     A local TPU is tried only when the PCI bus has a TPU chip, so CPU and GPU hosts never run the TPU
     initialisation (and never log its errors).
     """
-    if tpu != "local" or tpu_runtime.local_tpu_chips():
+    if tpu != "local" or environment.local_tpu_chips():
         try:
             return _tpu_strategy(tpu), f"a TPU answered at --tpu={tpu}"
         except TpuUnavailableError as error:
@@ -108,12 +107,12 @@ def _jax_strategy(name, tpu):
         )
     devices = jax.devices()  # global: every host's devices in a multi-host run
     platform = devices[0].platform
-    chips = tpu_runtime.local_tpu_chips()
+    chips = environment.local_tpu_chips()
     if platform != "tpu" and (name == "tpu" or chips):  # never train on the CPU beside an idle TPU
         raise TpuUnavailableError(
             f"--strategy={name} under JAX, but JAX sees {len(devices)} {platform} devices"
             + (
-                f" while {len(chips)} TPU chips are on the PCI bus\n{tpu_runtime.JAX_TPU_HELP}"
+                f" while {len(chips)} TPU chips are on the PCI bus\n{environment.JAX_TPU_HELP}"
                 if chips
                 else ""
             )

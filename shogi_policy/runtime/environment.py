@@ -6,7 +6,6 @@
                            else TPU_LOAD_LIBRARY=0
   keep_off_tpu()           every other console command: TPU_LOAD_LIBRARY=0, so it never takes the TPU
   start_jax()              the JAX trainer and preflight: JAX's backend first, then TensorFlow kept off libtpu
-  preflight(strategy)      what this runtime has, and the problem with it (shogi_policy.cli preflight)
 
 Why before TensorFlow: with the tensorflow-tpu wheel, `import tensorflow` loads libtpu (unless
 TPU_LOAD_LIBRARY=0), and libtpu takes /tmp/libtpu_lockfile for the life of the process, so a
@@ -17,7 +16,6 @@ off the TPU. TensorFlow also reads the PJRT variables only when it starts.
 import importlib.metadata
 import importlib.util
 import os
-import platform
 from pathlib import Path
 
 # Google's PCI vendor id and the TPU chips' device ids, as jax-ml/jax jax/_src/hardware_utils.py
@@ -171,7 +169,7 @@ def start_jax(environ=os.environ, pci_devices=PCI_DEVICES):
     platform = devices[0].platform if devices else None
     if platform == "tpu" or not chips:
         return devices, None
-    said = error or f"nothing; it started {platform} devices (libtpu installed: {_version('libtpu') or 'no'})"
+    said = error or f"nothing; it started {platform} devices (libtpu installed: {version('libtpu') or 'no'})"
     return devices, (
         f"{len(chips)} TPU chips ({_generations(chips)}) on the PCI bus, but JAX did not start a TPU. "
         f"JAX/libtpu said: {said}\n{JAX_TPU_HELP}"
@@ -223,58 +221,8 @@ def _generations(chips):
     return ", ".join(sorted(set(chips.values())))
 
 
-def _version(distribution):
+def version(distribution):
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def runtime_report(pci_devices=PCI_DEVICES):
-    """{name: value} of what this runtime has: Python, installed wheels (by metadata, nothing imported), TPUs."""
-    return {
-        "python": platform.python_version(),
-        **{
-            name: _version(name)
-            for name in (
-                "tensorflow-tpu",
-                "tensorflow",
-                "tensorflow-cpu",
-                "keras",
-                "jax",
-                "orbax-checkpoint",
-                "libtpu",
-                "cshogi",
-                "numpy",
-            )
-        },
-        "tpu_chips": local_tpu_chips(pci_devices),
-    }
-
-
-def preflight(strategy, pci_devices=PCI_DEVICES, backend="tensorflow"):
-    """(report lines, problem or None) for a run with --strategy on this runtime and Keras backend; imports
-    no TensorFlow."""
-    report = runtime_report(pci_devices)
-    lines = [f"{name:16s} {value if value is not None else '-'}" for name, value in report.items()]
-    problems = []
-    if report["tensorflow-tpu"] and report["tensorflow"]:
-        problems.append(
-            "both tensorflow and tensorflow-tpu are installed: `pip uninstall -y tensorflow`, then reinstall "
-            "tensorflow-tpu (a plain `pip install -e .` pulls the CPU wheel in; install with --no-deps)"
-        )
-    if backend == "jax":
-        if not report["jax"] or not report["orbax-checkpoint"]:
-            problems.append(
-                "the JAX backend needs jax and orbax-checkpoint (preinstalled on Colab TPU runtimes)"
-            )
-        if report["tensorflow-tpu"]:
-            problems.append(
-                "tensorflow-tpu is installed: its libtpu 0.0.14 is not the one JAX needs. `pip uninstall -y "
-                f"tensorflow-tpu`, reinstall the libtpu that came with JAX, then {JAX_PIP_LINE}"
-            )
-    elif report["libtpu"] and report["libtpu"] != "0.0.14" and report["tensorflow-tpu"] == "2.20.0":
-        problems.append(f"libtpu {report['libtpu']}: tensorflow-tpu 2.20.0 needs libtpu==0.0.14")
-    if missing_tpu(strategy, "local", pci_devices):
-        problems.append(NO_TPU_HELP)
-    return lines, "\n".join(problems) or None

@@ -15,8 +15,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shogi_policy.cli import launch as cli
-from shogi_policy.core import record_format, tpu_runtime
-from shogi_policy.training import runtime_check, strategy
+from shogi_policy.core import record_format
+from shogi_policy.runtime import checks as runtime_check
+from shogi_policy.runtime import environment as tpu_environment
+from shogi_policy.runtime import preflight as runtime_preflight
+from shogi_policy.runtime import strategy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,17 +47,17 @@ def tpu_host(tmp_path):
 
 
 def test_pci_scan_counts_tpu_chips_only(tpu_host, tmp_path):
-    assert tpu_runtime.local_tpu_chips(tpu_host) == {"0000:00:04.0": "v5e"}
-    assert tpu_runtime.local_tpu_chips(tmp_path / "absent") == {}
-    assert tpu_runtime.local_tpu_chips() == {}, "this test machine has no TPU"
+    assert tpu_environment.local_tpu_chips(tpu_host) == {"0000:00:04.0": "v5e"}
+    assert tpu_environment.local_tpu_chips(tmp_path / "absent") == {}
+    assert tpu_environment.local_tpu_chips() == {}, "this test machine has no TPU"
 
 
 def test_trainer_environment(tpu_host, tmp_path, monkeypatch):
-    monkeypatch.setattr(tpu_runtime, "libtpu_library_path", lambda: "/site-packages/libtpu/libtpu.so")
+    monkeypatch.setattr(tpu_environment, "libtpu_library_path", lambda: "/site-packages/libtpu/libtpu.so")
     no_tpu = tmp_path / "no_pci"
 
     environ = {"TF_XLA_FLAGS": "--tf_xla_enable_xla_devices"}
-    line = tpu_runtime.configure_trainer("auto", "local", environ, tpu_host)
+    line = tpu_environment.configure_trainer("auto", "local", environ, tpu_host)
     assert "1 TPU chips (v5e)" in line
     assert environ["NEXT_PLUGGABLE_DEVICE_USE_C_API"] == "true"
     assert environ["TF_PLUGGABLE_DEVICE_LIBRARY_PATH"] == "/site-packages/libtpu/libtpu.so"
@@ -63,24 +66,24 @@ def test_trainer_environment(tpu_host, tmp_path, monkeypatch):
 
     for strategy_name, pci in (("auto", no_tpu), ("default", tpu_host), ("mirrored", tpu_host)):
         environ = {}
-        line = tpu_runtime.configure_trainer(strategy_name, "local", environ, pci)
+        line = tpu_environment.configure_trainer(strategy_name, "local", environ, pci)
         assert environ == {"TPU_LOAD_LIBRARY": "0"}, (strategy_name, line)
 
     environ = {"TPU_LOAD_LIBRARY": "0"}  # e.g. inherited from a notebook kernel
-    assert "unset it" in tpu_runtime.configure_trainer("tpu", "local", environ, tpu_host)
+    assert "unset it" in tpu_environment.configure_trainer("tpu", "local", environ, tpu_host)
     assert environ == {"TPU_LOAD_LIBRARY": "0"}
 
     environ = {}
-    assert "remote" in tpu_runtime.configure_trainer("tpu", "grpc://10.0.0.2:8470", environ, no_tpu)
+    assert "remote" in tpu_environment.configure_trainer("tpu", "grpc://10.0.0.2:8470", environ, no_tpu)
     assert environ == {}
 
-    assert tpu_runtime.missing_tpu("tpu", "local", no_tpu) == tpu_runtime.NO_TPU_HELP
-    assert tpu_runtime.missing_tpu("tpu", "local", tpu_host) is None
-    assert tpu_runtime.missing_tpu("auto", "local", no_tpu) is None
+    assert tpu_environment.missing_tpu("tpu", "local", no_tpu) == tpu_environment.NO_TPU_HELP
+    assert tpu_environment.missing_tpu("tpu", "local", tpu_host) is None
+    assert tpu_environment.missing_tpu("auto", "local", no_tpu) is None
 
 
 def test_pjrt_variables_are_the_keras_io_recipe():
-    assert list(tpu_runtime.pjrt_environment("/x/libtpu.so")) == [
+    assert list(tpu_environment.pjrt_environment("/x/libtpu.so")) == [
         "PJRT_DEVICE",
         "NEXT_PLUGGABLE_DEVICE_USE_C_API",
         "TF_PLUGGABLE_DEVICE_LIBRARY_PATH",
@@ -117,8 +120,8 @@ def test_serving_commands_keep_off_the_tpu_on_tensorflow(command, monkeypatch):
 
 
 def fake_jax_start():
-    """tpu_runtime.start_jax on one CPU device, without starting JAX."""
-    tpu_runtime.keep_off_tpu()
+    """tpu_environment.start_jax on one CPU device, without starting JAX."""
+    tpu_environment.keep_off_tpu()
     return [mock.Mock(platform="cpu")], None
 
 
@@ -136,7 +139,7 @@ def test_train_command_sets_the_keras_backend(argv, environment, expected, monke
     # JAX's start is faked: a real one would hold libtpu's lock in this process where libtpu is installed
     # (.ci/colab_lane), keeping the simulated-chip tests' processes from reaching libtpu. The real order is
     # tested in a child process below.
-    monkeypatch.setattr(tpu_runtime, "start_jax", fake_jax_start)
+    monkeypatch.setattr(tpu_environment, "start_jax", fake_jax_start)
     seen = []
     monkeypatch.setattr(
         cli,
@@ -219,7 +222,7 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
         cli.preflight()
     assert "preflight ok for --strategy=default --backend=tensorflow" in capsys.readouterr().out
     written = json.loads(report.read_text())
-    assert written["runtime"] == json.loads(json.dumps(tpu_runtime.runtime_report()))
+    assert written["runtime"] == json.loads(json.dumps(runtime_preflight.runtime_report()))
     assert written["devices"] == [device.name for device in tf.config.list_logical_devices()]
     checks = written["checks"]
     assert checks["check"]["steps"] == 2
@@ -313,7 +316,7 @@ def test_simulated_chip_is_seen(simulated_tpu_host):
         [
             sys.executable,
             "-c",
-            "from shogi_policy.core import tpu_runtime; print(tpu_runtime.local_tpu_chips())",
+            "from shogi_policy.runtime import environment; print(environment.local_tpu_chips())",
         ]
     )
     assert result.stdout.strip() == "{'0000:00:04.0': 'v5e'}", result.stderr[-2000:]
@@ -336,7 +339,7 @@ def test_jax_road_with_a_tpu_chip_never_falls_back_to_the_cpu(command, simulated
     assert "TPU_LOAD_LIBRARY=0, not loading libtpu" not in output
     assert "1 TPU chips (v5e) on the PCI bus, but JAX did not start a TPU. JAX/libtpu said:" in output
     assert "never set TPU_LOAD_LIBRARY=0 for the JAX trainer" in output
-    if tpu_runtime.libtpu_library_path():
+    if tpu_environment.libtpu_library_path():
         assert "TPU initialization failed" in output, output[-3000:]
     else:
         # JAX 0.10 keeps the plugin's error; where a JAX keeps none, the launcher says what JAX started instead.
@@ -365,7 +368,7 @@ def test_tpu_strategy_failures_say_what_to_do(monkeypatch, caplog):
     def initialize_tpu_system(resolver):
         raise tf.errors.InternalError(None, None, "RET_CHECK failure (tpu_node_interfaces.cc:432) *platform")
 
-    monkeypatch.setattr(tpu_runtime, "local_tpu_chips", lambda *args: {"0000:00:04.0": "v5e"})
+    monkeypatch.setattr(tpu_environment, "local_tpu_chips", lambda *args: {"0000:00:04.0": "v5e"})
     monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda tpu: tpu)
     monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", initialize_tpu_system)
     with pytest.raises(
@@ -410,5 +413,5 @@ def test_jit_compile_true_without_host_xla_is_refused():
 
 
 def test_host_xla_probe_matches_the_wheel():
-    tpu_wheel = tpu_runtime.runtime_report()["tensorflow-tpu"] is not None
+    tpu_wheel = runtime_preflight.runtime_report()["tensorflow-tpu"] is not None
     assert strategy.host_xla_available() is not tpu_wheel

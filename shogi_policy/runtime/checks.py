@@ -25,7 +25,6 @@ import numpy as np
 from shogi_policy.core import file_io, record_format
 from shogi_policy.data import shards
 from shogi_policy.model import model_dir
-from shogi_policy.training import train
 
 # A test hook, "<backend>:fit" or "<backend>:hang": under that Keras backend the check's training fails inside
 # fit, or stalls there (the notebook's timeouts and BACKEND="auto" fallback are tested on CPU with it).
@@ -72,10 +71,11 @@ def _fault_callbacks():
     return [Fault()]
 
 
-def _train(config, work, name, callbacks=(), **overrides):
-    """Runs the trainer in work/name with overrides (flat config fields); (metrics, seconds, the last history line)."""
+def _train(train, config, work, name, callbacks=(), **overrides):
+    """Runs train (the trainer) in work/name with overrides (flat config fields); (metrics, seconds, the last
+    history line)."""
     start = time.perf_counter()
-    metrics = train.train(config.replace(**overrides), os.path.join(work, name), callbacks=list(callbacks))
+    metrics = train(config.replace(**overrides), os.path.join(work, name), callbacks=list(callbacks))
     seconds = time.perf_counter() - start
     history = (
         open(os.path.join(work, name, model_dir.HISTORY_JSONL)).read().strip().splitlines()
@@ -83,8 +83,10 @@ def _train(config, work, name, callbacks=(), **overrides):
     return metrics, seconds, json.loads(history[-1]) if history else {}
 
 
-def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
+def run_checks(train, config, *, check_steps, throughput_steps, mnist_steps):
     """Runs the checks asked for (0 steps: skipped) of the run's config.TrainConfig; {check: figures}.
+
+    train is the trainer, `shogi_policy.training.train.train` (passed in: the trainer sits above this folder).
 
     The run's network, batch, strategy and precision are kept; data, steps, evaluation and seed are the check's.
 
@@ -111,6 +113,7 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
         }
         if check_steps:
             metrics, seconds, _ = _train(
+                train,
                 config,
                 work,
                 "check",
@@ -126,6 +129,7 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
             per_call = config.trainer.steps_per_execution
             per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
             metrics, seconds, last = _train(
+                train,
                 config,
                 work,
                 "throughput",
@@ -148,6 +152,7 @@ def run_checks(config, *, check_steps, throughput_steps, mnist_steps):
             )
         if mnist_steps:
             metrics, seconds, _ = _train(
+                train,
                 config,
                 work,
                 "mnist",
