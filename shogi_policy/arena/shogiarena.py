@@ -21,28 +21,24 @@ GPSSHOGI = "/usr/games/gpsusi"
 # Fairy-stockfish and gpsshogi have no draw-ply option: under ShogiArena's default rules (max_plies synced to
 # the engines' Draw_Ply or MaxMovesToDraw) strict option checking refuses them; 'warn' sends it and goes on.
 OPPONENT_RUNTIME = {"option_validation": "warn"}
+
+
+def _fairy_stockfish(depth, skill=None):
+    """(description, engine file, tournament entry) of fairy-stockfish searching to depth, at Skill Level skill."""
+    options = {"options": {"Skill Level": skill}} if skill is not None else {}
+    return (
+        f"fairy-stockfish depth {depth}" + (f", Skill Level {skill}" if skill is not None else ""),
+        {"engine_path": FAIRY_STOCKFISH, **OPPONENT_RUNTIME},
+        {**options, "time_control": {"depth_limit": depth}},
+    )
+
+
 # The strength table's opponents: name -> (description, engine file, tournament entry: options, time_control).
 OPPONENTS = {
-    "fsf_d1_skill-5": (
-        "fairy-stockfish depth 1, Skill Level -5",
-        {"engine_path": FAIRY_STOCKFISH, **OPPONENT_RUNTIME},
-        {"options": {"Skill Level": -5}, "time_control": {"depth_limit": 1}},
-    ),
-    "fsf_d1": (
-        "fairy-stockfish depth 1",
-        {"engine_path": FAIRY_STOCKFISH, **OPPONENT_RUNTIME},
-        {"time_control": {"depth_limit": 1}},
-    ),
-    "fsf_d2": (
-        "fairy-stockfish depth 2",
-        {"engine_path": FAIRY_STOCKFISH, **OPPONENT_RUNTIME},
-        {"time_control": {"depth_limit": 2}},
-    ),
-    "fsf_d3": (
-        "fairy-stockfish depth 3",
-        {"engine_path": FAIRY_STOCKFISH, **OPPONENT_RUNTIME},
-        {"time_control": {"depth_limit": 3}},
-    ),
+    "fsf_d1_skill-5": _fairy_stockfish(1, skill=-5),
+    "fsf_d1": _fairy_stockfish(1),
+    "fsf_d2": _fairy_stockfish(2),
+    "fsf_d3": _fairy_stockfish(3),
     # LimitDepth's minimum is 4; no opening book, one thread; the depth ends the search before the byoyomi.
     "gps_d4": (
         "gpsshogi LimitDepth 4 (its lowest), no book",

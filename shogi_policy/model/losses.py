@@ -84,26 +84,33 @@ def policy_top5_accuracy(y_true, y_pred):
     return ops.cast(ops.in_top_k(label, ops.cast(y_pred, "float32"), 5), "float32")
 
 
+class _PackedTargetMetric(keras.metrics.MeanMetricWrapper):
+    """The mean of a per-position metric fn(y_true, y_pred) on packed targets; subclasses name fn and the metric."""
+
+    fn = None
+    default_name = None
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__(fn=type(self).fn, name=name or self.default_name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
 @keras.saving.register_keras_serializable(package="shogi_policy")
-class PolicyAccuracy(keras.metrics.MeanMetricWrapper):
+class PolicyAccuracy(_PackedTargetMetric):
     """Top-1 move accuracy on packed targets."""
 
-    def __init__(self, name="accuracy", dtype=None):
-        super().__init__(fn=policy_accuracy, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
+    fn = staticmethod(policy_accuracy)
+    default_name = "accuracy"
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
-class PolicyTop5Accuracy(keras.metrics.MeanMetricWrapper):
+class PolicyTop5Accuracy(_PackedTargetMetric):
     """Top-5 move accuracy on packed targets."""
 
-    def __init__(self, name="top5_accuracy", dtype=None):
-        super().__init__(fn=policy_top5_accuracy, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
+    fn = staticmethod(policy_top5_accuracy)
+    default_name = "top5_accuracy"
 
 
 def policy_metrics():
