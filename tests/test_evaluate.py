@@ -73,7 +73,7 @@ def test_read_tsv_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.tsv"
     path.write_text("val\tstartpos\t7g7f\n" + line)
     with pytest.raises(ValueError, match=f"bad.tsv:2: {message}"):
-        move_match.read_tsv(str(path), "val")
+        list(move_match.read_tsv(str(path), "val"))
 
 
 def write_test_shards(data_dir, positions):
@@ -157,11 +157,11 @@ def test_shard_inputs_name_the_record_of_an_impossible_position_or_illegal_label
     records.tofile(path)
     restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 3: its label is not a legal move"):
-        move_match.shard_inputs(str(tmp_path / "a"), "test")
+        list(move_match.shard_batches(str(tmp_path / "a"), "test"))
     records[5, :81] = record_format.board_arrays(cshogi.Board("P3k4/9/9/9/9/9/9/9/4K4 b - 1"))[
         0
     ]  # a dead pawn
     records.tofile(path)
     restamp_manifest(tmp_path / "a")
     with pytest.raises(ValueError, match=f"{path}: record 5: 'P' on rank 1, file 9 could never move"):
-        move_match.shard_inputs(str(tmp_path / "a"), "test")
+        list(move_match.shard_batches(str(tmp_path / "a"), "test"))

@@ -61,7 +61,7 @@ def test_resume_refuses_exactly_the_flags_that_change_the_run(changed, allow):
     refused = fixed or (stream and not allow)
     assert (refusal is not None) == bool(refused)
     for name in fixed or (stream if refused else set()):
-        assert f"--{name} {recorded[name]!r} -> {current[name]!r}" in refusal
+        assert f"{resume.setting_name(name)} {recorded[name]!r} -> {current[name]!r}" in refusal
     if fixed:
         assert "new --model_dir" in refusal
     elif refused:
