@@ -8,6 +8,7 @@ Skipped without the arena extra (pip install -e '.[arena]') or, for the games, w
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -137,8 +138,9 @@ def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_
 @needs_fairy_stockfish
 def test_two_games_from_inside_a_virtualenv(tiny_export, tmp_path):
     """The gauntlet written by a virtualenv's Python plays our engine under that Python, not the base interpreter
-    its bin/python links to (ShogiArena resolves symlinks: every game failed). The virtualenv sees the base's
-    packages (--system-site-packages); a .pth file of its own marks the engine processes that start in it."""
+    its bin/python links to (ShogiArena resolves symlinks: every game failed). The virtualenv sees this
+    interpreter's packages (--system-site-packages, and this one's site directories when it is a virtualenv too);
+    a .pth file of its own marks the engine processes that start in it."""
     venv = tmp_path / "venv"
     subprocess.run(
         [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
@@ -150,6 +152,9 @@ def test_two_games_from_inside_a_virtualenv(tiny_export, tmp_path):
     (site_packages / "zz_engine_marker.pth").write_text(
         f'import sys, pathlib; "usi" in sys.argv and pathlib.Path({str(marker)!r}).write_text(" ".join(sys.argv))\n'
     )
+    # Run from inside a virtualenv (CI in an activated one), the new one's system site is the base's, not ours.
+    outer = [path for path in site.getsitepackages() if Path(path).is_dir()]
+    (site_packages / "outer_site.pth").write_text(f"import site; [site.addsitedir(p) for p in {outer!r}]\n")
     write = "import sys; from shogi_policy.arena import shogiarena as a; "
     write += 'print(a.write_gauntlet(sys.argv[1], sys.argv[2], ["fsf_d1"], ["T0"], games_per_pair=2))'
     written = subprocess.run(
