@@ -8,6 +8,7 @@ Skipped without the arena extra (pip install -e '.[arena]') or, for the games, w
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -93,16 +94,21 @@ def _check_on_the_board(game):
         assert game["ending"] == "max_plies" and game["plies"] == 320 and game["result"] == "draw", game
 
 
+def _two_games(config, run_dir):
+    """Plays a 2-game gauntlet config with ShogiArena into run_dir; its games (arena.run_games), all completed."""
+    _shogiarena("run", "tournament", config, "--run-dir", run_dir, timeout=300)
+    status = json.loads((run_dir / "completion_status.json").read_text())
+    assert (status["completed"], status["error_games"], status["not_played"]) == (2, 0, 0), status
+    return arena.run_games(run_dir / "game.db")
+
+
 @pytest.mark.slow
 @needs_shogiarena
 @needs_fairy_stockfish
 def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_path):
     """Slow-ish end to end (about 15-30 s): engine start-up, two games, the records back out."""
     config = arena.write_gauntlet(tmp_path, tiny_export[1], ["fsf_d1"], ["T0"], games_per_pair=2)
-    _shogiarena("run", "tournament", config, "--run-dir", tmp_path / "run", timeout=300)
-    status = json.loads((tmp_path / "run" / "completion_status.json").read_text())
-    assert (status["completed"], status["error_games"], status["not_played"]) == (2, 0, 0), status
-    games = arena.run_games(tmp_path / "run" / "game.db")
+    games = _two_games(config, tmp_path / "run")
     assert len(games) == 2
     assert sorted(game["black"] for game in games) == ["fsf_d1", "ours_T0"]  # one game with each colour
     for game in games:
@@ -125,3 +131,39 @@ def test_two_games_against_fairy_stockfish_under_default_rules(tiny_export, tmp_
     assert [(len(game.moves), game.result, game.ending) for game in read] == [
         (len(game["moves"]), game["result"], game["ending"]) for game in games
     ]
+
+
+@pytest.mark.slow
+@needs_shogiarena
+@needs_fairy_stockfish
+def test_two_games_from_inside_a_virtualenv(tiny_export, tmp_path):
+    """The gauntlet written by a virtualenv's Python plays our engine under that Python, not the base interpreter
+    its bin/python links to (ShogiArena resolves symlinks: every game failed). The virtualenv sees this
+    interpreter's packages (--system-site-packages, and this one's site directories when it is a virtualenv too);
+    a .pth file of its own marks the engine processes that start in it."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
+    assert python.is_symlink()
+    marker = tmp_path / "engine_argv"
+    (site_packages,) = (venv / "lib").glob("python3*/site-packages")
+    (site_packages / "zz_engine_marker.pth").write_text(
+        f'import sys, pathlib; "usi" in sys.argv and pathlib.Path({str(marker)!r}).write_text(" ".join(sys.argv))\n'
+    )
+    # Run from inside a virtualenv (CI in an activated one), the new one's system site is the base's, not ours.
+    outer = [path for path in site.getsitepackages() if Path(path).is_dir()]
+    (site_packages / "outer_site.pth").write_text(f"import site; [site.addsitedir(p) for p in {outer!r}]\n")
+    write = "import sys; from shogi_policy.arena import shogiarena as a; "
+    write += 'print(a.write_gauntlet(sys.argv[1], sys.argv[2], ["fsf_d1"], ["T0"], games_per_pair=2))'
+    written = subprocess.run(
+        [str(python), "-c", write, str(tmp_path / "gauntlet"), str(tiny_export[1])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert written.returncode == 0, written.stderr[-3000:]
+    games = _two_games(Path(written.stdout.strip().splitlines()[-1]), tmp_path / "run")
+    assert len(games) == 2
+    assert marker.read_text().split()[:2] == ["-m", "usi"], "the engine ran under the virtualenv's Python"

@@ -151,7 +151,7 @@ def rated_csa_files(directory):
             rates = f"'black_rate:p{i}+aa:{3000 + 100 * i}.0\n'white_rate:q{i}+bb:{3050 + 100 * i}.0\n"
             text = text.replace("PI\n", rates + "PI\n", 1)
         if i == 8:
-            text = text.replace("%TORYO", "%SENNICHITE")
+            text = text.replace("%TORYO", "%HIKIWAKE")  # a draw (%SENNICHITE needs a repetition on the board)
         (directory / f"g{i}.csa").write_text(text)
         games.extend(records.read_games(str(directory / f"g{i}.csa")))
     return games
@@ -168,7 +168,7 @@ def test_filters_rating_plies_endings_draws(tmp_path):
         f"--output_dir={tmp_path / 'out'}",
         "--min_rating=3300",
         f"--min_plies={min_plies}",
-        "--endings=resign,repetition",
+        "--endings=resign,repetition,impasse",
         "--drop_draws",
         "--test_fraction=0",
     )

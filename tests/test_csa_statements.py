@@ -26,7 +26,8 @@ ORACLE_RESULT = {
     cshogi.WHITE_WIN: game_io.WHITE_WIN,
     cshogi.DRAW: game_io.DRAW,
 }
-# Specials whose result cshogi's parser knows (it draws %TSUMI and %CHUDAN: tested on their own below).
+# Specials whose result cshogi's parser knows (it draws %TSUMI and %CHUDAN: tested on their own below and in
+# tests/test_record_trust.py).
 ORACLE_SPECIALS = (
     "%TORYO",
     "%TIME_UP",
@@ -50,6 +51,20 @@ def oracle(text):
     """(sfen, moves, result) of cshogi's parser on one game of one statement a line."""
     parser = cshogi.CSA.Parser.parse_str(text)[0]
     return cshogi.Board(parser.sfen).sfen(), list(parser.moves), ORACLE_RESULT[parser.win]
+
+
+def contradicts_its_final_position(text, special):
+    """Whether cshogi's reading of a game ended by special contradicts the final position, by cshogi: a mate whose
+    result is not the mated side's loss, a %KACHI short of the 27-point rule, a %SENNICHITE without a repetition."""
+    parser = cshogi.CSA.Parser.parse_str(text)[0]
+    board = cshogi.Board(parser.sfen)
+    for move in parser.moves:
+        board.push(move)
+    if board.is_game_over():
+        return parser.win != (cshogi.WHITE_WIN if board.turn == cshogi.BLACK else cshogi.BLACK_WIN)
+    return {"%KACHI": not board.is_nyugyoku(), "%SENNICHITE": board.is_draw() != cshogi.REPETITION_DRAW}.get(
+        special, False
+    )
 
 
 def ours(game):
@@ -117,7 +132,10 @@ def test_a_special_ends_the_game_where_it_stands(tmp_path_factory, data, index, 
     ended = [*header, *moves[:cut], special, "T3", "'a comment"]
     directory = tmp_path_factory.mktemp("csa")
     game = read_one(directory / "ended.csa", "\n".join(ended))
-    assert ours(game) == oracle("\n".join(ended))
+    if contradicts_its_final_position("\n".join(ended), special):
+        assert isinstance(game, game_io.RecordError) and "final position" in game.message, game
+    else:
+        assert ours(game) == oracle("\n".join(ended))
     after = data.draw(st.sampled_from([moves[cut], "%KACHI", "%TORYO", f"{moves[cut]},{special}"]))
     error = read_one(directory / "on.csa", "\n".join([*ended, after]))
     assert isinstance(error, game_io.RecordError) and error.line == len(ended) + 1, error
@@ -134,8 +152,6 @@ def test_toryo_then_kachi_is_refused_not_read_as_a_declaration(tmp_path):
 @pytest.mark.parametrize(
     ("ending_lines", "ending", "result"),
     [
-        # The side to move (black, after 4 plies) is mated: cshogi's parser draws %TSUMI.
-        (["%TSUMI"], "mate", game_io.WHITE_WIN),
         (["%CHUDAN"], "abort", None),
         (["'summary:max_moves:a draw:b draw"], "max_plies", game_io.DRAW),
         (["%TORYO", "'summary:abnormal:a win:b lose"], "resign", game_io.WHITE_WIN),

@@ -136,6 +136,24 @@ def test_bad_temperature(policy, temperature):
         policy.move_probabilities(["startpos"], temperature)
 
 
+@pytest.mark.parametrize(
+    ("sfen", "message"),
+    [
+        ("lnsg1gsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSG1GSNL b - 1", "one king per side, got 0 and 0"),
+        ("4k4/9/9/9/4R4/9/9/9/4K4 b - 1", "not to move in check"),
+        ("P3k4/9/9/9/9/9/9/9/4K4 b - 1", "could never move"),
+    ],
+)
+def test_boards_get_the_checks_of_position_strings(policy, sfen, message):
+    """The issue's example: PolicyModel.sample([cshogi.Board(<no kings>)]) returned a move; cshogi.Board takes it."""
+    board = cshogi.Board(sfen)
+    with pytest.raises(ValueError, match=message):
+        shogi_rules.parse_position(board)
+    for call in (policy.sample, policy.top_k, policy.move_probabilities):
+        with pytest.raises(ValueError, match=message):
+            call([cshogi.Board(), board])
+
+
 def test_bad_requests(policy, tmp_path):
     assert len(cshogi.Board(MATED_SFEN).legal_moves) == 0
     with pytest.raises(ValueError, match="no legal move"):

@@ -167,13 +167,16 @@ def test_csa_ratings_endings_and_multiple_games(shared_data, floodgate, tmp_path
     declared = text.replace("%TORYO", "%KACHI")
     path = tmp_path / "two.csa"
     path.write_text(text + "/\n" + declared)
-    first, second = games_only(list(records.read_games(str(path))))
+    first, second = list(records.read_games(str(path)))
     oracle = cshogi.CSA.Parser.parse_str(text)[0]
     assert (first.black_rating, first.white_rating) == tuple(oracle.ratings) == (3612.5, 3488.0)
     assert same_game(first, usi_games[0]) and first.ending == "resign"
-    # %KACHI: the side to move declares and wins (black is to move after game 0's 83 moves).
-    assert second.ending == "declare" and second.result == "white_win"
-    assert second.source == f"{path}:{text.count(chr(10)) + 2}"
+    # %KACHI: the side to move (white, after game 0's 83 moves) would win by declaration, but it is mated.
+    assert isinstance(second, game_io.RecordError) and second.line == text.count(chr(10)) + 2
+    assert (
+        second.message
+        == "the final position is mate (white to move has no legal move), but the result is white_win"
+    )
 
 
 def test_illegal_move_in_csa_is_reported_with_its_line(shared_data, tmp_path):
@@ -225,7 +228,7 @@ def test_illegal_move_in_kif_is_reported_with_its_line(floodgate, tmp_path):
 def test_usi_gz_and_sfen_starts_and_bad_lines(floodgate, tmp_path):
     usi_games, lines = floodgate
     good = lines[:5]
-    sfen_line = "sfen lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1 moves 7g7f 3c3d\tdraw\tx\trepetition"
+    sfen_line = "sfen lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1 moves 5i5h 5a5b 5h5i 5b5a\tdraw\tx\trepetition"
     bad = [
         "startpos moves 7g7f 7g7f",  # illegal second move
         "startpos moves 7g7f\tblack_wins",  # bad result
@@ -237,7 +240,7 @@ def test_usi_gz_and_sfen_starts_and_bad_lines(floodgate, tmp_path):
         stream.write("\n".join(["# comment", *good, sfen_line, "", *bad]) + "\n")
     items = list(records.read_games(str(path)))
     assert all(same_game(a, b) for a, b in zip(items[:5], usi_games[:5], strict=True))
-    assert items[5].ending == "repetition" and items[5].result == "draw" and len(items[5].moves) == 2
+    assert items[5].ending == "repetition" and items[5].result == "draw" and len(items[5].moves) == 4
     errors = items[6:]
     assert [type(e) for e in errors] == [game_io.RecordError] * 4
     assert [e.line for e in errors] == [9, 10, 11, 12]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shogi_policy.cli import train as train_command
-from shogi_policy.data import shards
+from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import model_dir
 from shogi_policy.training import resume, run_lock
 
@@ -61,7 +62,7 @@ def test_resume_refuses_exactly_the_flags_that_change_the_run(changed, allow):
     refused = fixed or (stream and not allow)
     assert (refusal is not None) == bool(refused)
     for name in fixed or (stream if refused else set()):
-        assert f"--{name} {recorded[name]!r} -> {current[name]!r}" in refusal
+        assert f"{resume.setting_name(name)} {recorded[name]!r} -> {current[name]!r}" in refusal
     if fixed:
         assert "new --model_dir" in refusal
     elif refused:
@@ -209,6 +210,53 @@ def test_resume_with_changed_flags(small_shards, tmp_path):
     ]
     history = [json.loads(line) for line in (run / model_dir.HISTORY_JSONL).read_text().splitlines()]
     assert [(row["step"], row["positions"]) for row in history] == [(2, 32), (4, 64), (6, 128)]
+
+
+def _reconvert(data_dir):
+    """Changes data_dir's shards and manifest in place, as shogi-policy-convert --overwrite under the same name does."""
+    manifest = shard_manifest.read_manifest(str(data_dir))
+    shards.write_records(
+        str(data_dir),
+        {"train": random_game_records(6, 30, seed=22), "test": random_game_records(2, 30, seed=23)},
+    )
+    return manifest[shard_manifest.MANIFEST_CHECKSUM], shard_manifest.read_manifest(str(data_dir))[
+        shard_manifest.MANIFEST_CHECKSUM
+    ]
+
+
+def test_train_flags_record_the_shards_identity(small_shards, tmp_path):
+    flags = _recorded_flags(data_dir=str(small_shards))
+    checksum = shard_manifest.read_manifest(str(small_shards))[shard_manifest.MANIFEST_CHECKSUM]
+    assert (
+        flags[resume.DATA_IDENTITY] == checksum
+        and _recorded_flags(data_dir=str(tmp_path))[resume.DATA_IDENTITY] is None
+    )
+    model_dir.write_run_record(str(tmp_path), flags, [])
+    assert resume.recorded_config(str(tmp_path)).task.data_dir == str(small_shards)  # not read back as a flag
+    refusal = resume.resume_refusal(
+        resume.flag_changes(flags, {**flags, resume.DATA_IDENTITY: "other"}), False
+    )
+    assert f"the --data_dir shards' manifest_sha256 {checksum!r} -> 'other'" in refusal
+
+
+@pytest.mark.slow
+def test_resume_on_reconverted_shards_is_a_changed_stream(small_shards, tmp_path):
+    """The issue's example: a data_dir converted again with --overwrite resumed, logging only --steps."""
+    data = tmp_path / "shards"
+    shutil.copytree(small_shards, data)
+    run = tmp_path / "run"
+    _train(run, data, batch_size=16)
+    old, new = _reconvert(data)
+    with pytest.raises(app.UsageError, match=f"the --data_dir shards' manifest_sha256 '{old}' -> '{new}'"):
+        _train(run, data, batch_size=16, steps=6)
+    metrics = _train(run, data, batch_size=16, steps=6, allow_changed_flags=True)
+    assert metrics["step"] == 6
+    assert model_dir.read_run_record(str(run))[1][-1]["changed"][resume.DATA_IDENTITY] == [old, new]
+    # A train_flags.json written before the checksum was recorded still resumes.
+    flags, runs = model_dir.read_run_record(str(run))
+    del flags[resume.DATA_IDENTITY]
+    model_dir.write_run_record(str(run), flags, runs)
+    assert _train(run, data, batch_size=16, steps=8)["step"] == 8
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="fakes a JAX run's checkpoint")

@@ -1,13 +1,15 @@
 """Glue to ShogiArena (pip install -e '.[arena]'), which plays our engine's games: the strength table's gauntlet
 as ShogiArena configuration files, and the finished games of a run read back from its game.db.
 
-ShogiArena starts every engine in an empty environment (no PATH, no PYTHONPATH), so our engine is named by this
-interpreter's absolute path with `-m shogi_policy.serving.usi`, and PYTHONPATH is passed on when set (a checkout that is
-not installed). The files are JSON, which YAML reads. docs/strength.md shows the commands that use this
+ShogiArena starts every engine in an empty environment (no PATH, no PYTHONPATH) and resolves symlinks in its path, so
+our engine is a small /bin/sh script that names this interpreter as it is (a virtualenv's bin/python is a symlink to
+the base interpreter) with `-m shogi_policy.cli usi`, and passes PYTHONPATH on when set (a checkout that is not
+installed). The files are JSON, which YAML reads. docs/strength.md shows the commands that use this
 (scripts/strength/strength_table.py, scripts/data_import/arena_games.py).
 """
 
 import os
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
@@ -69,16 +71,29 @@ ENDINGS = {
 }
 
 
-def our_engine_file(model):
-    """The ShogiArena engine file (dict) of shogi-policy-usi on the export directory `model`."""
-    engine = {
-        "engine_path": sys.executable,
-        # The launcher of shogi-policy-usi: the engine keeps off the TPU and runs on TensorFlow.
-        "engine_args": ["-m", "shogi_policy.cli", "usi", f"--model={Path(model).resolve()}"],
-    }
-    if os.environ.get("PYTHONPATH"):
-        engine["environment"] = {"PYTHONPATH": os.environ["PYTHONPATH"]}
-    return engine
+def our_engine_script(model):
+    """A /bin/sh script that starts shogi-policy-usi on the export directory `model` under this interpreter.
+
+    The interpreter is named as sys.executable names it, inside the script: ShogiArena resolves symlinks in an
+    engine's path, and a virtualenv's bin/python is a symlink to the base interpreter, which would start without
+    the virtualenv's packages. The launcher keeps the engine off the TPU and on TensorFlow; PYTHONPATH is passed
+    on when set (ShogiArena starts engines in an empty environment).
+    """
+    command = [sys.executable, "-m", "shogi_policy.cli", "usi", f"--model={Path(model).resolve()}"]
+    pythonpath = os.environ.get("PYTHONPATH")
+    environment = f"PYTHONPATH={shlex.quote(pythonpath)} " if pythonpath else ""
+    return f'#!/bin/sh\n{environment}exec {shlex.join(command)} "$@"\n'
+
+
+def write_our_engine(engines_dir, name, model):
+    """Writes our engine on the export directory `model` into engines_dir: NAME.sh (our_engine_script) and its
+    ShogiArena engine file NAME.yaml. Returns the path of NAME.yaml."""
+    script = Path(engines_dir) / f"{name}.sh"
+    file_io.write_file_atomic(str(script), our_engine_script(model).encode("utf-8"))
+    script.chmod(0o755)
+    path = Path(engines_dir) / f"{name}.yaml"
+    file_io.write_json(path, {"engine_path": str(script.resolve())})
+    return path
 
 
 def write_gauntlet(directory, model, opponents, players, games_per_pair, num_parallel=1, openings=None):
@@ -99,9 +114,9 @@ def write_gauntlet(directory, model, opponents, players, games_per_pair, num_par
             raise ValueError(f"unknown player {name!r}; expected one of {', '.join(PLAYERS)}")
     engines_dir = Path(directory) / "engines"
     engines_dir.mkdir(parents=True, exist_ok=True)
-    file_io.write_json(engines_dir / "ours.yaml", our_engine_file(model))
+    ours = write_our_engine(engines_dir, "ours", model)
     entries = [
-        {"name": f"ours_{name}", "engine_path": str(engines_dir / "ours.yaml"), "options": PLAYERS[name],
+        {"name": f"ours_{name}", "engine_path": str(ours), "options": PLAYERS[name],
          "time_control": OUR_TIME_CONTROL}
         for name in players
     ]  # fmt: skip
@@ -151,8 +166,8 @@ def write_sprt(directory, baseline, tested, elo0, elo1, openings=None):
     engines_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, model in (("baseline", baseline), ("tested", tested)):
-        file_io.write_json(engines_dir / f"{name}.yaml", our_engine_file(model))
-        entries.append({"name": name, "engine_path": str(engines_dir / f"{name}.yaml"), "options": PLAYERS["T0"],
+        engine = write_our_engine(engines_dir, name, model)
+        entries.append({"name": name, "engine_path": str(engine), "options": PLAYERS["T0"],
                         "time_control": OUR_TIME_CONTROL})  # fmt: skip
     config = {
         "experiment_name": "sprt",

@@ -76,6 +76,6 @@ def read_json(path):
         with open(path, "rb") as f:
             data = f.read()
     try:
-        return json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8-sig"))  # a byte-order mark (an editor's) is no JSON error
     except ValueError as error:  # UnicodeDecodeError included
         raise ValueError(f"{path} is not valid JSON: {error}") from None

@@ -242,11 +242,12 @@ def check_records(records, source=None):
         raise ValueError(f"{prefix}record {bad[0]}: {RECORD_PROBLEMS[problems[bad[0]]]} ({counts})")
 
 
-def records_to_boards(records, source=None):
+def records_to_boards(records, source=None, first=0):
     """cshogi.Boards (move number 1) of records uint8 [N, 100]; ValueError naming the first bad record.
 
     The records are validated before cshogi sees them (check_records: impossible piece codes crash
     cshogi), then each position goes through shogi_rules.board_from_sfen, the one position check.
+    first: the index of records[0] in source, for that check's messages (a slice of a shard file).
     """
     records = np.asarray(records, dtype=np.uint8)
     if records.ndim != 2 or records.shape[1] != RECORD_BYTES:
@@ -263,7 +264,7 @@ def records_to_boards(records, source=None):
         try:
             boards.append(shogi_rules.board_from_sfen(board.sfen()))
         except ValueError as error:
-            raise ValueError(f"{source + ': ' if source else ''}record {index}: {error}") from None
+            raise ValueError(f"{source + ': ' if source else ''}record {first + index}: {error}") from None
     return boards
 
 

@@ -1,6 +1,6 @@
 """Shogi's pieces and sides as cshogi codes them, positions in SFEN and USI text, and the one legality rule.
 
-Positions enter as SFEN or USI position text through one parser (parse_position): board_from_sfen checks
+Positions enter as SFEN or USI position text or cshogi.Boards through one parser (parse_position): board_from_sfen checks
 the position before cshogi sees it (cshogi aborts on some malformed strings and silently accepts impossible
 positions), and a move is legal exactly when it is in cshogi's legal move list (is_legal_move).
 """
@@ -163,9 +163,12 @@ def replay(board, usi_moves):
 def parse_position(position):
     """A cshogi.Board from an SFEN, a USI position string (see split_usi_position) or a cshogi.Board (copied).
 
-    Raises ValueError naming the bad SFEN or the first illegal move and its ply.
+    A board gets the checks an SFEN gets (board_from_sfen on its SFEN: cshogi.Board accepts a position without
+    kings); its copy keeps the moves that led to it. Raises ValueError naming the bad SFEN or the first illegal
+    move and its ply.
     """
     if isinstance(position, cshogi.Board):
+        board_from_sfen(position.sfen())
         return position.copy()
     if not isinstance(position, str):
         raise ValueError(f"a position must be a string or cshogi.Board, got {type(position).__name__}")

@@ -22,7 +22,17 @@ from absl import app, flags, logging
 from shogi_policy.core import quoting, record_format
 from shogi_policy.data import game_io, records, shard_manifest, shards
 
-SKIP_REASONS = ("error", "empty", "no_rating", "rating", "min_plies", "ending", "draw", "duplicate")
+SKIP_REASONS = (
+    "error",
+    "empty",
+    "no_rating",
+    "rating",
+    "min_plies",
+    "ending",
+    "draw",
+    "no_result",
+    "duplicate",
+)
 MAX_ERROR_EXAMPLES = 10
 # --seed keys a blake2b hash (a key of at most 64 bytes) and seeds numpy, which takes no negative seed.
 MAX_SEED = 2**63
@@ -37,7 +47,7 @@ class Filters:
     require_ratings: bool = False
     min_plies: int = 0
     endings: tuple = ()  # allowed endings; empty allows all
-    drop_draws: bool = False
+    drop_draws: bool = False  # also drops games of unknown result, which would be stored as draws
 
     def skip_reason(self, game):
         """Why a game is filtered out (one of SKIP_REASONS), or None."""
@@ -54,6 +64,8 @@ class Filters:
             return "ending"
         if self.drop_draws and game.result == game_io.DRAW:
             return "draw"
+        if self.drop_draws and game.result is None:  # its records would be stored as draws
+            return "no_result"
         return None
 
 

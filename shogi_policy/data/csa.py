@@ -30,6 +30,7 @@ _CSA_ENDINGS = {
     "%CHUDAN": ("abort", None),
     "%ERROR": ("abort", None),
 }
+_SIDES = {"+": "black", "-": "white"}
 # A move statement: side, from square (00 for a drop), to square, piece.
 _CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}\s*$")
 # Floodgate writes why a game without a special ended in a comment ("'summary:max_moves:..."), as cshogi reads it.
@@ -46,11 +47,11 @@ _CSA_RATE = re.compile(r"^'(black|white)_rate:.*:([-+0-9.eE]+)\s*$", re.MULTILIN
 
 def read_csa(path):
     """Yields the Games (or RecordErrors) of a CSA file; several games may be separated by '/' lines."""
-    lines = game_io.read_text(path).split("\n")
-    separators = [i for i, line in enumerate(lines) if line.strip() == "/"]
+    lines = game_io.read_text_lines(path)
+    separators = [i for i, line in enumerate(lines) if line is not None and line.strip() == "/"]
     start = 0
     for end in separators + [len(lines)]:
-        if start == 0 or any(line.strip() for line in lines[start:end]):
+        if start == 0 or any(line is None or line.strip() for line in lines[start:end]):
             yield _csa_game(lines[start:end], path, start + 1)
         start = end + 1
 
@@ -143,6 +144,18 @@ def _csa_position_problem(lines):
     return None
 
 
+def _wrong_side(turn, move_texts):
+    """The index of the first CSA move whose sign ('+' black, '-' white) is not the side to move's, or None.
+
+    cshogi's parser plays a move for the side to move whatever its sign says; turn (0 black, 1 white) is the
+    start position's side to move.
+    """
+    return next(
+        (i for i, text in enumerate(move_texts) if text[0] != "+-"[(turn + i) % 2]),
+        None,
+    )
+
+
 def _csa_game(lines, path, first_line):
     """The lines of one CSA game (starting at first_line of path) -> Game or RecordError.
 
@@ -150,6 +163,9 @@ def _csa_game(lines, path, first_line):
     reads one move a line and lets a later special override an earlier one); the ending and the result
     come from that special and the side to move after the moves.
     """
+    bad_bytes = game_io.undecodable(lines, first_line)
+    if bad_bytes:
+        return game_io.RecordError(path, *bad_bytes)
     all_statements = csa_statements(lines)
     ended = _csa_end(all_statements)
     if isinstance(ended[0], int):
@@ -179,6 +195,15 @@ def _csa_game(lines, path, first_line):
         return game_io.RecordError(path, first_line, "no start position (not a CSA game)")
     sfen = board.sfen()
     moves = list(parser.moves)
+    wrong_side = _wrong_side(board.turn, [texts[i] for i in move_statements])
+    if wrong_side is not None:
+        index = move_statements[wrong_side]
+        return game_io.RecordError(
+            path,
+            first_line + statements[index][0],
+            f"{quoting.quote(texts[index].strip())} is {_SIDES[texts[index][0]]}'s move on "
+            f"{_SIDES['+-'[(board.turn + wrong_side) % 2]]}'s turn",
+        )
     bad = game_io.first_illegal(board, moves)
     if bad is not None:
         index = move_statements[bad]
@@ -188,7 +213,7 @@ def _csa_game(lines, path, first_line):
     text = "\n".join(lines)
     ending, rule = _CSA_ENDINGS.get(special or _floodgate_special(all_statements), ("unknown", None))
     rates = {color: float(value) for color, value in _CSA_RATE.findall(text)}
-    return game_io.Game(
+    game = game_io.Game(
         sfen=sfen,
         moves=moves,
         result=game_io.result_of(rule, board.turn),
@@ -197,3 +222,4 @@ def _csa_game(lines, path, first_line):
         white_rating=rates.get("white"),
         source=f"{path}:{first_line}",
     )
+    return game_io.finished(game, board, path, first_line)

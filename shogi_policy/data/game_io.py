@@ -6,11 +6,12 @@ they never raise for one bad game, so a converter can count and report bad input
 yielded Game is legal: readers replay each game on a cshogi.Board.
 """
 
+import codecs
 import dataclasses
 import gzip
-import io
 import os
 
+import cshogi
 import tensorflow as tf
 
 from shogi_policy.core import shogi_rules
@@ -74,22 +75,48 @@ def open_binary(path):
     return gzip.GzipFile(fileobj=stream, mode="rb") if is_gzip(path) else stream
 
 
-def open_lines(path):
-    """A UTF-8 text file object of path (local or gs://, .gz allowed) iterating over lines."""
-    if is_gzip(path):
-        return io.TextIOWrapper(open_binary(path), encoding="utf-8")
-    return tf.io.gfile.GFile(path, "r")  # GFile is no io.IOBase; it decodes UTF-8 in text mode
+def read_lines(path):
+    """Yields (line number, text) of a UTF-8 text file (local or gs://, .gz allowed), lazily, a leading byte-order
+    mark dropped; text keeps its newline and is None for a line that is not UTF-8, so that a reader can refuse
+    that line, naming it, and go on with the next."""
+    with open_binary(path) as stream:
+        for number, line in enumerate(stream, 1):
+            try:
+                yield number, (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
 
 
-def read_text(path):
-    """The whole text of a record file: UTF-8 (BOM or not), else CP932 (Shift_JIS); '\\n' newlines."""
+def _decoded(line, encoding):
+    """line (bytes) decoded, or None where it is not text in encoding."""
+    try:
+        return line.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def read_text_lines(path):
+    """The lines of a record file (no newlines; '\r\n' and '\r' end lines too): UTF-8 (BOM or not), else CP932
+    (Shift_JIS), whichever more lines decode as (UTF-8 on a tie); a line that is not text in it is None.
+
+    Lines are decoded one by one, so one bad byte costs its line (the reader names it), not the file.
+    """
     with open_binary(path) as stream:
         data = stream.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp932")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = data.removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    utf8 = [_decoded(line, "utf-8") for line in lines]
+    if None not in utf8:
+        return utf8
+    cp932 = [_decoded(line, "cp932") for line in lines]
+    return cp932 if cp932.count(None) < utf8.count(None) else utf8
+
+
+def undecodable(lines, first_line=1):
+    """(line number, message) of the first line of read_text_lines that is None, or None."""
+    index = next((i for i, line in enumerate(lines) if line is None), None)
+    if index is None:
+        return None
+    return first_line + index, "a line that is neither UTF-8 nor CP932 (Shift_JIS) text"
 
 
 def first_illegal(board, moves):
@@ -108,3 +135,52 @@ def result_of(rule, turn):
     if rule == "mover_wins":
         return BLACK_WIN if turn == shogi_rules.BLACK else WHITE_WIN
     return {"draw": DRAW, "black_loses": WHITE_WIN, "white_loses": BLACK_WIN}.get(rule)
+
+
+def _mover(turn, wins):
+    """The result of a win (wins) or loss of the side to move, turn (0 black, 1 white)."""
+    return (BLACK_WIN, WHITE_WIN)[turn ^ (not wins)]
+
+
+# cshogi's repetition kinds (Board.is_draw) -> whether the side to move wins (None: a draw).
+_REPETITION_WINNER = {
+    cshogi.REPETITION_DRAW: None,
+    cshogi.REPETITION_WIN: True,
+    cshogi.REPETITION_LOSE: False,
+}
+
+
+def final_position_problem(board, result, ending):
+    """How a game's result or ending contradicts its final position (the cshogi.Board after its moves), or None.
+
+    The final position decides three endings: a side to move without a legal move is mated and lost (whatever
+    the ending says); 'repetition' and 'perpetual_check' need a position that occurred before (cshogi's
+    is_draw: a draw, or a loss for the side that checked throughout); a declaration win ('declare', the side
+    to move declares) needs cshogi's is_nyugyoku (the 27-point rule). An unknown result (None) contradicts none.
+    """
+    side = ("black", "white")[board.turn]
+    if board.is_game_over():
+        if result not in (None, _mover(board.turn, wins=False)):
+            return (
+                f"the final position is mate ({side} to move has no legal move), but the result is {result}"
+            )
+        return None
+    if ending == "mate":
+        return f"the ending is mate, but {side} to move has legal moves in the final position"
+    if ending in ("repetition", "perpetual_check"):
+        kind = board.is_draw()
+        if kind not in _REPETITION_WINNER:
+            return f"the ending is {ending}, but the final position did not occur before"
+        winner = _REPETITION_WINNER[kind]
+        expected = DRAW if winner is None else _mover(board.turn, wins=winner)
+        if result not in (None, expected):
+            return f"the final position is a repetition that gives {expected}, but the result is {result}"
+    if ending == "declare" and result == _mover(board.turn, wins=True) and not board.is_nyugyoku():
+        return f"{side} won by declaration, but the final position does not meet the 27-point rule"
+    return None
+
+
+def finished(game, board, path, line):
+    """game, or a RecordError at path:line when its result or ending contradicts board, its final position."""
+    problem = final_position_problem(board, game.result, game.ending)
+    return game if problem is None else RecordError(path, line, problem)

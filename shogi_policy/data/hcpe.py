@@ -49,7 +49,7 @@ def read_hcpe(path):
             hcp = hcps[32 * i : 32 * i + 32]
             if not (isinstance(game, game_io.Game) and result == game_result and after.tobytes() == hcp):
                 if game is not None:
-                    yield game
+                    yield _finished(game, board, path)
                 game, game_result = _hcpe_game_start(board, rows["hcp"][i], result, path, row), result
                 failures = failures + 1 if isinstance(game, game_io.RecordError) else 0
                 if failures == _HCPE_MAX_FAILURES:
@@ -66,9 +66,16 @@ def read_hcpe(path):
                 else:
                     game = game_io.RecordError(path, row, f"illegal move16 {move16 & 0xFFFF:#06x}")
     if game is not None:
-        yield game
+        yield _finished(game, board, path)
     if trailing is not None:
         yield trailing
+
+
+def _finished(game, board, path):
+    """A Game checked against board, its final position (game_io.finished), or a RecordError as it is."""
+    if isinstance(game, game_io.RecordError):
+        return game
+    return game_io.finished(game, board, path, int(game.source.rpartition(":")[2]))
 
 
 def _hcpe_chunks(path):

@@ -38,9 +38,13 @@ def read_kif(path):
     cshogi's KIF parser reads the header (start position, result line); the moves are replayed
     here line by line with its move parser, so an unreadable or illegal move names its line.
     """
-    lines = game_io.read_text(path).split("\n")
+    lines = game_io.read_text_lines(path)
     # Variations follow the main line after a "変化：" line.
-    lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("変化")), len(lines))]
+    lines = lines[: next((i for i, line in enumerate(lines) if line and line.startswith("変化")), len(lines))]
+    bad_bytes = game_io.undecodable(lines)
+    if bad_bytes:
+        yield game_io.RecordError(path, *bad_bytes)
+        return
     diagram = next((i for i, line in enumerate(lines) if _KIF_BOARD_DIAGRAM.match(line)), None)
     if diagram is not None:
         yield game_io.RecordError(path, diagram + 1, "a board diagram (BOD) start position is not supported")
@@ -81,4 +85,5 @@ def read_kif(path):
         yield game_io.RecordError(path, 1, "neither a KIF header nor moves")
         return
     result = _KIF_RESULTS[parser.win] if parser.win is not None else game_io.result_of(rule, board.turn)
-    yield game_io.Game(sfen=sfen, moves=moves, result=result, ending=ending, source=f"{path}:1")
+    game = game_io.Game(sfen=sfen, moves=moves, result=result, ending=ending, source=f"{path}:1")
+    yield game_io.finished(game, board, path, 1)

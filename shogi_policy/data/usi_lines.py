@@ -10,12 +10,13 @@ def read_usi(path):
 
     Line: 'startpos moves ...' or 'sfen ... moves ...' (optionally after 'position '), then
     tab-separated optional result (black_win | white_win | draw), source and ending.
-    Blank lines and lines starting with '#' are skipped.
+    Blank lines and lines starting with '#' are skipped; a line that is not UTF-8 is a RecordError of its own.
     """
-    with game_io.open_lines(path) as stream:
-        for number, line in enumerate(stream, 1):
-            if line.strip() and not line.startswith("#"):
-                yield _usi_game(line.rstrip("\n"), path, number)
+    for number, line in game_io.read_lines(path):
+        if line is None:
+            yield game_io.RecordError(path, number, "a line that is not UTF-8 text")
+        elif line.strip() and not line.startswith("#"):
+            yield _usi_game(line.rstrip("\r\n"), path, number)
 
 
 def _usi_game(line, path, number):
@@ -33,10 +34,11 @@ def _usi_game(line, path, number):
         moves = shogi_rules.replay(board, usi_moves)
     except ValueError as error:
         return game_io.RecordError(path, number, str(error))
-    return game_io.Game(
+    game = game_io.Game(
         sfen=start_sfen,
         moves=moves,
         result=result,
         ending=fields[3] if len(fields) > 3 and fields[3] else "unknown",
         source=f"{path}:{number}",
     )
+    return game_io.finished(game, board, path, number)

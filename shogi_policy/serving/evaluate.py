@@ -20,21 +20,38 @@ from shogi_policy.serving import inference
 
 def evaluate(model, records, mask, labels):
     """Move-match report of a PolicyModel on records uint8 [N, 100], legal mask bool [N, 2187], labels [N]."""
-    if not len(records):
+    return evaluate_batches(model, [(records, mask, labels)])
+
+
+def evaluate_batches(model, batches):
+    """Move-match report of a PolicyModel on batches of (records, mask, labels) as evaluate takes them.
+
+    The batches are consumed one at a time (move_match.tsv_batches, shard_batches), so memory stays flat in the
+    number of positions: the report sums counts, never keeps a batch.
+    """
+    positions, legal_moves, seconds = 0, 0, 0.0
+    hits, random_hits = dict.fromkeys(move_match.TOP_K, 0), dict.fromkeys(move_match.TOP_K, 0.0)
+    for records, mask, labels in batches:
+        if not mask[np.arange(len(labels)), labels].all():
+            raise ValueError("a played move is not among the legal moves of its position")
+        start = time.perf_counter()
+        logits = model.record_logits(records)
+        seconds += time.perf_counter() - start
+        ranks = move_match.move_ranks(logits, mask, labels)
+        random = move_match.random_move_match(mask)
+        for k in move_match.TOP_K:
+            hits[k] += int(np.sum(ranks < k))
+            random_hits[k] += random[k] * len(labels)
+        positions += len(labels)
+        legal_moves += int(mask.sum())
+    if not positions:
         raise ValueError("no positions to evaluate")
-    if not mask[np.arange(len(labels)), labels].all():
-        raise ValueError("a played move is not among the legal moves of its position")
-    start = time.perf_counter()
-    logits = model.record_logits(records)
-    seconds = time.perf_counter() - start
-    accuracy = move_match.move_match(logits, mask, labels)
-    baseline = move_match.random_move_match(mask)
     return {
-        "positions": len(records),
-        **{f"top{k}": accuracy[k] for k in move_match.TOP_K},
-        **{f"random_top{k}": baseline[k] for k in move_match.TOP_K},
-        "mean_legal_moves": float(mask.sum(axis=1).mean()),
-        "positions_per_second": len(records) / seconds,
+        "positions": positions,
+        **{f"top{k}": hits[k] / positions for k in move_match.TOP_K},
+        **{f"random_top{k}": random_hits[k] / positions for k in move_match.TOP_K},
+        "mean_legal_moves": legal_moves / positions,
+        "positions_per_second": positions / seconds,
     }
 
 
@@ -69,17 +86,12 @@ def main(argv):
     try:
         if args.tsv is not None:
             source, split = args.tsv, args.split
-            records, mask, labels = move_match.tsv_inputs(source, split)
+            batches = move_match.tsv_batches(source, split, args.batch_size)
         else:
             source, split = args.data_dir, args.split or "test"
-            records, mask, labels = move_match.shard_inputs(source, split, args.limit)
+            batches = move_match.shard_batches(source, split, args.limit, args.batch_size)
         model = inference.PolicyModel(args.model, batch_size=args.batch_size)
-        report = {
-            "model": args.model,
-            "source": source,
-            "split": split,
-            **evaluate(model, records, mask, labels),
-        }
+        report = {"model": args.model, "source": source, "split": split, **evaluate_batches(model, batches)}
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     print(

@@ -1,7 +1,8 @@
 """Resuming a model directory's checkpoints under a configuration: which changed settings are accepted.
 
 A model directory's train_flags.json records the configuration of its latest run as flat {name: value} (the
-fields of config.TrainConfig, plus model_dir: TrainConfig.flat) with one entry per run that continued the
+fields of config.TrainConfig, plus model_dir: TrainConfig.flat, and the manifest checksum of the shards it
+trained on: DATA_IDENTITY) with one entry per run that continued the
 checkpoints (shogi_policy.model.model_dir.read_run_record). A run that resumes the checkpoints compares its own
 configuration with the recorded one (flag_changes) and is refused or not by the classes below
 (resume_refusal); claim_model_dir does that for the trainer and record_run writes the file.
@@ -14,6 +15,7 @@ import keras
 from absl import logging
 
 from shogi_policy.core import file_io
+from shogi_policy.data import shard_manifest
 from shogi_policy.model import model_dir as model_dirs
 from shogi_policy.model import network
 from shogi_policy.runtime import hosts
@@ -34,6 +36,8 @@ RESUME_FIXED = {
 RESUME_STREAM = (
     # the data stream: which records, in which order, how many per step, how they are augmented
     *("data_dir", "bad_records", "batch_size", "seed", "mirror", "jax_distributed"),
+    # which shards --data_dir held (reconverted with --overwrite under the same name: another stream)
+    "data_manifest_sha256",
     # the optimizer's course and the objective
     *("learning_rate", "warmup_steps", "weight_decay", "clip_norm"),
     *("label_smoothing", "loser_weight", "draw_weight", "value_loss_weight"),
@@ -45,9 +49,26 @@ RESUME_FREE = (
 )
 
 
+# train_flags.json's entry of the shards' identity: not a flag, so not read back into a TrainConfig.
+DATA_IDENTITY = "data_manifest_sha256"
+
+
 def saved_flags(config, model_dir):
-    """{name: value} of a run as train_flags.json records it: config.flat() and model_dir."""
-    return {**config.flat(), "model_dir": None if model_dir is None else os.fspath(model_dir)}
+    """{name: value} of a run as train_flags.json records it: config.flat(), model_dir and DATA_IDENTITY."""
+    return {
+        **config.flat(),
+        "model_dir": None if model_dir is None else os.fspath(model_dir),
+        DATA_IDENTITY: data_identity(config.task.data_dir) if config.task.dataset == "shogi" else None,
+    }
+
+
+def data_identity(data_dir):
+    """The manifest checksum of a shard directory (shard_manifest.MANIFEST_CHECKSUM), or None without a
+    readable manifest (the trainer refuses such a --data_dir before it resumes anything)."""
+    try:
+        return shard_manifest.read_manifest(data_dir)[shard_manifest.MANIFEST_CHECKSUM] if data_dir else None
+    except ValueError:
+        return None
 
 
 def recorded_config(model_dir):
@@ -59,7 +80,7 @@ def recorded_config(model_dir):
     record = model_dirs.read_run_record(model_dir)
     if record is None:
         return None
-    values = {name: value for name, value in record[0].items() if name != "model_dir"}
+    values = {name: value for name, value in record[0].items() if name not in ("model_dir", DATA_IDENTITY)}
     if "preset" in values:
         values["preset"] = network.preset_shape_name(values["preset"])
     try:
@@ -103,7 +124,8 @@ def resume_refusal(changes, allow_changed_flags):
 
     def listed(names, why=None):
         return "; ".join(
-            f"--{name} {changes[name][0]!r} -> {changes[name][1]!r}" + (f" ({why[name]})" if why else "")
+            f"{setting_name(name)} {changes[name][0]!r} -> {changes[name][1]!r}"
+            + (f" ({why[name]})" if why else "")
             for name in names
         )
 
@@ -120,6 +142,11 @@ def resume_refusal(changes, allow_changed_flags):
             "recorded values (train_flags.json), or pass --allow_changed_flags to continue under the new ones"
         )
     return None
+
+
+def setting_name(name):
+    """How a refusal or warning names a recorded setting: '--name' for a flag."""
+    return "the --data_dir shards' manifest_sha256" if name == DATA_IDENTITY else f"--{name}"
 
 
 def _check_backend_matches_checkpoint(checkpoint_path):
@@ -153,7 +180,7 @@ def claim_model_dir(config, directory, network_config):
             logging.warning(
                 "resuming %s with changed flags: %s",
                 directory,
-                ", ".join(f"--{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()),
+                ", ".join(f"{setting_name(name)} {old!r} -> {new!r}" for name, (old, new) in changes.items()),
             )
     existing = model_dirs.read_network_config(directory)
     if checkpoint_path and existing is not None and existing != network_config:
