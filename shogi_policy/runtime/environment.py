@@ -33,6 +33,11 @@ TPU_PCI_DEVICES = {
 }
 PCI_DEVICES = Path("/sys/bus/pci/devices")
 
+# The choices of --strategy and --jit_compile (shogi_policy.runtime.strategy); here, with no TensorFlow, so that
+# the trainer's config and the launcher read them before the backend is chosen.
+STRATEGIES = ("auto", "tpu", "mirrored", "default")
+JIT_COMPILE = ("auto", "true", "false")
+
 # TensorFlow's tpu_api_dlsym_initializer.cc: "TPU_LOAD_LIBRARY=0, not loading libtpu". The process then
 # has no TPU_SYSTEM device, takes no lock file and runs on the CPU.
 KEEP_OFF_TPU = {"TPU_LOAD_LIBRARY": "0"}

@@ -16,9 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from shogi_policy.runtime import environment, hosts
-
-STRATEGIES = ("auto", "tpu", "mirrored", "default")
-JIT_COMPILE = ("auto", "true", "false")
+from shogi_policy.runtime.environment import JIT_COMPILE, STRATEGIES
 
 
 class TpuUnavailableError(RuntimeError):

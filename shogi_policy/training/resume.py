@@ -15,7 +15,7 @@ from absl import logging
 
 from shogi_policy.core import file_io
 from shogi_policy.model import model_dir as model_dirs
-from shogi_policy.model import network
+from shogi_policy.model import network_config
 from shogi_policy.runtime import hosts
 from shogi_policy.training.config import ConfigError, TrainConfig
 
@@ -53,15 +53,13 @@ def saved_flags(config, model_dir):
 def recorded_config(model_dir):
     """The TrainConfig of a model directory's train_flags.json (either format), or None where there is none.
 
-    Settings that a record lacks (an older trainer did not have them) take their defaults; the preset reads
-    by shape name (b3c64 for a recorded cpu). ConfigError naming the file for a record of unknown settings.
+    Settings that a record lacks (an older trainer did not have them) take their defaults. ConfigError naming
+    the file for a record of unknown settings.
     """
     record = model_dirs.read_run_record(model_dir)
     if record is None:
         return None
     values = {name: value for name, value in record[0].items() if name != "model_dir"}
-    if "preset" in values:
-        values["preset"] = network.preset_shape_name(values["preset"])
     try:
         return TrainConfig.from_flat(values)
     except ValueError as error:
@@ -70,11 +68,12 @@ def recorded_config(model_dir):
 
 
 def _normalized(name, value):
-    """A value as compared on resume: --data_dir without a trailing slash or ./ segments, a preset by shape."""
+    """A value as compared on resume: --data_dir without a trailing slash or ./ segments, a preset by shape (as
+    TaskConfig reads it: a record may name an alias)."""
     if name == "data_dir" and isinstance(value, str):
         return value.rstrip("/") if "://" in value else os.path.normpath(value)
     if name == "preset" and isinstance(value, str):
-        return network.preset_shape_name(value)
+        return network_config.preset_shape_name(value)
     return value
 
 
