@@ -118,7 +118,7 @@ def host_shards(tmp_path):
         "test": random_game_records(num_games=8, max_plies=40, seed=41),
     }
     shards.write_records(str(data), splits, positions_per_shard=200)
-    assert len(shard_manifest.shard_paths(str(data), "test")) == HOSTS
+    assert len(shard_manifest.shard_files(str(data), "test").paths) == HOSTS
     return data
 
 
