@@ -204,7 +204,7 @@ def test_sampling_is_reproducible_and_only_legal(saved_model, shared_data):
     [
         (-1.0, True, "temperature"),
         (float("nan"), True, "temperature"),
-        (float("inf"), True, "finite in float32"),  # used to give NaN probabilities (1e39 is inf in float32)
+        (float("inf"), True, "finite in float32"),  # else NaN probabilities (1e39 is inf in float32)
         (1.0, False, "legal move"),
     ],
 )
@@ -271,7 +271,7 @@ def test_largest_float32_temperature_is_uniform_over_legal_moves(saved_model):
 
 @pytest.mark.parametrize("num_records, num_masks", [(2, 1), (1, 2), (0, 1)])
 def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
-    # A mask of 1 row used to broadcast over 2 records silently.
+    # A mask of 1 row must not broadcast over 2 records.
     records, mask = cshogi_inputs(OPENINGS[:2])
     args = records[:num_records], mask[:num_masks], tf.constant(1.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same number of positions"):
@@ -281,7 +281,7 @@ def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
 
 
 def test_empty_batch_gives_empty_outputs(saved_model):
-    # It used to fail inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
+    # Not a failure inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
     records, mask = cshogi_inputs([])
     assert saved_model.logits(records)["logits"].shape == (0, policy_labels.NUM_MOVE_LABELS)
     probabilities = saved_model.probabilities(records, mask, tf.constant(1.0))["probabilities"]

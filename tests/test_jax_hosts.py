@@ -74,7 +74,7 @@ def _start_hosts(data, run, log_dir):
             "--eval_steps=1",
             "--seed=9",
         ]
-        log = open(log_dir / f"host{host}.log", "a")  # noqa: SIM115 (closed with the process, below)
+        log = open(log_dir / f"host{host}.log", "a")  # closed with the process, below
         processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     return processes
 

@@ -339,7 +339,7 @@ def test_backend_flag_must_match_the_loaded_keras(tmp_path):
 @pytest.mark.parametrize(
     "flag, value",
     [
-        ("eval_steps", -3),  # used to spin forever after training
+        ("eval_steps", -3),  # else it spins forever after training
         ("learning_rate", 0),
         ("learning_rate", "nan"),
         ("learning_rate", "inf"),

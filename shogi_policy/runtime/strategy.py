@@ -96,7 +96,7 @@ class JaxDataParallel:
 def _jax_strategy(name, tpu):
     """(JaxDataParallel, why) by name: tpu (the TPU chips, or TpuUnavailableError), auto/mirrored (all devices),
     default (one device)."""
-    import jax  # noqa: PLC0415  (JAX backend only)
+    import jax  # the JAX backend only
 
     if tpu != "local":
         raise ValueError(
