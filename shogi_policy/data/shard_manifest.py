@@ -142,9 +142,9 @@ def split_manifest(data_dir, split, manifest=None):
     return manifest["splits"][split]
 
 
-def num_positions(data_dir, split):
-    """Positions of split in the shard directory data_dir (from its manifest)."""
-    return int(split_manifest(data_dir, split)["positions"])
+def num_positions(data_dir, split, manifest=None):
+    """Positions of split in the shard directory data_dir (from its manifest, or the one given: split_manifest)."""
+    return int(split_manifest(data_dir, split, manifest)["positions"])
 
 
 class ShardFiles(typing.NamedTuple):

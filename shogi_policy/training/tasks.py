@@ -52,7 +52,7 @@ class ShogiTask:
 
     def num_examples(self, split):
         manifest, _ = self._checked_shards()
-        return int(shard_manifest.split_manifest(self.config.data_dir, split, manifest)["positions"])
+        return shard_manifest.num_positions(self.config.data_dir, split, manifest)
 
     def make_dataset(self, split, local_batch_size, network_config, *, shuffle, seed):
         """This host's batches of a split, repeated: (records int32 [local_batch_size, 100], targets).
