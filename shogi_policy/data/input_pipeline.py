@@ -232,8 +232,8 @@ def make_dataset(
         value_targets=value_targets,
     )
     row_seeds, mirror_seeds = (
-        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=seed is None).batch(2)
-        for seed in (row_seed, mirror_seed)
+        tf.data.Dataset.random(seed=stream_seed, rerandomize_each_iteration=stream_seed is None).batch(2)
+        for stream_seed in (row_seed, mirror_seed)
     )
     dataset = tf.data.Dataset.zip(batches, row_seeds, mirror_seeds).map(finish, **parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)
