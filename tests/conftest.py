@@ -41,7 +41,7 @@ from absl import flags  # noqa: E402
 from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
 from shogi_policy.data import convert, shard_manifest  # noqa: E402
-from shogi_policy.model import model_dir, network  # noqa: E402
+from shogi_policy.model import model_dir, network, network_config  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,7 +51,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FUZZ_SETTINGS = settings(
     deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
-TINY_CONFIG = network.NetworkConfig(blocks=1, filters=8, activation="relu")
+TINY_CONFIG = network_config.NetworkConfig(blocks=1, filters=8, activation="relu")
 POLICY_BIAS_STDDEV = 1.5  # random-weight logits are nearly flat; a random bias makes the policy peaked
 
 

@@ -10,9 +10,10 @@ import pytest
 from absl import app, flags
 from conftest import parse_flags, random_game_records
 
+from shogi_policy.cli import launch
 from shogi_policy.cli import train as train_command
 from shogi_policy.data import shards
-from shogi_policy.model import model_dir, network
+from shogi_policy.model import model_dir, network_config
 from shogi_policy.training import config, recipes, resume
 
 
@@ -108,17 +109,41 @@ def test_saved_config_of_old_and_current_model_dirs(tmp_path):
         resume.recorded_config(str(old))
 
 
-def test_presets_are_named_by_shape_and_the_old_names_are_aliases():
-    for name in set(network.PRESETS) - set(network.PRESET_ALIASES):
-        preset = network.PRESETS[name]
+def test_presets_are_named_by_shape_and_the_aliases_read_as_shapes():
+    for name in set(network_config.PRESETS) - set(network_config.PRESET_ALIASES):
+        preset = network_config.PRESETS[name]
         assert name == f"b{preset.blocks}c{preset.filters}"
-    for alias, shape in network.PRESET_ALIASES.items():
-        assert network.PRESETS[alias] == network.PRESETS[shape]
-    recorded = resume.saved_flags(config.TrainConfig(task=config.TaskConfig(preset="cpu")), "run")
+    for alias, shape in network_config.PRESET_ALIASES.items():
+        assert network_config.PRESETS[alias] == network_config.PRESETS[shape]
+        assert config.TaskConfig(preset=alias) == config.TaskConfig(preset=shape)
+    assert config.TaskConfig(preset="cpu").preset == "b3c64"
     current = resume.saved_flags(config.TrainConfig(), "run")
+    assert current["preset"] == "b3c64"
+    recorded = {**current, "preset": "cpu"}  # train_flags.json may name an alias
     assert resume.flag_changes(recorded, current) == {}, "a run recorded with --preset=cpu resumes as b3c64"
     other = resume.saved_flags(config.TrainConfig(task=config.TaskConfig(preset="tpu")), "run")
-    assert resume.flag_changes(recorded, other) == {"preset": ("cpu", "tpu")}
+    assert resume.flag_changes(recorded, other) == {"preset": ("cpu", "b10c192")}
+
+
+def test_the_config_and_the_launcher_load_neither_tensorflow_nor_keras():
+    """The launcher reads the trainer's defaults from the config before it chooses the backend (fresh interpreter)."""
+    check = (
+        "import sys, shogi_policy.training.config, shogi_policy.cli.launch; "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'tensorflow', 'keras', 'jax'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_launcher_takes_the_trainer_defaults_from_the_config_fields(monkeypatch):
+    runtime = config.RuntimeConfig()
+    names = ("strategy", "tpu", "backend", "jax_distributed")
+    assert launch.trainer_target([]) == tuple(getattr(runtime, name) for name in names)
+    fields = config.flat_fields()
+    monkeypatch.setattr(fields["strategy"], "default", "mirrored")
+    monkeypatch.setattr(fields["jax_distributed"], "default", True)
+    assert launch.trainer_target(["--tpu=grpc://t"]) == ("mirrored", "grpc://t", None, True)
 
 
 @pytest.mark.parametrize("name", recipes.NAMES)

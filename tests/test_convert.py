@@ -23,7 +23,7 @@ def read_split(data_dir, split):
     """All records of a split, shard by shard: list of uint8 [n, 100]."""
     return [
         np.frombuffer(tf.io.gfile.GFile(path, "rb").read(), np.uint8).reshape(-1, record_format.RECORD_BYTES)
-        for path in shard_manifest.shard_paths(data_dir, split)
+        for path in shard_manifest.shard_files(data_dir, split).paths
     ]
 
 

@@ -171,7 +171,7 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
 def shard_of(data_dir, records):
     """Writes records as the test split of data_dir (one shard); the shard's path and its records, as stored."""
     shards.write_records(str(data_dir), {"test": records})
-    (path,) = shard_manifest.shard_paths(str(data_dir), "test")
+    (path,) = shard_manifest.shard_files(str(data_dir), "test").paths
     return path, np.fromfile(path, np.uint8).reshape(-1, record_format.RECORD_BYTES)
 
 

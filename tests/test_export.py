@@ -16,7 +16,7 @@ from conftest import TINY_CONFIG, numpy_probabilities
 from tensorflow.core.protobuf import saved_model_pb2
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.model import network
+from shogi_policy.model import network, network_config
 from shogi_policy.serving import export, policy_ops
 
 OPENINGS = [
@@ -112,7 +112,7 @@ def test_metadata_describes_layout_and_network(tiny_export):
     assert metadata["num_labels"] == policy_labels.NUM_MOVE_LABELS
     assert metadata["record_bytes"] == record_format.RECORD_BYTES
     assert metadata["record_format_version"] == record_format.RECORD_FORMAT_VERSION
-    assert network.NetworkConfig.from_dict(metadata["network"]) == TINY_CONFIG
+    assert network_config.NetworkConfig.from_dict(metadata["network"]) == TINY_CONFIG
 
 
 def real_positions(shared_data, count):
@@ -204,7 +204,7 @@ def test_sampling_is_reproducible_and_only_legal(saved_model, shared_data):
     [
         (-1.0, True, "temperature"),
         (float("nan"), True, "temperature"),
-        (float("inf"), True, "finite in float32"),  # used to give NaN probabilities (1e39 is inf in float32)
+        (float("inf"), True, "finite in float32"),  # else NaN probabilities (1e39 is inf in float32)
         (1.0, False, "legal move"),
     ],
 )
@@ -240,7 +240,9 @@ def test_load_model_from_trainer_dir_or_keras_file(tiny_export):
     from_dir, config = export.load_model(model_dir=str(model_dir))
     from_file, same_config = export.load_model(keras_model=str(model_dir / "model.keras"))
     assert (
-        network.NetworkConfig.from_dict(config) == TINY_CONFIG == network.NetworkConfig.from_dict(same_config)
+        network_config.NetworkConfig.from_dict(config)
+        == TINY_CONFIG
+        == network_config.NetworkConfig.from_dict(same_config)
     )
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(from_dir(records)),
@@ -255,7 +257,7 @@ def test_load_model_from_trainer_dir_or_keras_file(tiny_export):
 
 def test_policy_logits_of_a_two_headed_model():
     records, _ = cshogi_inputs(OPENINGS)
-    model = network.build_policy_model(network.NetworkConfig(blocks=1, filters=8, value_head=True))
+    model = network.build_policy_model(network_config.NetworkConfig(blocks=1, filters=8, value_head=True))
     logits = export.policy_logits(model, tf.constant(records))
     np.testing.assert_array_equal(logits.numpy(), keras.ops.convert_to_numpy(model(records)["policy"]))
 
@@ -269,7 +271,7 @@ def test_largest_float32_temperature_is_uniform_over_legal_moves(saved_model):
 
 @pytest.mark.parametrize("num_records, num_masks", [(2, 1), (1, 2), (0, 1)])
 def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
-    # A mask of 1 row used to broadcast over 2 records silently.
+    # A mask of 1 row must not broadcast over 2 records.
     records, mask = cshogi_inputs(OPENINGS[:2])
     args = records[:num_records], mask[:num_masks], tf.constant(1.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same number of positions"):
@@ -279,7 +281,7 @@ def test_signatures_compare_batch_sizes(saved_model, num_records, num_masks):
 
 
 def test_empty_batch_gives_empty_outputs(saved_model):
-    # It used to fail inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
+    # Not a failure inside the network ("Incompatible shapes: [8] vs. [0,9,9,119]").
     records, mask = cshogi_inputs([])
     assert saved_model.logits(records)["logits"].shape == (0, policy_labels.NUM_MOVE_LABELS)
     probabilities = saved_model.probabilities(records, mask, tf.constant(1.0))["probabilities"]

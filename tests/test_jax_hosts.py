@@ -74,7 +74,7 @@ def _start_hosts(data, run, log_dir):
             "--eval_steps=1",
             "--seed=9",
         ]
-        log = open(log_dir / f"host{host}.log", "a")  # noqa: SIM115 (closed with the process, below)
+        log = open(log_dir / f"host{host}.log", "a")  # closed with the process, below
         processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     return processes
 
@@ -118,7 +118,7 @@ def host_shards(tmp_path):
         "test": random_game_records(num_games=8, max_plies=40, seed=41),
     }
     shards.write_records(str(data), splits, positions_per_shard=200)
-    assert len(shard_manifest.shard_paths(str(data), "test")) == HOSTS
+    assert len(shard_manifest.shard_files(str(data), "test").paths) == HOSTS
     return data
 
 

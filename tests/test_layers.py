@@ -1,7 +1,7 @@
 """The package's folders keep the import rules their __init__ docstrings state.
 
-Each folder's docstring has a line `May import: a, b` naming the other folders of shogi_policy its modules may
-import (`nothing` for none). The test reads every module's imports (module level and inside functions) from its
+Each folder's docstring has a line `May import: a, b` naming the other folders of shogi_policy its modules, in
+subfolders too, may import (`nothing` for none). The test reads every module's imports (module level and inside functions) from its
 syntax tree, and checks in a fresh interpreter the rules that a static read cannot see: serving loads neither
 the trainer nor tensorflow-datasets, and the trainer loads no serving code.
 """
@@ -45,6 +45,15 @@ def imported_folders(path):
     return found
 
 
+def modules(folder):
+    """Every module under a folder of shogi_policy, in its subfolders too (training/recipes/)."""
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+def test_the_walk_reaches_subfolders():
+    assert PACKAGE / "training" / "recipes" / "__init__.py" in modules("training")
+
+
 def test_every_module_lives_in_a_folder():
     loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
     assert loose == [], f"modules outside the role folders: {loose}"
@@ -56,8 +65,8 @@ def test_folder_imports_only_what_its_docstring_allows(folder):
     unknown = allowed - set(FOLDERS)
     assert not unknown, f"shogi_policy/{folder}/__init__.py names folders that do not exist: {unknown}"
     broken = [
-        f"shogi_policy/{folder}/{path.name}:{line} imports shogi_policy.{target}"
-        for path in sorted((PACKAGE / folder).glob("*.py"))
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports shogi_policy.{target}"
+        for path in modules(folder)
         for target, line in imported_folders(path)
         if target not in allowed
     ]

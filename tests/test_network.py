@@ -8,7 +8,7 @@ import pytest
 from conftest import random_game_records
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.model import network
+from shogi_policy.model import network, network_config
 
 
 def _identity_batch_norm(layer):
@@ -19,7 +19,7 @@ def _identity_batch_norm(layer):
 def test_policy_index_is_channel_times_81_plus_cshogi_square():
     """Route cshogi input plane c to policy channel c: logit c*81 + s must equal cshogi's plane c at s."""
     num = policy_labels.NUM_MOVE_DIRECTIONS
-    model = network.build_policy_model(network.NetworkConfig(blocks=0, filters=num, activation="relu"))
+    model = network.build_policy_model(network_config.NetworkConfig(blocks=0, filters=num, activation="relu"))
     stem = np.zeros(model.get_layer("stem_conv").kernel.shape, np.float32)  # [3, 3, 119, 27]
     stem[1, 1, np.arange(num), np.arange(num)] = 1.0  # centre tap: filter c = input plane c
     model.get_layer("stem_conv").set_weights([stem])
@@ -45,7 +45,7 @@ def test_policy_index_is_channel_times_81_plus_cshogi_square():
 def test_mixed_bfloat16_keeps_output_layers_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = network.build_policy_model(network.NetworkConfig(2, 16, "hard_swish", value_head=True))
+        model = network.build_policy_model(network_config.NetworkConfig(2, 16, "hard_swish", value_head=True))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     outputs = model(random_game_records(1, 8, seed=2))
@@ -71,7 +71,9 @@ def _analytic_parameter_count(blocks, filters, value_head):
 
 @pytest.mark.parametrize("value_head", [False, True])
 def test_parameter_counts(value_head):
-    config = network.NetworkConfig(**{**network.PRESETS["tpu"].to_dict(), "value_head": value_head})
+    config = network_config.NetworkConfig(
+        **{**network_config.PRESETS["tpu"].to_dict(), "value_head": value_head}
+    )
     model = network.build_policy_model(config)
     assert model.count_params() == _analytic_parameter_count(10, 192, value_head)
     # dlshogi quotes about 7.4M parameters for its 10x192 policy-value net.
@@ -81,22 +83,22 @@ def test_parameter_counts(value_head):
 
 def test_hard_swish_is_x_times_hard_sigmoid():
     x = np.linspace(-5, 5, 41).astype(np.float32)
-    layer = keras.layers.Activation(network.NetworkConfig(activation="hard_swish").activation)
+    layer = keras.layers.Activation(network_config.NetworkConfig(activation="hard_swish").activation)
     np.testing.assert_allclose(layer(x), x * keras.activations.hard_sigmoid(x), atol=1e-6)
 
 
 def test_config_round_trip_and_validation():
-    config = network.NetworkConfig(4, 32, "relu", True)
-    assert network.NetworkConfig.from_dict(config.to_dict()) == config
-    assert network.PRESETS["tpu"] == network.NetworkConfig(10, 192, "swish", False)
+    config = network_config.NetworkConfig(4, 32, "relu", True)
+    assert network_config.NetworkConfig.from_dict(config.to_dict()) == config
+    assert network_config.PRESETS["tpu"] == network_config.NetworkConfig(10, 192, "swish", False)
     with pytest.raises(ValueError, match="activation"):
-        network.NetworkConfig(activation="gelu")
+        network_config.NetworkConfig(activation="gelu")
     with pytest.raises(ValueError, match="unknown"):
-        network.NetworkConfig.from_dict({"blocks": 1, "width": 3})
+        network_config.NetworkConfig.from_dict({"blocks": 1, "width": 3})
 
 
 def test_keras_file_round_trip(tmp_path):
-    model = network.build_policy_model(network.NetworkConfig(1, 8, "swish", value_head=True))
+    model = network.build_policy_model(network_config.NetworkConfig(1, 8, "swish", value_head=True))
     records = random_game_records(1, 6, seed=3)
     path = tmp_path / "model.keras"
     model.save(path)
@@ -107,5 +109,5 @@ def test_keras_file_round_trip(tmp_path):
 
 def test_model_takes_int32_records_for_the_tpu():
     """TPUs take no uint8 tensors, so the network's input (what tf.data feeds) is int32."""
-    model = network.build_policy_model(network.PRESETS["cpu"])
+    model = network.build_policy_model(network_config.PRESETS["cpu"])
     assert model.inputs[0].dtype == "int32"

@@ -14,7 +14,7 @@ import pytest
 from conftest import random_game_records
 
 from shogi_policy.core import policy_labels, record_format, shogi_rules
-from shogi_policy.model import network
+from shogi_policy.model import network, network_config
 from shogi_policy.serving import onnx_export
 
 pytestmark = pytest.mark.slow  # docs/testing.md
@@ -125,7 +125,7 @@ def _randomize_statistics(model, seed):
 def test_value_head_export_matches_keras(tmp_path, boards):
     keras.utils.set_random_seed(1)
     model = network.build_policy_model(
-        network.NetworkConfig(blocks=2, filters=16, activation="swish", value_head=True)
+        network_config.NetworkConfig(blocks=2, filters=16, activation="swish", value_head=True)
     )
     _randomize_statistics(model, seed=2)
     path, metadata = onnx_export.export_onnx(model, tmp_path, {"blocks": 2}, "test")

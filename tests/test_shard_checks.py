@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +77,27 @@ def test_the_issue_example_a_truncated_train_shard_is_refused_by_every_reader(co
         with pytest.raises(ValueError, match=f"{shard}: 6400 bytes, the manifest says") as error:
             read("train")
         assert "truncated or replaced" in str(error.value), name
+
+
+def test_the_trainers_set_up_reads_the_manifest_once_and_stats_each_shard_once(converted, monkeypatch):
+    """In train.train's order: check the options, count the test split, make the datasets (the training one here:
+    the test split's takes the same path). Each read of the manifest or stat of a shard is a round trip on gs://; a
+    run read the manifest 6 times and stat'ed each training shard 3 times."""
+    reads, stats = [], []
+    read_manifest, stat = shard_manifest.read_manifest, tf.io.gfile.stat
+    monkeypatch.setattr(
+        shard_manifest, "read_manifest", lambda path: reads.append(path) or read_manifest(path)
+    )
+    monkeypatch.setattr(tf.io.gfile, "stat", lambda path: stats.append(path) or stat(path))
+    task = train_options(converted)
+    assert task.check_options() is None
+    assert task.num_examples("test") > 32
+    network = config.TaskConfig().network()
+    task.make_dataset("train", 32, network, shuffle=True, seed=1)
+    assert reads == [str(converted)]
+    splits = read_manifest(str(converted))["splits"]
+    shard_files = [str(converted / name) for entry in splits.values() for name in entry["files"]]
+    assert sorted(stats) == sorted(shard_files)
 
 
 @pytest.mark.slow

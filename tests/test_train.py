@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from unittest import mock
 
 import cshogi
 import keras
@@ -18,7 +19,7 @@ from shogi_policy.cli import train as train_command
 from shogi_policy.core import file_io, policy_labels, record_format, shogi_rules
 from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import losses, model_dir, network
-from shogi_policy.runtime import strategy
+from shogi_policy.runtime import hosts, strategy
 from shogi_policy.training import train
 
 UNIFORM_LOSS = math.log(policy_labels.NUM_MOVE_LABELS)
@@ -67,7 +68,11 @@ def _train_history(options):
 
 
 @pytest.mark.slow
-def test_loss_goes_down_on_random_games(random_shards, tmp_path):
+def test_loss_goes_down_on_random_games(random_shards, tmp_path, monkeypatch):
+    reads, read_manifest = [], shard_manifest.read_manifest
+    monkeypatch.setattr(
+        shard_manifest, "read_manifest", lambda path: reads.append(path) or read_manifest(path)
+    )
     options = parse_flags(
         data_dir=random_shards,
         model_dir=tmp_path / "run",
@@ -86,6 +91,7 @@ def test_loss_goes_down_on_random_games(random_shards, tmp_path):
     for name in ("network.json", "train_flags.json", "metrics.json", "model.keras"):
         assert (tmp_path / "run" / name).exists(), name
     assert list((tmp_path / "run" / "logs" / "train").iterdir()), "TensorBoard logs"
+    assert reads == [str(random_shards)], "the manifest is read once a run (each read a round trip on gs://)"
 
 
 @pytest.mark.slow
@@ -102,7 +108,7 @@ def test_invalid_records_stop_training_naming_their_file_and_index(tmp_path, cor
         tmp_path / "shards",
         {"train": random_game_records(6, 40, seed=13), "test": random_game_records(2, 40, seed=14)},
     )
-    (shard,) = shard_manifest.shard_paths(str(directory), "train")
+    (shard,) = shard_manifest.shard_files(str(directory), "train").paths
     records = np.fromfile(shard, np.uint8).reshape(-1, record_format.RECORD_BYTES)
     records[7, corrupt_bytes] = 0xFF
     records.tofile(shard)
@@ -333,7 +339,7 @@ def test_backend_flag_must_match_the_loaded_keras(tmp_path):
 @pytest.mark.parametrize(
     "flag, value",
     [
-        ("eval_steps", -3),  # used to spin forever after training
+        ("eval_steps", -3),  # else it spins forever after training
         ("learning_rate", 0),
         ("learning_rate", "nan"),
         ("learning_rate", "inf"),
@@ -387,6 +393,25 @@ def test_batch_must_split_over_replicas(random_shards, tmp_path):
     with pytest.raises(app.UsageError, match="--batch_size=33 must be a multiple of the 2 replicas"):
         train_command.train(options)
     assert not (tmp_path / "run").exists(), "refused before the model directory is written"
+
+
+@pytest.mark.parametrize(
+    "batch_size, replicas, num_hosts, local",
+    [(64, 8, 2, 32), (32, 1, 1, 32), (36, 8, 2, None), (6, 1, 4, None)],
+)
+def test_the_local_batch_is_the_hosts_share_of_a_batch_every_replica_shares(
+    monkeypatch, batch_size, replicas, num_hosts, local
+):
+    """Multi-host JAX: each host batches its share; the replicas are the devices of every host."""
+    monkeypatch.setattr(hosts, "process", lambda: (0, num_hosts))
+    devices = mock.Mock(num_replicas_in_sync=replicas)
+    if local is None:
+        with pytest.raises(
+            train.ConfigError, match=f"--batch_size={batch_size} must be a multiple of the {replicas}"
+        ):
+            train.local_batch_size(batch_size, devices)
+    else:
+        assert train.local_batch_size(batch_size, devices) == local
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from shogi_policy.core import policy_labels, record_format
-from shogi_policy.model import network
+from shogi_policy.model import network, network_config
 from shogi_policy.serving import export, inference
 
 BATCH = 256
@@ -51,7 +51,7 @@ def _median_seconds(fn, repeats):
 
 def run(quick=False):
     repeats = 1 if quick else 20
-    config = network.PRESETS["cpu"]
+    config = network_config.PRESETS["cpu"]
     keras.utils.set_random_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as export_dir:

@@ -50,9 +50,9 @@ def profiler_forward_flops(blocks, filters):
     """Forward FLOPs per position counted by the TF profiler on the model's graph (cross-check)."""
     import tensorflow as tf
 
-    from shogi_policy.model import network
+    from shogi_policy.model import network, network_config
 
-    model = network.build_policy_model(network.NetworkConfig(blocks, filters, "relu"))
+    model = network.build_policy_model(network_config.NetworkConfig(blocks, filters, "relu"))
     spec = tf.TensorSpec([1, 100], tf.uint8)
     graph = tf.function(model).get_concrete_function(spec).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -77,12 +77,12 @@ def measure(blocks, filters, batch, jit, steps):
     import keras
     import tensorflow as tf
 
-    from shogi_policy.model import losses, network
+    from shogi_policy.model import losses, network, network_config
     from shogi_policy.runtime.strategy import host_xla_available
 
     # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
     model = network.build_policy_model(
-        network.NetworkConfig(blocks, filters, "relu"), nested_xla=host_xla_available()
+        network_config.NetworkConfig(blocks, filters, "relu"), nested_xla=host_xla_available()
     )
     model.compile(
         keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),

@@ -32,19 +32,20 @@ from absl import flags
 
 from shogi_policy.runtime import environment
 from shogi_policy.runtime import preflight as runtime_preflight
+from shogi_policy.training import config as configs
 from shogi_policy.training import recipes
 
 
 def trainer_target(argv):
     """(--strategy, --tpu, --backend, --jax_distributed) of trainer arguments argv (flagfiles read), with the
-    trainer's defaults; --backend is None when not given."""
+    defaults of config.RuntimeConfig's fields; --backend is None when not given."""
+    names, fields = ("strategy", "tpu", "backend", "jax_distributed"), configs.flat_fields()
     flag_values = flags.FlagValues()
-    flags.DEFINE_string("strategy", "auto", "", flag_values=flag_values)
-    flags.DEFINE_string("tpu", "local", "", flag_values=flag_values)
-    flags.DEFINE_string("backend", None, "", flag_values=flag_values)
-    flags.DEFINE_bool("jax_distributed", False, "", flag_values=flag_values)
+    for name in names:
+        define = flags.DEFINE_bool if configs.field_type(fields[name]) is bool else flags.DEFINE_string
+        define(name, fields[name].default, "", flag_values=flag_values)
     flag_values(["shogi-policy-train", *argv], known_only=True)
-    return flag_values.strategy, flag_values.tpu, flag_values.backend, flag_values.jax_distributed
+    return tuple(flag_values[name].value for name in names)
 
 
 APP_MODULES = {

@@ -21,14 +21,14 @@ invalid record stops the pipeline with an error naming the file and the record's
 ("skip"; a split without valid records then fails instead of being read forever).
 """
 
+import functools
 import sys
 
 import tensorflow as tf
 
 from shogi_policy.core import record_format
-from shogi_policy.data import augment, shard_manifest, shards
-
-BAD_RECORDS = ("fail", "skip")  # what make_dataset does with an invalid record
+from shogi_policy.core.bad_records import BAD_RECORDS
+from shogi_policy.data import augment, shard_manifest
 
 DEFAULT_CHUNK_RECORDS = 256
 DEFAULT_SHUFFLE_CHUNKS = 1024  # 262,144 records (26 MB) with the default chunk
@@ -173,13 +173,15 @@ def make_dataset(
     bad_records="fail",
     host_index=0,
     num_hosts=1,
+    files=None,
 ):
     """Batches of validated records and targets from a shard directory.
 
     Args:
       data_dir: shard directory (local or gs://) with manifest.json.
       split: "train" or "test".
-      batch_size: records per batch (static; the last partial batch of a finite pass is dropped).
+      batch_size: records per batch (static; the last partial batch of a finite pass is dropped); in a
+        multi-host run this host's share of the global batch (the trainer's local_batch_size).
       shuffle: shuffle files, chunks and rows within batches (each epoch differently).
       repeat: repeat forever (set steps_per_epoch in fit).
       seed: int for a deterministic order (tests); None for the fastest, non-deterministic one.
@@ -193,40 +195,88 @@ def make_dataset(
       bad_records: one of BAD_RECORDS: an invalid record (record_format.record_problems) stops iteration with
         an InvalidArgumentError naming its shard file and index ("fail"), or is dropped and logged ("skip").
       host_index, num_hosts: read only the shard files host_index::num_hosts (multi-host JAX: each host
-        feeds its own devices, and batch_size is its share of the global batch).
+        feeds its own devices).
+      files: the split's shard_manifest.ShardFiles, already checked against the manifest (a trainer's task
+        reads the manifest once for all its splits); None: read and checked here.
     Returns:
       tf.data.Dataset of (records int32 [batch_size, 100], target int32 [batch_size]) or
       (records, {"policy": int32 [batch_size], "value": float32 [batch_size]}).
     """
+    _check_arguments(batch_size, chunk_records, bad_records)
+    if files is None:
+        files = shard_manifest.shard_files(data_dir, split)  # sizes, and SHA-256s of local files
+    paths, lengths = _host_files(
+        shard_manifest.check_nonempty(files, data_dir, split), data_dir, split, host_index, num_hosts
+    )
+    if sum(lengths) < batch_size:
+        raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")
+    deterministic = seed is not None or not shuffle
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
+    file_seed, chunk_seed, row_seed, mirror_seed = _stream_seeds(seed)
+    chunks = _chunks(paths, lengths, chunk_records, cycle_length, shuffle, repeat, file_seed, deterministic)
+    if shuffle:
+        chunks = chunks.shuffle(shuffle_chunks, seed=chunk_seed, reshuffle_each_iteration=seed is None)
+    names = tf.constant(paths)
+    batches = chunks.map(_decode, **parallel)
+    if bad_records == "fail":
+        batches = batches.rebatch(batch_size, drop_remainder=True)  # checked in _finish
+    else:
+        limit = _skip_limit(sum(lengths), shuffle_chunks * chunk_records if shuffle else 0)
+        batches = _valid_batches(batches, names, batch_size, limit, parallel)
+    finish = functools.partial(
+        _finish,
+        names=names,
+        check=bad_records == "fail",
+        shuffle=shuffle,
+        mirror=mirror,
+        value_targets=value_targets,
+    )
+    row_seeds, mirror_seeds = (
+        tf.data.Dataset.random(seed=stream_seed, rerandomize_each_iteration=stream_seed is None).batch(2)
+        for stream_seed in (row_seed, mirror_seed)
+    )
+    dataset = tf.data.Dataset.zip(batches, row_seeds, mirror_seeds).map(finish, **parallel)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_arguments(batch_size, chunk_records, bad_records):
+    """ValueError for a batch or chunk below one record, or bad_records not one of BAD_RECORDS."""
     if batch_size < 1 or chunk_records < 1:
         raise ValueError(f"batch_size ({batch_size}) and chunk_records ({chunk_records}) must be positive")
     if bad_records not in BAD_RECORDS:
         raise ValueError(f"bad_records must be one of {BAD_RECORDS}, got {bad_records!r}")
-    # Checked against the manifest: sizes, and SHA-256s of local files.
-    paths = shard_manifest.nonempty_shard_paths(data_dir, split)
-    if not 0 <= host_index < num_hosts <= len(paths):
+
+
+def _host_files(files, data_dir, split, host_index, num_hosts):
+    """(paths, lengths) of the shard files host_index::num_hosts of a split's ShardFiles; ValueError if too few."""
+    if not 0 <= host_index < num_hosts <= len(files.paths):
         raise ValueError(
-            f"{data_dir}: split {split!r} has {len(paths)} shard files, too few for host {host_index} of "
+            f"{data_dir}: split {split!r} has {len(files.paths)} shard files, too few for host {host_index} of "
             f"{num_hosts} (each host reads its own files: convert with at least {num_hosts} shards a split)"
         )
-    paths = paths[host_index::num_hosts]
-    lengths = shards.shard_lengths(paths)
-    if sum(lengths) < batch_size:
-        raise ValueError(f"{data_dir}: split {split!r} has {sum(lengths)} positions, fewer than a batch")
-    deterministic = seed is not None or not shuffle
-    # Distinct seeds for the files, chunks and rows shuffles and the mirror draws (one seed would correlate them).
-    seeds = [None] * 4 if seed is None else [seed, seed + 1, seed + 2, seed + 3]
+    return files.paths[host_index::num_hosts], files.lengths[host_index::num_hosts]
 
-    # With a seed, every iterator of the dataset yields the same stream: Keras may open one to inspect a
-    # batch before training, and a resumed run's skip() must land where the interrupted run was. So the
-    # files' order of each pass is drawn from (seed, pass) rather than reshuffled per iterator.
+
+def _stream_seeds(seed):
+    """Seeds of the files, chunks and rows shuffles and the mirror draws: distinct (one seed would correlate
+    them), or four Nones without a seed."""
+    return [None] * 4 if seed is None else [seed, seed + 1, seed + 2, seed + 3]
+
+
+def _chunks(paths, lengths, chunk_records, cycle_length, shuffle, repeat, file_seed, deterministic):
+    """Dataset of (chunk bytes, location of its first record) over the files, pass after pass (one if not repeat).
+
+    With a seed, every iterator of the dataset yields the same stream: Keras may open one to inspect a batch
+    before training, and a resumed run's skip() must land where the interrupted run was. So the files' order of
+    each pass is drawn from (seed, pass) rather than reshuffled per iterator.
+    """
     file_table = (tf.range(len(paths), dtype=tf.int64), tf.constant(paths), tf.constant(lengths, tf.int64))
 
     def one_pass(pass_index):
         order = tf.range(len(paths), dtype=tf.int64)
-        if shuffle and seed is not None:
+        if shuffle and file_seed is not None:
             order = tf.random.experimental.stateless_shuffle(
-                order, tf.stack([tf.constant(seeds[0], tf.int64), pass_index])
+                order, tf.stack([tf.constant(file_seed, tf.int64), pass_index])
             )
         elif shuffle:
             order = tf.random.shuffle(order)
@@ -238,40 +288,33 @@ def make_dataset(
             deterministic=deterministic,
         )
 
-    chunks = (tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)).flat_map(one_pass)
-    if shuffle:
-        chunks = chunks.shuffle(shuffle_chunks, seed=seeds[1], reshuffle_each_iteration=seed is None)
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic}
-    names = tf.constant(paths)
-    batches = chunks.map(_decode, **parallel)
-    if bad_records == "fail":
-        batches = batches.rebatch(batch_size, drop_remainder=True)  # checked in finish()
-    else:
-        # Dropping shortens batches: they are cut to size again after the check.
-        batches = batches.rebatch(batch_size).map(
-            lambda records, locations: _drop_invalid(records, locations, names), **parallel
-        )
-        # In a row, a valid record of the split comes within one pass plus the time it can spend in the
-        # chunk shuffle buffer (many buffer lengths, at the outside).
-        limit = 2 * sum(lengths) + (20 * shuffle_chunks * chunk_records if shuffle else 0)
-        zero = tf.constant(0, tf.int64)
-        batches = batches.scan((zero, zero), lambda state, batch: _count_dropped(state, batch, limit))
-        batches = batches.rebatch(batch_size, drop_remainder=True)
+    return (tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)).flat_map(one_pass)
 
-    def finish(batch, row_seed, mirror_seed):
-        """(int32 records, targets) of a batch: checked ("fail"), rows shuffled and mirrored; one map, as tf.data
-        pays per stage."""
-        records = _fail_on_invalid(*batch, names) if bad_records == "fail" else batch
-        if shuffle:
-            records = tf.random.experimental.stateless_shuffle(records, row_seed)
-        if mirror:
-            records = augment.random_mirror(records, mirror_seed)
-        # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.
-        return tf.cast(records, tf.int32), targets(records, value_targets)
 
-    row_seeds, mirror_seeds = (
-        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=seed is None).batch(2)
-        for seed in seeds[2:]
+def _skip_limit(positions, shuffle_buffer_records):
+    """Invalid records in a row after which "skip" gives up: in a row, a valid record of the split comes within
+    one pass plus the time it can spend in the chunk shuffle buffer (many buffer lengths, at the outside)."""
+    return 2 * positions + 20 * shuffle_buffer_records
+
+
+def _valid_batches(batches, names, batch_size, limit, parallel):
+    """Full batches of the valid records of decoded (records, locations) chunks ("skip"): dropping shortens
+    batches, so they are cut to size again after the check; more than limit invalid records in a row fail."""
+    batches = batches.rebatch(batch_size).map(
+        lambda records, locations: _drop_invalid(records, locations, names), **parallel
     )
-    dataset = tf.data.Dataset.zip(batches, row_seeds, mirror_seeds).map(finish, **parallel)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    zero = tf.constant(0, tf.int64)
+    batches = batches.scan((zero, zero), lambda state, batch: _count_dropped(state, batch, limit))
+    return batches.rebatch(batch_size, drop_remainder=True)
+
+
+def _finish(batch, row_seed, mirror_seed, *, names, check, shuffle, mirror, value_targets):
+    """(int32 records, targets) of a batch: checked (check: "fail"), rows shuffled and mirrored; one map, as
+    tf.data pays per stage."""
+    records = _fail_on_invalid(*batch, names) if check else batch
+    if shuffle:
+        records = tf.random.experimental.stateless_shuffle(records, row_seed)
+    if mirror:
+        records = augment.random_mirror(records, mirror_seed)
+    # int32 from here on: the model's input dtype, and 400 bytes a position is nothing to infeed.
+    return tf.cast(records, tf.int32), targets(records, value_targets)

@@ -3,13 +3,14 @@
 manifest.json holds the format fields (format, format_version, record_bytes), per split the shard files, their
 positions, games, sizes and SHA-256 checksums, the converter's details (filters, skipped games) and the SHA-256
 of its own content (manifest_sha256), so a changed byte is refused, never read as other counts. A reader gets a
-split's shard paths only through shard_paths, which checks each file's size (and, for local files, SHA-256)
-against the manifest.
+split's shard files only through shard_files, which checks each file's size (and, for local files, SHA-256)
+against the manifest; a reader that needs several splits reads the manifest once and passes it along.
 """
 
 import hashlib
 import json
 import os
+import typing
 
 import tensorflow as tf
 
@@ -130,42 +131,51 @@ def _splits_problem(splits):
     return None
 
 
-def split_manifest(data_dir, split):
-    """The manifest entry {"files", "positions", "bytes", "sha256", ...} of one split of data_dir; ValueError if none."""
-    manifest = read_manifest(data_dir)
+def split_manifest(data_dir, split, manifest=None):
+    """The manifest entry {"files", "positions", "bytes", "sha256", ...} of one split of data_dir; ValueError if none.
+
+    manifest: data_dir's, as read_manifest returned it; None: read here (every read is a round trip on gs://).
+    """
+    manifest = read_manifest(data_dir) if manifest is None else manifest
     if split not in manifest["splits"]:
         raise ValueError(f"{data_dir}: no split {split!r}; the manifest has {sorted(manifest['splits'])}")
     return manifest["splits"][split]
 
 
-def num_positions(data_dir, split):
-    """Positions of split in the shard directory data_dir (from its manifest)."""
-    return int(split_manifest(data_dir, split)["positions"])
+def num_positions(data_dir, split, manifest=None):
+    """Positions of split in the shard directory data_dir (from its manifest, or the one given: split_manifest)."""
+    return int(split_manifest(data_dir, split, manifest)["positions"])
 
 
-def shard_paths(data_dir, split):
-    """Full paths of the shard files of split listed in the manifest of data_dir, checked against it.
+class ShardFiles(typing.NamedTuple):
+    """A split's shard files as checked against its manifest: full paths, and the records in each (its size)."""
+
+    paths: list
+    lengths: list
+
+
+def shard_files(data_dir, split, manifest=None):
+    """ShardFiles of split, as listed in the manifest of data_dir (or the one given: split_manifest), checked.
 
     Each file must exist with the manifest's size (a stat each: cheap anywhere); local files must also match
     the manifest's SHA-256 (read once per process and file version; gs:// files are not read here).
     Raises ValueError naming the first file that is not what the manifest says.
     """
-    entry = split_manifest(data_dir, split)
+    entry = split_manifest(data_dir, split, manifest)
     paths = [os.path.join(data_dir, name) for name in entry["files"]]
     for path, size, checksum in zip(paths, entry["bytes"], entry["sha256"], strict=True):
         _check_shard(path, size, checksum)
-    return paths
+    return ShardFiles(paths, [size // record_format.RECORD_BYTES for size in entry["bytes"]])
 
 
-def nonempty_shard_paths(data_dir, split):
-    """shard_paths of a split that must hold positions (training); ValueError saying so when it has none."""
-    paths = shard_paths(data_dir, split)
-    if not paths:
+def check_nonempty(files, data_dir, split):
+    """files (ShardFiles of a split that must hold positions: training); ValueError saying so when it has none."""
+    if not files.paths:
         raise ValueError(
             f"{data_dir}: split {split!r} is empty: the conversion put no game in it "
             "(shogi-policy-convert --test_fraction decides which games go to 'test')"
         )
-    return paths
+    return files
 
 
 def _check_shard(path, size, checksum):

@@ -39,27 +39,14 @@ def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.rec"
 
 
-def shard_lengths(paths):
-    """Records in each shard file; ValueError naming a file whose size is not a whole number of records."""
-    lengths = []
-    for path in paths:
-        size = tf.io.gfile.stat(path).length
-        if size % record_format.RECORD_BYTES:
-            raise ValueError(
-                f"{path}: {size} bytes is not a multiple of {record_format.RECORD_BYTES}-byte records"
-            )
-        lengths.append(size // record_format.RECORD_BYTES)
-    return lengths
-
-
 def read_records(data_dir, split, limit=None):
     """Yields (path, records uint8 [n, 100]) of each shard file of split in manifest order, `limit` records in all.
 
     The records are as stored: record_format.check_records or records_to_boards(records, path) validate them.
     """
-    paths = shard_manifest.shard_paths(data_dir, split)
+    files = shard_manifest.shard_files(data_dir, split)
     remaining = limit
-    for path, length in zip(paths, shard_lengths(paths), strict=True):
+    for path, length in zip(files.paths, files.lengths, strict=True):
         if remaining is not None and remaining <= 0:
             return
         with tf.io.gfile.GFile(path, "rb") as f:

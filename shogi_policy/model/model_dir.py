@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from shogi_policy.core import file_io
-from shogi_policy.model import checkpoints, network
+from shogi_policy.model import checkpoints, network, network_config
 
 NETWORK_JSON = "network.json"
 FLAGS_JSON = "train_flags.json"
@@ -68,7 +68,7 @@ def read_network_config(directory):
     path = os.path.join(directory, NETWORK_JSON)
     if not tf.io.gfile.exists(path):
         return None
-    return network.NetworkConfig.from_dict(file_io.read_json(path))
+    return network_config.NetworkConfig.from_dict(file_io.read_json(path))
 
 
 def latest_checkpoint(directory):

@@ -5,60 +5,15 @@ records int32 [B, 100] -> DlshogiFeatures [B, 9, 9, 119] -> 3x3 conv stem -> res
 and optionally a dlshogi value head -> logit float32 [B, 1].
 """
 
-import dataclasses
-
 import keras
 
 from shogi_policy.core import policy_labels, record_format
 from shogi_policy.model.features import DlshogiFeatures
 
-# Keras's "hard_swish" is x * hard_sigmoid(x) with hard_sigmoid(x) = relu6(x + 3) / 6.
-ACTIVATIONS = ("relu", "swish", "hard_swish")
 VALUE_HIDDEN_UNITS = 256  # dlshogi's fcl
 # dlshogi trains with PyTorch BatchNorm defaults: momentum 0.1 (Keras 0.9), epsilon 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    """Shape of the residual tower; saved as network.json beside checkpoints."""
-
-    blocks: int = 10
-    filters: int = 192
-    activation: str = "swish"
-    value_head: bool = False
-
-    def __post_init__(self):
-        if self.blocks < 0 or self.filters < 1:
-            raise ValueError(f"blocks must be >= 0 and filters >= 1, got {self.blocks} x {self.filters}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown NetworkConfig keys: {sorted(unknown)}")
-        return cls(**values)
-
-
-# Presets are named by shape, b<blocks>c<filters> as KataGo names its nets; the first names (cpu, tpu) stay as
-# aliases so that flags, flagfiles and train_flags.json written with them keep working.
-_SHAPES = {
-    "b3c64": NetworkConfig(blocks=3, filters=64, activation="relu"),
-    "b10c192": NetworkConfig(blocks=10, filters=192, activation="swish"),  # dlshogi default
-}
-PRESET_ALIASES = {"cpu": "b3c64", "tpu": "b10c192"}
-PRESETS = {**_SHAPES, **{alias: _SHAPES[shape] for alias, shape in PRESET_ALIASES.items()}}
-
-
-def preset_shape_name(name):
-    """The shape name (b<blocks>c<filters>) of a preset or alias; other names unchanged."""
-    return PRESET_ALIASES.get(name, name)
 
 
 @keras.saving.register_keras_serializable(package="shogi_policy")
@@ -130,7 +85,7 @@ def _value_head(x, config):
 
 
 def build_policy_model(config, nested_xla=False):
-    """The policy (and optional value) network of a NetworkConfig.
+    """The policy (and optional value) network of a network_config.NetworkConfig.
 
     nested_xla: the feature layer's own XLA computations (features.DlshogiFeatures), for CPU/GPU training.
 

@@ -33,6 +33,11 @@ TPU_PCI_DEVICES = {
 }
 PCI_DEVICES = Path("/sys/bus/pci/devices")
 
+# The choices of --strategy and --jit_compile (shogi_policy.runtime.strategy); here, with no TensorFlow, so that
+# the trainer's config and the launcher read them before the backend is chosen.
+STRATEGIES = ("auto", "tpu", "mirrored", "default")
+JIT_COMPILE = ("auto", "true", "false")
+
 # TensorFlow's tpu_api_dlsym_initializer.cc: "TPU_LOAD_LIBRARY=0, not loading libtpu". The process then
 # has no TPU_SYSTEM device, takes no lock file and runs on the CPU.
 KEEP_OFF_TPU = {"TPU_LOAD_LIBRARY": "0"}
@@ -153,7 +158,7 @@ def start_jax(environ=os.environ, pci_devices=PCI_DEVICES):
     tensorflow-tpu wheel would otherwise load libtpu too. libtpu reads the variable when a framework takes
     its lock (TryAcquireTpuLock), so set before JAX it would stop JAX from starting the TPU.
     """
-    import jax  # noqa: PLC0415  (the JAX backend only)
+    import jax  # the JAX backend only
 
     chips = local_tpu_chips(pci_devices)
     # A TPU plugin that fails loudly raises (libtpu's "TPU initialization failed"); one that fails quietly
@@ -178,7 +183,7 @@ def start_jax(environ=os.environ, pci_devices=PCI_DEVICES):
 
 def _quiet_backend_error(platform):
     """The error JAX kept for a backend that failed quietly (jax._src.xla_bridge._backend_errors), or None."""
-    from jax._src import xla_bridge  # noqa: PLC0415
+    from jax._src import xla_bridge
 
     return getattr(xla_bridge, "_backend_errors", {}).get(platform)
 

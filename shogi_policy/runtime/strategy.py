@@ -16,9 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from shogi_policy.runtime import environment, hosts
-
-STRATEGIES = ("auto", "tpu", "mirrored", "default")
-JIT_COMPILE = ("auto", "true", "false")
+from shogi_policy.runtime.environment import JIT_COMPILE, STRATEGIES
 
 
 class TpuUnavailableError(RuntimeError):
@@ -98,7 +96,7 @@ class JaxDataParallel:
 def _jax_strategy(name, tpu):
     """(JaxDataParallel, why) by name: tpu (the TPU chips, or TpuUnavailableError), auto/mirrored (all devices),
     default (one device)."""
-    import jax  # noqa: PLC0415  (JAX backend only)
+    import jax  # the JAX backend only
 
     if tpu != "local":
         raise ValueError(

@@ -1,4 +1,4 @@
-"""The trainer's configuration: frozen dataclasses that check their own ranges, as network.NetworkConfig does.
+"""The trainer's configuration: frozen dataclasses that check their own ranges, as NetworkConfig does.
 
   TaskConfig     what is trained: the data, its augmentation, the network and the loss
   TrainerConfig  how long and how: batch, steps, the optimizer and its schedule, checkpoints, evaluation, seed
@@ -18,9 +18,9 @@ import os
 import types
 import typing
 
-from shogi_policy.data.input_pipeline import BAD_RECORDS
-from shogi_policy.model import network
-from shogi_policy.runtime.strategy import JIT_COMPILE, STRATEGIES
+from shogi_policy.core.bad_records import BAD_RECORDS
+from shogi_policy.model import network_config
+from shogi_policy.runtime.environment import JIT_COMPILE, STRATEGIES
 
 BACKENDS = ("tensorflow", "jax")
 DATASETS = ("shogi", "mnist")
@@ -67,7 +67,10 @@ class _Checked:
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig(_Checked):
-    """What is trained: the dataset, the network (a preset refined by the fields below it) and the loss."""
+    """What is trained: the dataset, the network (a preset refined by the fields below it) and the loss.
+
+    A preset alias reads as its shape name: TaskConfig(preset="cpu").preset == "b3c64".
+    """
 
     dataset: str = _field("shogi", "shogi shards, or MNIST via tensorflow-datasets.", choices=DATASETS)
     data_dir: str | None = _field(None, "Shard directory (shogi-policy-convert output); local or gs://.")
@@ -84,9 +87,9 @@ class TaskConfig(_Checked):
     preset: str = _field(
         "b3c64",
         "Network preset, named by shape (b<blocks>c<filters>; aliases: "
-        + ", ".join(f"{alias}={shape}" for alias, shape in network.PRESET_ALIASES.items())
+        + ", ".join(f"{alias}={shape}" for alias, shape in network_config.PRESET_ALIASES.items())
         + "), refined by the flags below.",
-        choices=tuple(network.PRESETS),
+        choices=tuple(network_config.PRESETS),
     )
     blocks: int | None = _field(
         None, "Residual blocks (default: the preset's).", check=(lambda value: value >= 0, "an integer >= 0")
@@ -94,7 +97,9 @@ class TaskConfig(_Checked):
     filters: int | None = _field(
         None, "Filters per convolution (default: the preset's).", check=_AT_LEAST_ONE
     )
-    activation: str | None = _field(None, "Activation (default: the preset's).", choices=network.ACTIVATIONS)
+    activation: str | None = _field(
+        None, "Activation (default: the preset's).", choices=network_config.ACTIVATIONS
+    )
     value_head: bool | None = _field(
         None, "Add a value head trained on game results (default: the preset's)."
     )
@@ -111,13 +116,17 @@ class TaskConfig(_Checked):
         1.0, "Policy loss weight of moves from drawn games.", check=_FINITE_NON_NEGATIVE
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "preset", network_config.preset_shape_name(self.preset))
+
     def network(self):
-        """network.NetworkConfig of the preset with the blocks/filters/activation/value_head overrides."""
-        values = network.PRESETS[self.preset].to_dict()
+        """network_config.NetworkConfig of the preset with the blocks/filters/activation/value_head overrides."""
+        values = network_config.PRESETS[self.preset].to_dict()
         for name in ("blocks", "filters", "activation", "value_head"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
-        return network.NetworkConfig.from_dict(values)
+        return network_config.NetworkConfig.from_dict(values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,8 @@ import keras
 from absl import logging
 
 from shogi_policy.core import file_io
-from shogi_policy.data import shard_manifest
 from shogi_policy.model import model_dir as model_dirs
-from shogi_policy.model import network
+from shogi_policy.model import network_config
 from shogi_policy.runtime import hosts
 from shogi_policy.training.config import ConfigError, TrainConfig
 
@@ -53,36 +52,26 @@ RESUME_FREE = (
 DATA_IDENTITY = "data_manifest_sha256"
 
 
-def saved_flags(config, model_dir):
-    """{name: value} of a run as train_flags.json records it: config.flat(), model_dir and DATA_IDENTITY."""
+def saved_flags(config, model_dir, data_identity=None):
+    """{name: value} of a run as train_flags.json records it: config.flat(), model_dir and DATA_IDENTITY (the
+    manifest checksum of the run's shards, the task's data_identity(); None for MNIST)."""
     return {
         **config.flat(),
         "model_dir": None if model_dir is None else os.fspath(model_dir),
-        DATA_IDENTITY: data_identity(config.task.data_dir) if config.task.dataset == "shogi" else None,
+        DATA_IDENTITY: data_identity,
     }
-
-
-def data_identity(data_dir):
-    """The manifest checksum of a shard directory (shard_manifest.MANIFEST_CHECKSUM), or None without a
-    readable manifest (the trainer refuses such a --data_dir before it resumes anything)."""
-    try:
-        return shard_manifest.read_manifest(data_dir)[shard_manifest.MANIFEST_CHECKSUM] if data_dir else None
-    except ValueError:
-        return None
 
 
 def recorded_config(model_dir):
     """The TrainConfig of a model directory's train_flags.json (either format), or None where there is none.
 
-    Settings that a record lacks (an older trainer did not have them) take their defaults; the preset reads
-    by shape name (b3c64 for a recorded cpu). ConfigError naming the file for a record of unknown settings.
+    Settings that a record lacks (an older trainer did not have them) take their defaults. ConfigError naming
+    the file for a record of unknown settings.
     """
     record = model_dirs.read_run_record(model_dir)
     if record is None:
         return None
     values = {name: value for name, value in record[0].items() if name not in ("model_dir", DATA_IDENTITY)}
-    if "preset" in values:
-        values["preset"] = network.preset_shape_name(values["preset"])
     try:
         return TrainConfig.from_flat(values)
     except ValueError as error:
@@ -91,11 +80,12 @@ def recorded_config(model_dir):
 
 
 def _normalized(name, value):
-    """A value as compared on resume: --data_dir without a trailing slash or ./ segments, a preset by shape."""
+    """A value as compared on resume: --data_dir without a trailing slash or ./ segments, a preset by shape (as
+    TaskConfig reads it: a record may name an alias)."""
     if name == "data_dir" and isinstance(value, str):
         return value.rstrip("/") if "://" in value else os.path.normpath(value)
     if name == "preset" and isinstance(value, str):
-        return network.preset_shape_name(value)
+        return network_config.preset_shape_name(value)
     return value
 
 
@@ -160,7 +150,7 @@ def _check_backend_matches_checkpoint(checkpoint_path):
         )
 
 
-def claim_model_dir(config, directory, network_config):
+def claim_model_dir(config, directory, network_config, data_identity):
     """Checks a resumed model_dir against this run and writes network.json (first host only).
 
     Returns the model_dir's run record (model_dirs.read_run_record; None for a new directory) and the
@@ -172,7 +162,7 @@ def claim_model_dir(config, directory, network_config):
     checkpoint_path = model_dirs.latest_checkpoint(directory)
     if checkpoint_path:
         _check_backend_matches_checkpoint(checkpoint_path)
-        changes = flag_changes(record[0], saved_flags(config, directory)) if record else {}
+        changes = flag_changes(record[0], saved_flags(config, directory, data_identity)) if record else {}
         refusal = resume_refusal(changes, config.trainer.allow_changed_flags)
         if refusal:
             raise ConfigError(f"--model_dir={directory}: {refusal}")
@@ -190,7 +180,7 @@ def claim_model_dir(config, directory, network_config):
     return record, changes
 
 
-def record_run(config, directory, record, changes, initial_step):
+def record_run(config, directory, record, changes, initial_step, data_identity):
     """Writes train_flags.json for this run, starting at initial_step; returns the runs (model_dirs.read_run_record)."""
     earlier = (
         [run for run in record[1] if run["start_step"] < initial_step] if record and initial_step else []
@@ -201,5 +191,5 @@ def record_run(config, directory, record, changes, initial_step):
         {"start_step": initial_step, "batch_size": config.trainer.batch_size, "changed": changed},
     ]
     if hosts.is_primary():
-        model_dirs.write_run_record(directory, saved_flags(config, directory), runs)
+        model_dirs.write_run_record(directory, saved_flags(config, directory, data_identity), runs)
     return runs

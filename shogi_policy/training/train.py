@@ -111,14 +111,20 @@ def _check_runtime(runtime):
         raise ConfigError("--jax_distributed needs the JAX backend (--backend=jax)")
 
 
-def _check_replicas(batch_size, strategy):
-    """ConfigError unless the batch splits evenly over the strategy's replicas."""
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
+def local_batch_size(batch_size, strategy):
+    """This host's share of the global batch (Flax's local_batch_size): what its input pipeline batches.
+
+    ConfigError unless the batch splits evenly over the strategy's replicas and the run's hosts (a multi-host
+    JAX run's replicas are the devices of every host).
+    """
+    replicas, num_hosts = strategy.num_replicas_in_sync, hosts.process()[1]
+    if batch_size % math.lcm(replicas, num_hosts):
+        on_hosts = f" on {num_hosts} hosts" if num_hosts > 1 else ""
         raise ConfigError(
             f"--batch_size={batch_size} must be a multiple of the {replicas} replicas of "
-            f"{type(strategy).__name__}: each replica takes an equal share of the global batch"
+            f"{type(strategy).__name__}{on_hosts}: each replica takes an equal share of the global batch"
         )
+    return batch_size // num_hosts
 
 
 def _check_steps_per_execution(trainer, steps_per_execution):
@@ -169,7 +175,7 @@ def train(config, model_dir, callbacks=()):
         nested_xla, jit_compile = compilation_for(strategy, runtime.jit_compile)
     except ValueError as error:  # JAX: a remote --tpu, or --strategy=default on several hosts
         raise ConfigError(str(error)) from None
-    _check_replicas(trainer.batch_size, strategy)
+    local_batch = local_batch_size(trainer.batch_size, strategy)
     steps_per_execution = trainer.steps_per_execution
     if steps_per_execution > 1 and isinstance(strategy, tf.distribute.MirroredStrategy):
         # Keras 3 fails with steps_per_execution > 1 under MirroredStrategy (keras issue 19246).
@@ -183,11 +189,12 @@ def train(config, model_dir, callbacks=()):
         "nested_xla": nested_xla,
         "jit_compile": jit_compile,
         "steps_per_execution": steps_per_execution,
+        "local_batch_size": local_batch,
     }
     try:
         # One writer per model_dir: the first host holds the lock for the whole run (shogi_policy.training.run_lock).
         with run_lock.hold(directory) if hosts.is_primary() else contextlib.nullcontext():
-            record, changes = resume.claim_model_dir(config, directory, network_config)
+            record, changes = resume.claim_model_dir(config, directory, network_config, task.data_identity())
             return _build_and_fit(
                 config, directory, task, network_config, strategy, compiled, callbacks, record, changes
             )
@@ -198,7 +205,8 @@ def train(config, model_dir, callbacks=()):
 def _build_and_fit(config, directory, task, network_config, strategy, compiled, callbacks, record, changes):
     """Builds model, optimizer and checkpoint manager, resumes the latest checkpoint and trains (train's second half).
 
-    compiled: {"nested_xla", "jit_compile", "steps_per_execution"} as train settled them for the strategy.
+    compiled: {"nested_xla", "jit_compile", "steps_per_execution", "local_batch_size"} as train settled them for
+    the strategy.
     """
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.runtime.mixed_bfloat16 else "float32")
@@ -221,8 +229,20 @@ def _build_and_fit(config, directory, task, network_config, strategy, compiled, 
                 if manager.latest_checkpoint:
                     checkpoints.resume(manager, manager.latest_checkpoint)
                 initial_step = int(model.optimizer.iterations.numpy())
-                runs = resume.record_run(config, directory, record, changes, initial_step)
-                return _fit(config, directory, task, model, manager, network_config, callbacks, runs)
+                runs = resume.record_run(
+                    config, directory, record, changes, initial_step, task.data_identity()
+                )
+                return _fit(
+                    config,
+                    directory,
+                    task,
+                    model,
+                    manager,
+                    network_config,
+                    callbacks,
+                    runs,
+                    compiled["local_batch_size"],
+                )
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"{error}. {_divergence_advice(config.trainer, manager)}") from None
             finally:
@@ -266,17 +286,15 @@ def _callbacks(config, directory, runs):
     return callbacks
 
 
-def _fit(config, directory, task, model, manager, network_config, extra_callbacks, runs):
+def _fit(config, directory, task, model, manager, network_config, extra_callbacks, runs, local_batch):
     """Trains from the restored step to the last step, evaluates and saves; runs: model_dir.read_run_record's, this
-    run last."""
+    run last; local_batch: this host's batch (local_batch_size)."""
     trainer = config.trainer
     initial_step = int(model.optimizer.iterations.numpy())
-    train_data = task.make_dataset(
-        "train", trainer.batch_size, network_config, shuffle=True, seed=trainer.seed
-    )
+    train_data = task.make_dataset("train", local_batch, network_config, shuffle=True, seed=trainer.seed)
     eval_steps = _eval_steps(trainer, task)
     eval_data = (
-        task.make_dataset("test", trainer.batch_size, network_config, shuffle=False, seed=None)
+        task.make_dataset("test", local_batch, network_config, shuffle=False, seed=None)
         if eval_steps
         else None
     )

@@ -8,11 +8,14 @@
 after it override it (expand). From Python, load(name) is its config.TrainConfig. A recipe file holds one
 `--name=value` (or `--name` / `--noname` for a switch) per line and `#` comments.
 
-Loads no Keras (the launcher expands recipes before it chooses the backend); load imports the config lazily.
+Loads neither TensorFlow nor Keras, as the config it reads: the launcher expands recipes before it chooses the
+backend.
 """
 
 import pathlib
 import sys
+
+from shogi_policy.training import config
 
 DIRECTORY = pathlib.Path(__file__).resolve().parent
 NAMES = tuple(sorted(path.stem for path in DIRECTORY.glob("*.flags")))
@@ -66,8 +69,6 @@ def settings(name):
 
 def load(name):
     """config.TrainConfig of a recipe (the other fields at their defaults)."""
-    from shogi_policy.training import config  # noqa: PLC0415  (loads Keras; the launcher needs only the paths)
-
     fields, values = config.flat_fields(), settings(name)
     unknown = set(values) - set(fields)
     if unknown:
