@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from shogi_policy.cli import train as train_command
 from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import model_dir
-from shogi_policy.training import resume, run_lock
+from shogi_policy.training import resume, run_lock, tasks
 
 
 def _recorded_flags(**values):
@@ -225,12 +225,13 @@ def _reconvert(data_dir):
 
 
 def test_train_flags_record_the_shards_identity(small_shards, tmp_path):
-    flags = _recorded_flags(data_dir=str(small_shards))
+    run = train_command.config_from_flags(parse_flags(data_dir=str(small_shards)))[0]
+    identity = tasks.TASKS["shogi"](run.task).data_identity()
+    flags = resume.saved_flags(run, None, identity)
     checksum = shard_manifest.read_manifest(str(small_shards))[shard_manifest.MANIFEST_CHECKSUM]
-    assert (
-        flags[resume.DATA_IDENTITY] == checksum
-        and _recorded_flags(data_dir=str(tmp_path))[resume.DATA_IDENTITY] is None
-    )
+    assert flags[resume.DATA_IDENTITY] == checksum
+    mnist_run = train_command.config_from_flags(parse_flags(dataset="mnist"))[0]
+    assert tasks.TASKS["mnist"](mnist_run.task).data_identity() is None
     model_dir.write_run_record(str(tmp_path), flags, [])
     assert resume.recorded_config(str(tmp_path)).task.data_dir == str(small_shards)  # not read back as a flag
     refusal = resume.resume_refusal(
