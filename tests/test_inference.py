@@ -181,7 +181,7 @@ def test_sample_cli(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.serving.sample",
+            "shogi_policy.cli.sample",
             f"--model={policy.export_dir}",
             "--position=startpos moves 7g7f 3c3d",
             "--temperature=0",
@@ -206,7 +206,7 @@ def test_sample_cli_refuses_an_impossible_position(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.serving.sample",
+            "shogi_policy.cli.sample",
             f"--model={policy.export_dir}",
             f"--position={position}",
         ],

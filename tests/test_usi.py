@@ -29,7 +29,7 @@ IMPOSSIBLE_SFENS = [
 
 
 def engine_command(export_dir=None):
-    command = [sys.executable, "-m", "shogi_policy.serving.usi"]
+    command = [sys.executable, "-m", "shogi_policy.cli.usi"]
     return command + ([f"--model={export_dir}"] if export_dir else [])
 
 

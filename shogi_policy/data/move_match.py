@@ -99,3 +99,11 @@ def shard_inputs(data_dir, split, limit=None):
     if not parts:
         raise ValueError(f"{data_dir}: split {split!r} holds no positions")
     return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+
+
+def check_tsv(path, flag):
+    """ValueError naming flag and path unless path is a file to read_tsv (a missing path or a directory is not)."""
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{flag}={path}: no such file")
+    if tf.io.gfile.isdir(path):
+        raise ValueError(f"{flag}={path} is a directory, not a 'split<TAB>sfen<TAB>usi_move' file")
