@@ -286,14 +286,24 @@ def _read_only_mount_or_skip(tmp_path):
 
 @pytest.mark.slow
 def test_read_only_mount(run_dir, tmp_path):
-    """Export, convert and the trainer onto a read-only file system: one line each, exit status 1."""
+    """Export, convert, evaluate's report and the trainer onto a read-only file system: one line each, exit 1."""
     mount, prefix = _read_only_mount_or_skip(tmp_path)
     (tmp_path / "g.usi").write_text(GAMES + "\n")
     commands = {
         "export": [f"--model_dir={run_dir}", f"--export_dir={mount / 'e'}"],
         "convert": [f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={mount / 'shards'}"],
         "evaluate": [f"--model={mount}", f"--tsv={tmp_path / 'g.usi'}", f"--json_out={mount / 'r.json'}"],
+        "train": [
+            f"--data_dir={tmp_path / 'shards'}",
+            f"--model_dir={mount / 'run'}",
+            "--preset=cpu",
+            "--blocks=1",
+            "--filters=8",
+            "--batch_size=8",
+            "--strategy=default",
+        ],
     }
+    _convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'shards'}")
     for name, args in commands.items():
         argv = " ".join([sys.executable, "-m", "shogi_policy.cli", name, *args])
         result = subprocess.run(
