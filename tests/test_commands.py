@@ -117,6 +117,7 @@ def test_export_runs_from_python_without_absl(tiny_export, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_sample_runs_from_python_without_absl(tiny_export, tmp_path):
     out = _fresh(
         f"""
