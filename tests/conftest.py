@@ -38,6 +38,7 @@ if keras.backend.backend() == "jax":  # .ci/jax_lane: two CPU devices for DataPa
     jax.config.update("jax_num_cpu_devices", 2)
 from absl import flags  # noqa: E402
 
+from shogi_policy.cli import command  # noqa: E402
 from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
 from shogi_policy.data import convert, shard_manifest  # noqa: E402
@@ -182,7 +183,7 @@ def tiny_export(tmp_path_factory):
     model.save(run_dir / model_dir.MODEL_KERAS)
     (run_dir / model_dir.NETWORK_JSON).write_text(json.dumps(TINY_CONFIG.to_dict()))
     tf.train.Checkpoint(model=model).save(run_dir / model_dir.CHECKPOINT_DIR / "ckpt")
-    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={run_dir}"]
+    command = [sys.executable, "-m", "shogi_policy.cli.export", f"--model_dir={run_dir}"]
     result = subprocess.run(
         [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
     )
@@ -209,9 +210,8 @@ def parse_flags(**values):
 
 
 def run_convert(*args):
-    """Runs shogi-policy-convert with command-line args on fresh flag values; returns the manifest."""
-    options = flags.FlagValues()
-    convert.define_flags(options)
-    options(["shogi-policy-convert", *args])
-    convert.convert_with_options(options)
-    return shard_manifest.read_manifest(options.output_dir)
+    """Runs shogi-policy-convert's library call on command-line args (flags parsed as the command does); returns
+    the manifest."""
+    config = command.parse_config(convert.ConvertConfig, ["shogi-policy-convert", *args])
+    convert.convert_with_config(config)
+    return shard_manifest.read_manifest(config.output_dir)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import app
 from conftest import SHARED_DATA, run_convert
 
 from shogi_policy.core import file_io, record_format
@@ -210,14 +209,14 @@ def test_gfile_output_dir_existing_output_and_usage_errors(tmp_path):
     manifest = run_convert(f"--inputs={csa}", f"--output_dir={ram}", "--positions_per_shard=300")
     assert sum(len(r) for r in read_split(ram, "train")) == manifest["splits"]["train"]["positions"] > 0
     assert not [name for name in tf.io.gfile.listdir(ram) if name.endswith(".tmp")]
-    with pytest.raises(app.UsageError, match="--overwrite"):
+    with pytest.raises(ValueError, match="--overwrite"):
         run_convert(f"--inputs={csa}", f"--output_dir={ram}")
     again = run_convert(
         f"--inputs={csa}", f"--output_dir={ram}", "--overwrite", "--positions_per_shard=100000"
     )
     files = [name for split in shards.SPLITS for name in again["splits"][split]["files"]]
     assert sorted(tf.io.gfile.listdir(ram)) == sorted([shard_manifest.MANIFEST, *files])  # old shards gone
-    with pytest.raises(app.UsageError, match="matches no record file"):
+    with pytest.raises(ValueError, match="matches no record file"):
         run_convert(f"--inputs={tmp_path / 'nothing*.csa'}", f"--output_dir={tmp_path / 'x'}")
     with pytest.raises(ValueError, match="not a shard directory"):
         shard_manifest.read_manifest(str(tmp_path))
@@ -253,7 +252,7 @@ def test_shard_writer_is_a_uniform_shuffle_of_its_input(tmp_path):
 
 def convert_cli(*args):
     """Runs shogi-policy-convert in a child process; the CompletedProcess."""
-    command = [sys.executable, "-m", "shogi_policy.data.convert", *args]
+    command = [sys.executable, "-m", "shogi_policy.cli.convert", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -303,7 +302,7 @@ def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_nex
     games = Path(__file__).resolve().parents[1] / "data" / "engine_games.usi.gz"
     output = tmp_path / "out"
     child = subprocess.Popen(
-        [sys.executable, "-m", "shogi_policy.data.convert", f"--inputs={games}", f"--output_dir={output}"],
+        [sys.executable, "-m", "shogi_policy.cli.convert", f"--inputs={games}", f"--output_dir={output}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -340,7 +339,7 @@ def test_buckets_live_beside_the_output_and_a_killed_runs_are_removed_by_the_nex
 def test_every_converter_flag_is_checked_naming_it(tmp_path, flag, message):
     """Issue 19: --log_every=0 was a ZeroDivisionError, --seed=-1 a numpy message naming no flag."""
     (tmp_path / "g.usi").write_text("startpos moves 7g7f 3c3d\n")
-    with pytest.raises(app.UsageError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)):
         run_convert(f"--inputs={tmp_path / 'g.usi'}", f"--output_dir={tmp_path / 'out'}", flag)
     assert not (tmp_path / "out").exists()
 

@@ -151,7 +151,7 @@ def test_cli_on_a_shard_directory(tiny_export, shared_data, val_positions, tmp_p
         [
             sys.executable,
             "-m",
-            "shogi_policy.serving.evaluate",
+            "shogi_policy.cli.evaluate",
             f"--model={export_dir}",
             f"--data_dir={tmp_path / 'shards'}",
             f"--json_out={tmp_path / 'eval.json'}",
@@ -182,7 +182,7 @@ def test_cli_refuses_a_corrupt_shard_naming_file_and_record(tiny_export, tmp_pat
     records[:, :95] = 0xFF
     records.tofile(path)
     restamp_manifest(tmp_path / "bad")
-    command = [sys.executable, "-m", "shogi_policy.serving.evaluate", f"--model={tiny_export[1]}"]
+    command = [sys.executable, "-m", "shogi_policy.cli.evaluate", f"--model={tiny_export[1]}"]
     result = subprocess.run(
         [*command, f"--data_dir={tmp_path / 'bad'}", "--split=test", "--limit=500"],
         capture_output=True,

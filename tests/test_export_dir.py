@@ -8,9 +8,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import app, flags
 from conftest import TINY_CONFIG
 
+from shogi_policy.cli import command
+from shogi_policy.cli import evaluate as evaluate_command
+from shogi_policy.cli import export as export_command
+from shogi_policy.cli import sample as sample_command
 from shogi_policy.core import file_io
 from shogi_policy.model import model_dir, network
 from shogi_policy.serving import evaluate, export, inference, policy_ops, sample
@@ -20,13 +23,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run_main(module, monkeypatch, **values):
-    """Runs module.main with these --name=value flags on fresh FlagValues."""
-    flag_values = flags.FlagValues()
-    module.define_flags(flag_values)
-    flag_values([module.__name__, *(f"--{name}={value}" for name, value in values.items())])
-    monkeypatch.setattr(flags, "FLAGS", flag_values)
-    module.main([module.__name__])
+def _run_main(command_name, **values):
+    """Runs shogi-policy-<command_name>'s call on these --name=value flags, parsed as the command parses them."""
+    config_type, call = {
+        "export": (export.ExportConfig, export_command.export_and_report),
+        "sample": (sample.SampleConfig, sample_command.sample_and_print),
+        "evaluate": (evaluate.EvaluateConfig, evaluate_command.evaluate_and_print),
+    }[command_name]
+    argv = [command_name, *(f"--{name}={value}" for name, value in values.items())]
+    call(command.parse_config(config_type, argv))
 
 
 def _listing(directory):
@@ -37,20 +42,18 @@ def _listing(directory):
     )
 
 
-def test_export_refuses_a_non_empty_directory_and_overwrite_replaces_it_whole(
-    tiny_export, tmp_path, monkeypatch
-):
+def test_export_refuses_a_non_empty_directory_and_overwrite_replaces_it_whole(tiny_export, tmp_path):
     run_dir, good_export = tiny_export
     target = tmp_path / "export"
     shutil.copytree(good_export, target)
     (target / "variables" / "variables.data-00001-of-00002").write_bytes(b"stale shard of an older export")
     (target / "notes.txt").write_text("mine")
     before = _listing(target)
-    with pytest.raises(app.UsageError, match=f"{target} is not empty .*notes.txt.*--overwrite"):
-        _run_main(export, monkeypatch, model_dir=run_dir, export_dir=target)
+    with pytest.raises(ValueError, match=f"{target} is not empty .*notes.txt.*--overwrite"):
+        _run_main("export", model_dir=run_dir, export_dir=target)
     assert _listing(target) == before, "a refused export touches nothing"
 
-    _run_main(export, monkeypatch, model_dir=run_dir, export_dir=target, overwrite=True)
+    _run_main("export", model_dir=run_dir, export_dir=target, overwrite=True)
     assert _listing(target) == _listing(good_export), "nothing of the old directory stays"
     assert sorted(os.listdir(tmp_path)) == ["export"], "no staging or old directory left beside it"
     inference.PolicyModel(str(target))
@@ -118,17 +121,17 @@ def damaged_exports(tiny_export, tmp_path_factory):
     return damaged
 
 
-def test_damaged_or_foreign_exports_are_refused_naming_the_directory(damaged_exports, tmp_path, monkeypatch):
+def test_damaged_or_foreign_exports_are_refused_naming_the_directory(damaged_exports, tmp_path):
     tsv = tmp_path / "one.tsv"
     tsv.write_text("val\tsfen lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1\t7g7f\n")
     for problem, directory in damaged_exports.items():
         with pytest.raises(ValueError, match=f"{directory}.*{problem}"):
             inference.PolicyModel(str(directory))
         # The command-line readers load through PolicyModel: a usage error, no traceback.
-        with pytest.raises(app.UsageError, match=problem):
-            _run_main(sample, monkeypatch, model=directory)
-        with pytest.raises(app.UsageError, match=problem):
-            _run_main(evaluate, monkeypatch, model=directory, tsv=tsv)
+        with pytest.raises(ValueError, match=problem):
+            _run_main("sample", model=directory)
+        with pytest.raises(ValueError, match=problem):
+            _run_main("evaluate", model=directory, tsv=tsv)
 
 
 @pytest.mark.parametrize(
@@ -139,9 +142,9 @@ def test_damaged_or_foreign_exports_are_refused_naming_the_directory(damaged_exp
         ({"batch_size": 0}, "--batch_size must be an integer >= 1, got 0"),
     ],
 )
-def test_evaluate_checks_its_numeric_flags(tmp_path, monkeypatch, values, message):
-    with pytest.raises(app.UsageError, match=message):
-        _run_main(evaluate, monkeypatch, model=tmp_path, data_dir=tmp_path, **values)
+def test_evaluate_checks_its_numeric_flags(tmp_path, values, message):
+    with pytest.raises(ValueError, match=message):
+        _run_main("evaluate", model=tmp_path, data_dir=tmp_path, **values)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         inference.PolicyModel(str(tmp_path), batch_size=0)
 

@@ -1,5 +1,6 @@
 """PolicyModel and position parsing, against cshogi's rules and a numpy softmax over its legal moves."""
 
+import itertools
 import subprocess
 import sys
 
@@ -199,7 +200,7 @@ def test_sample_cli(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.serving.sample",
+            "shogi_policy.cli.sample",
             f"--model={policy.export_dir}",
             "--position=startpos moves 7g7f 3c3d",
             "--temperature=0",
@@ -224,7 +225,7 @@ def test_sample_cli_refuses_an_impossible_position(policy):
         [
             sys.executable,
             "-m",
-            "shogi_policy.serving.sample",
+            "shogi_policy.cli.sample",
             f"--model={policy.export_dir}",
             f"--position={position}",
         ],
@@ -234,3 +235,31 @@ def test_sample_cli_refuses_an_impossible_position(policy):
     )
     assert result.returncode == 1, result.stdout  # absl's app.UsageError
     assert "could never move" in result.stderr and "sampled:" not in result.stdout
+
+
+@pytest.mark.parametrize("temperature, rank_temperature", [(1.0, None), (0.0, 1.0), (0.5, 2.0)])
+def test_sample_and_rank_is_sample_and_top_k_from_one_run(tiny_export, temperature, rank_temperature):
+    """One network run gives the moves of the sample signature and the ranking of the probabilities signature,
+    over several batches (each batch's seed as sample_record_labels derives it)."""
+    from conftest import random_game_plies
+
+    boards = [board.copy() for _, board, _ in itertools.islice(random_game_plies(5, 60), 0, 350, 7)]
+    policy = inference.PolicyModel(str(tiny_export[1]), batch_size=16)
+    for seed in (0, 7, -3):
+        moves, ranked = policy.sample_and_rank(
+            boards, temperature, seed, k=4, rank_temperature=rank_temperature
+        )
+        assert moves == policy.sample(boards, temperature, seed)
+        expected = policy.top_k(boards, 4, temperature if rank_temperature is None else rank_temperature)
+        assert [[move for move, _ in row] for row in ranked] == [
+            [move for move, _ in row] for row in expected
+        ]
+        np.testing.assert_allclose(
+            [[p for _, p in row] for row in ranked],
+            [[p for _, p in row] for row in expected],
+            rtol=1e-5,
+            atol=1e-7,
+        )
+    assert policy.sample_and_rank([], 1.0, 0) == ([], [])
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        policy.sample_and_rank(boards[:1], 1.0, 0, k=0)

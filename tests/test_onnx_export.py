@@ -85,7 +85,7 @@ def cli_onnx(tiny_export, tmp_path_factory):
     command = [
         sys.executable,
         "-m",
-        "shogi_policy.serving.export",
+        "shogi_policy.cli.export",
         f"--model_dir={tiny_export[0]}",
         "--format=onnx",
     ]

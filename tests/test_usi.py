@@ -29,7 +29,7 @@ IMPOSSIBLE_SFENS = [
 
 
 def engine_command(export_dir=None):
-    command = [sys.executable, "-m", "shogi_policy.serving.usi"]
+    command = [sys.executable, "-m", "shogi_policy.cli.usi"]
     return command + ([f"--model={export_dir}"] if export_dir else [])
 
 
@@ -168,18 +168,15 @@ def test_impossible_position_is_answered_with_an_error_and_resign(sfen):
 def test_isready_warms_the_model_up_so_the_first_go_is_fast(tiny_export):
     lines = []
     engine = usi.UsiEngine(lines.append, str(tiny_export[1]))
-    original_sample, original_top_k = inference.PolicyModel.sample, inference.PolicyModel.top_k
-    with (
-        mock.patch.object(
-            inference.PolicyModel, "sample", autospec=True, side_effect=original_sample
-        ) as sample,
-        mock.patch.object(inference.PolicyModel, "top_k", autospec=True, side_effect=original_top_k) as top_k,
-    ):
+    original = inference.PolicyModel.sample_and_rank
+    with mock.patch.object(
+        inference.PolicyModel, "sample_and_rank", autospec=True, side_effect=original
+    ) as sample_and_rank:
         engine.handle("isready")
     assert lines == ["readyok"]
-    # What 'go' runs, once each on the start position at batch size 1: the graphs are prepared before the clock runs.
-    assert sample.call_count == 1 and top_k.call_count == 1
-    assert [board.sfen() for board in sample.call_args.args[1]] == [cshogi.Board().sfen()]
+    # What 'go' runs, once on the start position at batch size 1: the graphs are prepared before the clock runs.
+    assert sample_and_rank.call_count == 1
+    assert [board.sfen() for board in sample_and_rank.call_args.args[1]] == [cshogi.Board().sfen()]
     engine.handle("position startpos moves 7g7f")
     start = time.perf_counter()
     engine.handle("go btime 0 wtime 0 byoyomi 1000")
@@ -190,6 +187,33 @@ def test_isready_warms_the_model_up_so_the_first_go_is_fast(tiny_export):
     engine.handle("go ponder")
     engine.handle("go")  # without 'stop': the pending ponder move is answered first
     assert sum(line.startswith("bestmove ") for line in lines) == 3
+
+
+class _CountedSignatures:
+    """A loaded SavedModel whose signature calls are recorded by name."""
+
+    def __init__(self, saved_model):
+        self._saved_model, self.calls = saved_model, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            return getattr(self._saved_model, name)(*args)
+
+        return call
+
+
+def test_go_encodes_the_position_once_and_runs_the_network_once(tiny_export):
+    """Issue 25: 'go' ran the network twice (the sample signature, then probabilities for the info line)."""
+    lines = []
+    engine = usi.UsiEngine(lines.append, str(tiny_export[1]))
+    engine.handle("isready")
+    engine.handle("position startpos moves 7g7f 3c3d")
+    engine._model._saved_model = signatures = _CountedSignatures(engine._model._saved_model)
+    with mock.patch.object(inference, "encode_positions", side_effect=inference.encode_positions) as encode:
+        engine.handle("go btime 0 wtime 0 byoyomi 1000")
+    assert encode.call_count == 1 and signatures.calls == ["logits"]
+    assert lines[-2].startswith("info string policy at T 1: ") and lines[-1].startswith("bestmove ")
 
 
 class _EngineTimeout:

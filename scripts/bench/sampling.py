@@ -4,11 +4,16 @@
 
 Exports a random-weights network of the "cpu" preset to a temporary directory, then times
 PolicyModel.sample on 1 and 256 positions (cshogi legal moves + record encoding on the host, the
-"sample" signature in TensorFlow), and the host and SavedModel parts separately in the same run.
+"sample" signature in TensorFlow), and the host and SavedModel parts separately in the same run; then the USI
+engine's 'go' latency: the real engine process (`python -m shogi_policy.cli usi`, as shogi-policy-usi) answering
+`position sfen ...` + `go` round trips, median from sending 'go' to reading 'bestmove' (the engine runs the
+shogi_policy that PYTHONPATH names: PYTHONPATH=<another checkout> times that one's engine on the same export).
 Positions come from random legal playouts, so the script needs no data files.
 """
 
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -46,6 +51,38 @@ def _median_seconds(fn, repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def usi_go_seconds(export_dir, boards, round_trips):
+    """Median seconds from 'go' to 'bestmove' of the USI engine process over round_trips positions of boards."""
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "shogi_policy.cli", "usi", f"--model={export_dir}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+    def send(command, until=None):
+        engine.stdin.write(command + "\n")
+        engine.stdin.flush()
+        while until and not engine.stdout.readline().startswith(until):
+            pass
+
+    try:
+        send("usi", "usiok")
+        send("isready", "readyok")  # loads the export and warms it up
+        times = []
+        for index in range(round_trips):
+            send(f"position sfen {boards[index % len(boards)].sfen()}")
+            start = time.perf_counter()
+            send("go byoyomi 1000", "bestmove")
+            times.append(time.perf_counter() - start)
+        send("quit")
+        engine.wait(timeout=60)
+    finally:
+        engine.kill()
     return statistics.median(times)
 
 
@@ -114,6 +151,16 @@ def run(quick=False):
                 "value": 100 * host / batched,
                 "unit": "%",
                 "note": "host mask time / end-to-end time, same run",
+            }
+        )
+        round_trips = 5 if quick else 100
+        usi_go = usi_go_seconds(export_dir, boards, round_trips)
+        rows.append(
+            {
+                "benchmark": "USI go latency",
+                "value": usi_go * 1e3,
+                "unit": "ms",
+                "note": f"engine process, median of {round_trips} position + go round trips, 'go' to 'bestmove'",
             }
         )
     return rows

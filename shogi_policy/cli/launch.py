@@ -49,12 +49,12 @@ def trainer_target(argv):
 
 
 APP_MODULES = {
-    "convert": "shogi_policy.data.convert",
+    "convert": "shogi_policy.cli.convert",
     "train": "shogi_policy.cli.train",
-    "export": "shogi_policy.serving.export",
-    "sample": "shogi_policy.serving.sample",
-    "evaluate": "shogi_policy.serving.evaluate",
-    "usi": "shogi_policy.serving.usi",
+    "export": "shogi_policy.cli.export",
+    "sample": "shogi_policy.cli.sample",
+    "evaluate": "shogi_policy.cli.evaluate",
+    "usi": "shogi_policy.cli.usi",
 }
 
 
@@ -91,7 +91,10 @@ def usi():
 def train():
     """shogi-policy-train, with the Keras backend and TPU environment its --backend, --strategy and --tpu call for."""
     recipes.expand_sys_argv("shogi-policy-train")
-    strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
+    try:
+        strategy, tpu, backend, jax_distributed = trainer_target(sys.argv[1:])
+    except flags.Error as error:  # a --flagfile that does not open, a value of the wrong type
+        sys.exit(f"shogi-policy-train: {error}")
     problem = environment.missing_tpu(strategy, tpu)
     if problem:
         sys.exit(f"shogi-policy-train --strategy=tpu: {problem}")

@@ -5,8 +5,8 @@
     shogi-policy-train --recipe=main --data_dir=shards/ --model_dir=runs/main
 
 Every flag but --model_dir and --recipe is a field of the config, made from it: its name, default, help and
-choices (define_flags), and its range is checked by the config (config.ConfigError -> app.UsageError, exit
-status 1). Flags can come from a file (--flagfile=run.flags, one --flag=value per line) or a named recipe
+choices (define_flags, through the commands' one shell, shogi_policy.cli.command), and its range is checked by the
+config (config.ConfigError: one line on stderr, exit status 1). Flags can come from a file (--flagfile=run.flags, one --flag=value per line) or a named recipe
 (--recipe=NAME: a flag file shipped in shogi_policy/training/recipes, read in place, so flags after it override
 it). A run whose loss or weights stop being finite exits with status 1 and what to do (TrainingDiverged).
 
@@ -15,29 +15,13 @@ module loads Keras; `python -m shogi_policy.cli.train` runs it without that set-
 """
 
 import json
-import sys
 
 from absl import app, flags
 
+from shogi_policy.cli import command
 from shogi_policy.training import config as configs
 from shogi_policy.training import recipes
 from shogi_policy.training import train as trainer
-
-
-def _define(name, field, flag_values):
-    """The flag of one config field: its default and help; an enum of its choices, else by its type."""
-    kind, help_text, choices = configs.field_type(field), field.metadata["help"], field.metadata["choices"]
-    kw = {"flag_values": flag_values}
-    if choices is not None:
-        flags.DEFINE_enum(name, field.default, list(choices), help_text, **kw)
-    elif kind is bool:
-        flags.DEFINE_bool(name, field.default, help_text, **kw)
-    elif kind is int:
-        flags.DEFINE_integer(name, field.default, help_text, **kw)
-    elif kind is float:
-        flags.DEFINE_float(name, field.default, help_text, **kw)
-    else:
-        flags.DEFINE_string(name, field.default, help_text, **kw)
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -54,7 +38,7 @@ def define_flags(flag_values=flags.FLAGS):
         flag_values=flag_values,
     )
     for name, field in configs.flat_fields().items():
-        _define(name, field, flag_values)
+        command.define_flag(name, field, flag_values)
 
 
 def config_from_flags(flag_values):
@@ -91,20 +75,18 @@ def train(flag_values, callbacks=()):
         raise app.UsageError(str(error)) from None
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _train_and_print(flag_values):
     try:
-        metrics = train(flags.FLAGS)
-    except trainer.TrainingDiverged as error:
-        sys.exit(f"shogi-policy-train: {error}")
+        metrics = train(flag_values)
+    except trainer.TrainingDiverged as error:  # a RuntimeError, yet the user's to act on: one line too
+        raise ValueError(str(error)) from None
     print(json.dumps(metrics, indent=1, sort_keys=True))
 
 
 def run():
     define_flags()
     recipes.expand_sys_argv("shogi-policy-train")
-    app.run(main)
+    command.run("shogi-policy-train", _train_and_print)
 
 
 if __name__ == "__main__":

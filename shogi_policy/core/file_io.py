@@ -56,6 +56,28 @@ def write_file_atomic(path, data):
         raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
 
 
+def check_writable(path):
+    """ValueError naming path when a file cannot be written there, tried before the work that makes it: a directory
+    at path, or a probe file path + '.tmp' (what write_file_atomic writes first) that cannot be created."""
+    probe = f"{path}.tmp"
+    if not _is_remote(path):
+        if os.path.isdir(path):
+            raise ValueError(f"cannot write {path}: it is a directory")
+        try:
+            with open(probe, "wb"):
+                pass
+            os.remove(probe)
+        except OSError as error:
+            raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
+        return
+    tf = _tf()
+    try:
+        tf.io.gfile.GFile(probe, "wb").close()
+        tf.io.gfile.remove(probe)
+    except tf.errors.OpError as error:
+        raise ValueError(f"cannot write {path}: {io_error_reason(error)}") from None
+
+
 def write_json(path, value):
     """Writes value as indented, key-sorted JSON to path (str or Path, local or gs://), whole or not at all.
 

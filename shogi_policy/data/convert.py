@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import logging
 
 from shogi_policy.core import quoting, record_format
 from shogi_policy.data import game_io, records, shard_manifest, shards
@@ -37,6 +37,14 @@ MAX_ERROR_EXAMPLES = 10
 # --seed keys a blake2b hash (a key of at most 64 bytes) and seeds numpy, which takes no negative seed.
 MAX_SEED = 2**63
 _BATCH_POSITIONS = 8192  # games_to_records is fastest on batches of a few thousand positions
+# Files that make a directory a trainer's run or an export (model.model_dir's FLAGS_JSON and CHECKPOINT_DIR,
+# serving's metadata and ONNX file; tests/test_convert.py checks the names): convert never writes among them.
+FOREIGN_MARKERS = {
+    "train_flags.json": "a trainer's run",
+    "checkpoints": "a trainer's run",
+    "shogi_policy_export.json": "an export",
+    "model.onnx": "an export",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,47 +275,81 @@ def _nothing_kept(skipped, errors):
     return message
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
-    kw = {"flag_values": flag_values}
-    flags.DEFINE_multi_string(
-        "inputs", None, "Record files, globs or directories (repeatable or comma list).", **kw
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """One conversion, as shogi-policy-convert's flags give it (each field is the flag of its name)."""
+
+    inputs: tuple | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Record files, globs or directories (repeatable or comma list).",
+            "flag": "multi_string",
+        },
     )
-    flags.DEFINE_string("output_dir", None, "Shard directory to write (local or gs://).", **kw)
-    flags.DEFINE_float("min_rating", None, "Skip games where a known rating of either player is lower.", **kw)
-    flags.DEFINE_bool("require_ratings", False, "Skip games without both players' ratings.", **kw)
-    flags.DEFINE_integer("min_plies", 0, "Skip games with fewer moves.", **kw)
-    flags.DEFINE_list("endings", [], f"Allowed endings (default all), of {', '.join(game_io.ENDINGS)}.", **kw)
-    flags.DEFINE_bool("drop_draws", False, "Skip drawn games.", **kw)
-    flags.DEFINE_float("test_fraction", 0.1, "Fraction of games in the test split.", **kw)
-    flags.DEFINE_integer("positions_per_shard", 1 << 20, "The most positions of one shard file.", **kw)
-    flags.DEFINE_integer("seed", 0, "Seed of the split and the shuffle.", **kw)
-    flags.DEFINE_integer("log_every", 10000, "Log progress every this many games read.", **kw)
-    flags.DEFINE_bool("overwrite", False, "Replace the shards and manifest already in --output_dir.", **kw)
+    output_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Shard directory to write (local or gs://)."}
+    )
+    min_rating: float | None = dataclasses.field(
+        default=None, metadata={"help": "Skip games where a known rating of either player is lower."}
+    )
+    require_ratings: bool = dataclasses.field(
+        default=False, metadata={"help": "Skip games without both players' ratings."}
+    )
+    min_plies: int = dataclasses.field(default=0, metadata={"help": "Skip games with fewer moves."})
+    endings: tuple = dataclasses.field(
+        default=(),
+        metadata={"help": f"Allowed endings (default all), of {', '.join(game_io.ENDINGS)}.", "flag": "list"},
+    )
+    drop_draws: bool = dataclasses.field(default=False, metadata={"help": "Skip drawn games."})
+    test_fraction: float = dataclasses.field(
+        default=0.1, metadata={"help": "Fraction of games in the test split."}
+    )
+    positions_per_shard: int = dataclasses.field(
+        default=1 << 20, metadata={"help": "The most positions of one shard file."}
+    )
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the split and the shuffle."})
+    log_every: int = dataclasses.field(
+        default=10000, metadata={"help": "Log progress every this many games read."}
+    )
+    overwrite: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "Replace the shards and manifest already in --output_dir (the old ones stay until the new "
+            "ones are complete)."
+        },
+    )
+
+    def __post_init__(self):
+        """ValueError naming the flag of a value out of range."""
+        if not self.inputs or not self.output_dir:
+            raise ValueError("--inputs and --output_dir are required")
+        if isinstance(self.inputs, str):
+            object.__setattr__(self, "inputs", (self.inputs,))
+        if not 0.0 <= self.test_fraction <= 1.0:
+            raise ValueError(f"--test_fraction must lie in [0, 1], got {self.test_fraction}")
+        for name in ("positions_per_shard", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"--seed must be an integer in [0, 2^63), got {self.seed}")
+        if self.min_plies < 0:
+            raise ValueError(f"--min_plies must be an integer >= 0, got {self.min_plies}")
+        if self.min_rating is not None and not math.isfinite(self.min_rating):
+            raise ValueError(f"--min_rating must be a finite number, got {self.min_rating}")
+
+    def filters(self):
+        return Filters(
+            min_rating=self.min_rating,
+            require_ratings=self.require_ratings,
+            min_plies=self.min_plies,
+            endings=tuple(self.endings),
+            drop_draws=self.drop_draws,
+        )
 
 
-def convert_with_options(options):
-    """Validates parsed flag values and runs the conversion; app.UsageError on bad flags."""
-    if not options.inputs or not options.output_dir:
-        raise app.UsageError("--inputs and --output_dir are required")
-    if not 0.0 <= options.test_fraction <= 1.0:
-        raise app.UsageError(f"--test_fraction must lie in [0, 1], got {options.test_fraction}")
-    for name in ("positions_per_shard", "log_every"):
-        if options[name].value < 1:
-            raise app.UsageError(f"--{name} must be an integer >= 1, got {options[name].value}")
-    if not 0 <= options.seed < MAX_SEED:
-        raise app.UsageError(f"--seed must be an integer in [0, 2^63), got {options.seed}")
-    if options.min_plies < 0:
-        raise app.UsageError(f"--min_plies must be an integer >= 0, got {options.min_plies}")
-    if options.min_rating is not None and not math.isfinite(options.min_rating):
-        raise app.UsageError(f"--min_rating must be a finite number, got {options.min_rating}")
-    unknown = sorted(set(options.endings) - set(game_io.ENDINGS))
-    if unknown:
-        logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
-    try:
-        paths, ignored = expand_inputs(options.inputs)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+def record_paths(inputs):
+    """(sorted record paths, ignored paths) of --inputs (expand_inputs); ValueError naming a file of another kind."""
+    paths, ignored = expand_inputs(inputs)
     if ignored:
         logging.warning(
             "ignoring %d files of --inputs directories without a record extension %s: %s",
@@ -317,48 +359,85 @@ def convert_with_options(options):
         )
     for path in paths:
         if game_io.record_extension(path) not in records.EXTENSIONS:
-            raise app.UsageError(
+            raise ValueError(
                 f"{path}: unknown record extension {quoting.quote(game_io.record_extension(path))}; "
                 f"expected one of {records.EXTENSIONS} (optionally .gz)"
             )
-    existing = shards.existing_outputs(options.output_dir)
-    if existing and not options.overwrite:
-        raise app.UsageError(f"{options.output_dir} already holds {existing[:3]}...; pass --overwrite")
-    for name in existing:
-        tf.io.gfile.remove(os.path.join(options.output_dir, name))
-    logging.info("converting %d files into %s", len(paths), options.output_dir)
-    convert(
-        paths,
-        options.output_dir,
-        filters=Filters(
-            min_rating=options.min_rating,
-            require_ratings=options.require_ratings,
-            min_plies=options.min_plies,
-            endings=tuple(options.endings),
-            drop_draws=options.drop_draws,
-        ),
-        test_fraction=options.test_fraction,
-        positions_per_shard=options.positions_per_shard,
-        seed=options.seed,
-        log_every=options.log_every,
-        inputs=options.inputs,
-        ignored=ignored,
-    )
+    return paths, ignored
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def check_output_dir(output_dir, overwrite):
+    """The shard outputs already in output_dir (shards.existing_outputs) that --overwrite will replace.
+
+    ValueError when output_dir is a file, holds a trainer's run or an export (FOREIGN_MARKERS: never written
+    among), or already holds shards and not overwrite.
+    """
+    if not tf.io.gfile.exists(output_dir):
+        return []
+    if not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"cannot write to {output_dir}: it is a file, not a directory")
+    present = {name.rstrip("/") for name in tf.io.gfile.listdir(output_dir)}
+    foreign = sorted(present & set(FOREIGN_MARKERS))
+    if foreign:
+        raise ValueError(
+            f"--output_dir {output_dir} holds {FOREIGN_MARKERS[foreign[0]]} ({', '.join(foreign)}): shards go "
+            "in a directory of their own"
+        )
+    existing = shards.existing_outputs(output_dir)
+    if existing and not overwrite:
+        raise ValueError(f"{output_dir} already holds {existing[:3]}...; pass --overwrite")
+    return existing
+
+
+def replace_outputs(staging, output_dir, existing):
+    """Moves a complete conversion from staging into output_dir in place of the old shard outputs `existing`.
+
+    The old manifest goes first and the new one comes last: between the two, output_dir holds no manifest,
+    which every reader of shards refuses, never a mix of old and new shards. Other files of output_dir stay.
+    """
+    ordered = sorted(existing, key=lambda name: name != shard_manifest.MANIFEST)
+    for name in ordered:
+        tf.io.gfile.remove(os.path.join(output_dir, name))
+    names = sorted(tf.io.gfile.listdir(staging), key=lambda name: name == shard_manifest.MANIFEST)
+    for name in names:
+        tf.io.gfile.rename(os.path.join(staging, name), os.path.join(output_dir, name), overwrite=True)
+    tf.io.gfile.rmtree(staging)
+
+
+def convert_with_config(config):
+    """Runs one conversion per a ConvertConfig (what shogi-policy-convert does); returns the manifest.
+
+    With --overwrite over existing shards the conversion is written to a sibling directory first and moved in
+    only when complete (replace_outputs): a conversion that fails or keeps no game leaves the old shards as
+    they were. Raises ValueError naming the flag or file when it cannot run.
+    """
+    unknown = sorted(set(config.endings) - set(game_io.ENDINGS))
+    if unknown:
+        logging.warning("--endings %s are not endings the CSA/KIF/hcpe readers produce", unknown)
+    paths, ignored = record_paths(config.inputs)
+    output_dir = config.output_dir.rstrip("/") or config.output_dir
+    existing = check_output_dir(output_dir, config.overwrite)
+    parent, name = os.path.split(output_dir)
+    target = os.path.join(parent, f".{name}.tmp-{os.getpid()}") if existing else output_dir
+    if existing and tf.io.gfile.exists(target):  # from an earlier process of this pid that died half-way
+        tf.io.gfile.rmtree(target)
+    logging.info("converting %d files into %s", len(paths), output_dir)
     try:
-        convert_with_options(flags.FLAGS)
-    except ValueError as error:  # no game kept, an unwritable output: no traceback, exit status 1
-        raise SystemExit(f"shogi-policy-convert: {error}") from None
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+        manifest = convert(
+            paths,
+            target,
+            filters=config.filters(),
+            test_fraction=config.test_fraction,
+            positions_per_shard=config.positions_per_shard,
+            seed=config.seed,
+            log_every=config.log_every,
+            inputs=config.inputs,
+            ignored=ignored,
+        )
+    except BaseException:
+        if existing and tf.io.gfile.exists(target):
+            tf.io.gfile.rmtree(target)
+        raise
+    if existing:
+        replace_outputs(target, output_dir, existing)
+    return manifest

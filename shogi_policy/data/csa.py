@@ -5,6 +5,7 @@ missing, pieces placed before the board is set, a move cut short) and what it wo
 the game-ending special, an unknown special); the moves are replayed on a board (every one legal).
 """
 
+import math
 import re
 
 import cshogi
@@ -156,6 +157,22 @@ def _wrong_side(turn, move_texts):
     )
 
 
+def _csa_ratings(lines, path, first_line):
+    """{"black"/"white": rating} of a game's rating comments, or a RecordError naming a rating that is no number."""
+    rates = {}
+    for index, line in enumerate(lines):
+        for color, value in _CSA_RATE.findall(line):
+            try:
+                rates[color] = float(value)
+            except ValueError:
+                rates[color] = math.nan
+            if not math.isfinite(rates[color]):
+                return game_io.RecordError(
+                    path, first_line + index, f"malformed rating comment {quoting.quote(line.strip())}"
+                )
+    return rates
+
+
 def _csa_game(lines, path, first_line):
     """The lines of one CSA game (starting at first_line of path) -> Game or RecordError.
 
@@ -210,9 +227,10 @@ def _csa_game(lines, path, first_line):
         return game_io.RecordError(
             path, first_line + statements[index][0], f"illegal move {quoting.quote(texts[index].strip())}"
         )
-    text = "\n".join(lines)
     ending, rule = _CSA_ENDINGS.get(special or _floodgate_special(all_statements), ("unknown", None))
-    rates = {color: float(value) for color, value in _CSA_RATE.findall(text)}
+    rates = _csa_ratings(lines, path, first_line)
+    if isinstance(rates, game_io.RecordError):
+        return rates
     game = game_io.Game(
         sfen=sfen,
         moves=moves,

@@ -8,6 +8,7 @@ cshogi's legal move generator. Moves are ranked by their logits among the LEGAL 
 import itertools
 
 import numpy as np
+import tensorflow as tf
 
 from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.data import game_io, shards
@@ -128,3 +129,11 @@ def shard_batches(data_dir, split, limit=None, batch_size=1024):
             yield batch, mask, labels
     if not positions:
         raise ValueError(f"{data_dir}: split {split!r} holds no positions")
+
+
+def check_tsv(path, flag):
+    """ValueError naming flag and path unless path is a file to read_tsv (a missing path or a directory is not)."""
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{flag}={path}: no such file")
+    if tf.io.gfile.isdir(path):
+        raise ValueError(f"{flag}={path} is a directory, not a 'split<TAB>sfen<TAB>usi_move' file")

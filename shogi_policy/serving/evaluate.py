@@ -8,10 +8,10 @@ illegal move the network likes never counts. The TSV format is 'split<TAB>sfen .
 per line. As a yardstick the report also gives the expected score of a uniformly random legal move.
 """
 
+import dataclasses
 import time
 
 import numpy as np
-from absl import app, flags
 
 from shogi_policy.core import file_io
 from shogi_policy.data import move_match
@@ -55,58 +55,75 @@ def evaluate_batches(model, batches):
     }
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
-    kw = {"flag_values": flag_values}
-    flags.DEFINE_string(
-        "model", None, "Export directory (shogi-policy-export --export_dir).", required=True, **kw
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation, as shogi-policy-evaluate's flags give it (each field is the flag of its name)."""
+
+    model: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Export directory (shogi-policy-export --export_dir).", "required": True},
     )
-    flags.DEFINE_string("tsv", None, "A 'split<TAB>sfen<TAB>usi_move' file.", **kw)
-    flags.DEFINE_string("data_dir", None, "A shard directory (shogi-policy-convert output), instead.", **kw)
-    flags.DEFINE_string(
-        "split", None, "TSV split column value (default: all lines) or shard split (test).", **kw
+    tsv: str | None = dataclasses.field(
+        default=None, metadata={"help": "A 'split<TAB>sfen<TAB>usi_move' file."}
     )
-    flags.DEFINE_integer("limit", None, "At most this many shard positions.", **kw)
-    flags.DEFINE_integer("batch_size", inference.DEFAULT_BATCH_SIZE, "Inference batch size.", **kw)
-    flags.DEFINE_string("json_out", None, "Also write the report as JSON here.", **kw)
+    data_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "A shard directory (shogi-policy-convert output), instead."}
+    )
+    split: str | None = dataclasses.field(
+        default=None, metadata={"help": "TSV split column value (default: all lines) or shard split (test)."}
+    )
+    limit: int | None = dataclasses.field(
+        default=None, metadata={"help": "At most this many shard positions."}
+    )
+    batch_size: int = dataclasses.field(
+        default=inference.DEFAULT_BATCH_SIZE, metadata={"help": "Inference batch size."}
+    )
+    json_out: str | None = dataclasses.field(
+        default=None, metadata={"help": "Also write the report as JSON here."}
+    )
+
+    def __post_init__(self):
+        """ValueError naming the flag of a combination or value the evaluation cannot take."""
+        if (self.tsv is None) == (self.data_dir is None):
+            raise ValueError("give exactly one of --tsv and --data_dir")
+        for name in ("limit", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+        if self.limit is not None and self.tsv is not None:
+            raise ValueError("--limit applies to --data_dir only")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    args = flags.FLAGS
-    if (args.tsv is None) == (args.data_dir is None):
-        raise app.UsageError("give exactly one of --tsv and --data_dir")
-    for name in ("limit", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise app.UsageError(f"--{name} must be an integer >= 1, got {value}")
-    if args.limit is not None and args.tsv is not None:
-        raise app.UsageError("--limit applies to --data_dir only")
-    try:
-        if args.tsv is not None:
-            source, split = args.tsv, args.split
-            batches = move_match.tsv_batches(source, split, args.batch_size)
-        else:
-            source, split = args.data_dir, args.split or "test"
-            batches = move_match.shard_batches(source, split, args.limit, args.batch_size)
-        model = inference.PolicyModel(args.model, batch_size=args.batch_size)
-        report = {"model": args.model, "source": source, "split": split, **evaluate_batches(model, batches)}
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
-    print(
-        f"{report['positions']} positions of {source} (split {split}): "
+def evaluate_export(config):
+    """The move-match report of an EvaluateConfig (what shogi-policy-evaluate does), also written to json_out.
+
+    The inputs and json_out are checked before the model runs. Raises ValueError naming the flag or file.
+    """
+    if config.json_out:
+        file_io.check_writable(config.json_out)
+    if config.tsv is not None:
+        move_match.check_tsv(config.tsv, "--tsv")
+        source, split = config.tsv, config.split
+        batches = move_match.tsv_batches(source, split, config.batch_size)
+    else:
+        source, split = config.data_dir, config.split or "test"
+        batches = move_match.shard_batches(source, split, config.limit, config.batch_size)
+    model = inference.PolicyModel(config.model, batch_size=config.batch_size)
+    report = {
+        "model": config.model,
+        "source": source,
+        "split": split,
+        **evaluate_batches(model, batches),
+    }
+    if config.json_out:
+        file_io.write_json(config.json_out, report)
+    return report
+
+
+def summary(report):
+    """The line shogi-policy-evaluate prints of a report."""
+    return (
+        f"{report['positions']} positions of {report['source']} (split {report['split']}): "
         f"top-1 {report['top1']:.4f}, top-5 {report['top5']:.4f} "
         f"(random legal move: {report['random_top1']:.4f}, {report['random_top5']:.4f})"
     )
-    if args.json_out:
-        file_io.write_json(args.json_out, report)
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

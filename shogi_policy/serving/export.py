@@ -17,17 +17,19 @@ Beside the SavedModel, shogi_policy_export.json records the label scheme, record
 and the network config, so that readers can check they speak the same format.
 """
 
-import json
+import dataclasses
 import os
 
 import keras
 import tensorflow as tf
-from absl import app, flags, logging
 
 from shogi_policy.core import file_io, policy_labels, record_format
+from shogi_policy.data import shard_manifest, shards
 from shogi_policy.model import features, network
-from shogi_policy.model.model_dir import read_network_config, restore_model
+from shogi_policy.model import model_dir as model_dir_module
 from shogi_policy.serving import onnx_export, policy_ops
+
+EXPORT_MARKERS = (policy_ops.METADATA_FILENAME, onnx_export.ONNX_FILENAME)  # an export holds one of them
 
 
 def _check_inputs(records, legal_mask, temperature):
@@ -77,8 +79,57 @@ def check_output_directory(directory, overwrite):
         raise ValueError(f"{directory} is a file, not a directory")
     present = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
     if present and not overwrite:
-        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
-        raise ValueError(f"{directory} is not empty (it holds {shown}): pass --overwrite to replace it")
+        raise ValueError(
+            f"{directory} is not empty (it holds {_shown(present)}): pass --overwrite to replace it"
+        )
+
+
+def check_export_dir(directory, overwrite):
+    """check_output_directory, and ValueError for a directory an export must never replace, --overwrite or not:
+    one holding a trainer's run or shards, or anything but an earlier export (EXPORT_MARKERS)."""
+    check_output_directory(directory, overwrite)
+    directory = str(directory).rstrip("/")
+    present = (
+        sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
+        if tf.io.gfile.isdir(directory)
+        else []
+    )
+    foreign = _foreign_kind(directory, present)
+    if foreign:
+        raise ValueError(
+            f"{directory} holds {foreign} ({_shown(present)}): an export never replaces it; choose another directory"
+        )
+    if present and not set(present) & set(EXPORT_MARKERS):
+        raise ValueError(
+            f"{directory} holds {_shown(present)}, not an export: --overwrite replaces only an earlier export; "
+            "choose another directory"
+        )
+
+
+def _shown(names):
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def _foreign_kind(directory, present):
+    """What a directory holds that an export must never replace ("a trainer's run", "shards"), or None."""
+    if {model_dir_module.FLAGS_JSON, model_dir_module.CHECKPOINT_DIR} & set(present):
+        return "a trainer's run"
+    if shard_manifest.MANIFEST in present or shards.existing_outputs(directory):
+        return "shards"
+    return None
+
+
+def check_not_source(export_dir, source):
+    """ValueError when export_dir is the directory a model is exported from (or holds it): replacing it would
+    delete the run."""
+    if not source or "://" in str(export_dir) + str(source):
+        return
+    target, origin = os.path.realpath(export_dir), os.path.realpath(source)
+    if origin == target or origin.startswith(target.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"--export_dir {export_dir} is or holds {source}, the model exported: write the export elsewhere "
+            f"(e.g. {os.path.join(str(source), 'export')})"
+        )
 
 
 def write_directory(directory, write, overwrite=False):
@@ -104,7 +155,10 @@ def write_directory(directory, write, overwrite=False):
     for leftover in (staging, aside):  # from an earlier process of this pid that died half-way
         if tf.io.gfile.exists(leftover):
             tf.io.gfile.rmtree(leftover)
-    tf.io.gfile.makedirs(staging)
+    try:
+        tf.io.gfile.makedirs(staging)
+    except (OSError, tf.errors.OpError) as error:  # a read-only or missing place: nothing was written
+        raise ValueError(f"cannot write {directory}: {file_io.io_error_reason(error)}") from None
     try:
         result = write(staging)
     except BaseException:
@@ -142,6 +196,7 @@ def export_model(model, export_dir, network_config=None, source=None, overwrite=
             f"export needs the TensorFlow Keras backend, not {keras.backend.backend()!r}: run "
             "shogi-policy-export (it sets KERAS_BACKEND=tensorflow) or start Python with KERAS_BACKEND=tensorflow"
         )
+    check_export_dir(export_dir, overwrite)
     network.check_finite_weights(model)
     for layer in model.layers:
         if isinstance(layer, features.DlshogiFeatures):
@@ -201,16 +256,33 @@ def float32_model(model):
     return clone
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
-    kw = {"flag_values": flag_values}
-    flags.DEFINE_string("model_dir", None, "Trainer output directory (its latest checkpoint).", **kw)
-    flags.DEFINE_string("keras_model", None, "A .keras model file, instead of --model_dir.", **kw)
-    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.", required=True, **kw)
-    flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "onnx"], "onnx: export_dir/model.onnx.", **kw)
-    flags.DEFINE_bool(
-        "overwrite", False, "Replace a non-empty --export_dir (whole: the old files do not stay).", **kw
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """One export, as shogi-policy-export's flags give it (each field is the flag of its name)."""
+
+    model_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Trainer output directory (its latest checkpoint)."}
     )
+    keras_model: str | None = dataclasses.field(
+        default=None, metadata={"help": "A .keras model file, instead of --model_dir."}
+    )
+    export_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Where to write the SavedModel.", "required": True}
+    )
+    format: str = dataclasses.field(
+        default="savedmodel",
+        metadata={"help": "onnx: export_dir/model.onnx.", "choices": ("savedmodel", "onnx")},
+    )
+    overwrite: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "Replace a non-empty --export_dir (whole: the old files do not stay)."},
+    )
+
+    def __post_init__(self):
+        if not self.export_dir:
+            raise ValueError("--export_dir is required")
+        if self.format not in ("savedmodel", "onnx"):
+            raise ValueError(f"--format must be savedmodel or onnx, got {self.format!r}")
 
 
 def load_model(model_dir=None, keras_model=None):
@@ -222,46 +294,38 @@ def load_model(model_dir=None, keras_model=None):
     """
     if (model_dir is None) == (keras_model is None):
         raise ValueError("give exactly one of model_dir (--model_dir) and keras_model (--keras_model)")
+    source_dir = model_dir
     if model_dir is not None:
-        model, directory = restore_model(model_dir), model_dir
+        model = model_dir_module.restore_model(source_dir)
     else:
         if not tf.io.gfile.exists(keras_model):
             raise ValueError(f"keras model {keras_model} does not exist")
-        model, directory = keras.models.load_model(keras_model, compile=False), os.path.dirname(keras_model)
+        model, source_dir = keras.models.load_model(keras_model, compile=False), os.path.dirname(keras_model)
     if tuple(model.inputs[0].shape[1:]) != (record_format.RECORD_BYTES,):
         raise ValueError(f"{model_dir or keras_model}: input {model.inputs[0].shape} is not records [N, 100]")
-    config = read_network_config(directory)
+    config = model_dir_module.read_network_config(source_dir)
     return float32_model(model), config.to_dict() if config else None
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    args = flags.FLAGS
-    source = args.model_dir or args.keras_model
-    try:
-        check_output_directory(args.export_dir, args.overwrite)  # before the slow part
-        model, network_config = load_model(args.model_dir, args.keras_model)
-        if args.format == "onnx":
+def export(config):
+    """Exports per an ExportConfig (what shogi-policy-export does): (path written, its metadata dict).
+
+    The output directory is checked before the model loads (check_not_source, check_output_directory).
+    Raises ValueError naming the flag or file when it cannot.
+    """
+    source = config.model_dir or config.keras_model
+    source_dir = config.model_dir or (os.path.dirname(config.keras_model) if config.keras_model else None)
+    check_not_source(config.export_dir, source_dir)
+    check_export_dir(config.export_dir, config.overwrite)  # before the slow part
+    model, network_config = load_model(config.model_dir, config.keras_model)
+    if config.format == "onnx":
+        try:
             _, metadata = write_directory(
-                args.export_dir,
+                config.export_dir,
                 lambda staging: onnx_export.export_onnx(model, staging, network_config, source),
-                args.overwrite,
+                config.overwrite,
             )
-            path = os.path.join(args.export_dir, onnx_export.ONNX_FILENAME)
-        else:
-            metadata = export_model(model, args.export_dir, network_config, source, args.overwrite)
-            path = args.export_dir
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        raise app.UsageError(str(error)) from error
-    logging.info("Exported %s to %s: %s", source, path, json.dumps(metadata))
-    print(f"exported {source} -> {path}")
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+        except ImportError as error:  # the optional onnx packages: the message says what to install
+            raise ValueError(str(error)) from None
+        return os.path.join(config.export_dir, onnx_export.ONNX_FILENAME), metadata
+    return config.export_dir, export_model(model, config.export_dir, network_config, source, config.overwrite)

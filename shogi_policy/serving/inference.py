@@ -200,45 +200,108 @@ class PolicyModel:
         seed = _check_seed(seed)
         records = check_records(records)
         mask = check_legal_mask(records, mask)
-        out = []
-        for index, (batch, batch_mask) in enumerate(self._batches(records, mask)):
-            # Later batches get seeds derived from (seed, index), so batches draw independently.
-            if index:
-                state = np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)
-                batch_seed = int(state[0] >> np.uint64(1))
-            else:
-                batch_seed = seed
-            result = self._saved_model.sample(
-                batch, batch_mask, tf.constant(temperature, tf.float32), tf.constant(batch_seed, tf.int64)
-            )
-            out.append(result["label"].numpy())
+        out = [
+            self._saved_model.sample(
+                batch,
+                batch_mask,
+                tf.constant(temperature, tf.float32),
+                tf.constant(_batch_seed(seed, index), tf.int64),
+            )["label"].numpy()
+            for index, (batch, batch_mask) in enumerate(self._batches(records, mask))
+        ]
         return np.concatenate(out) if out else np.zeros((0,), np.int32)
 
     def move_probabilities(self, positions, temperature=1.0):
         """Per position, [(usi_move, probability)] of all legal moves, most probable first."""
         records, mask, moves, labels = encode_positions(positions)
-        probabilities = self.record_probabilities(records, mask, temperature)
-        result = []
-        for row, (row_moves, row_labels) in enumerate(zip(moves, labels, strict=True)):
-            row_probabilities = probabilities[row, row_labels]
-            order = np.argsort(-row_probabilities, kind="stable")
-            result.append(
-                [(cshogi.move_to_usi(int(row_moves[i])), float(row_probabilities[i])) for i in order]
-            )
-        return result
+        return _ranked_moves(self.record_probabilities(records, mask, temperature), moves, labels)
 
     def top_k(self, positions, k=5, temperature=1.0):
         """Per position, the k most probable legal moves [(usi_move, probability)]."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        _check_k(k)
         return [moves[:k] for moves in self.move_probabilities(positions, temperature)]
 
     def sample(self, positions, temperature=1.0, seed=0):
         """Per position, one legal move (USI string) drawn from softmax(logits / T); T == 0 is greedy."""
         records, mask, moves, labels = encode_positions(positions)
-        drawn = self.sample_record_labels(records, mask, temperature, seed)
-        result = []
-        for label, row_moves, row_labels in zip(drawn, moves, labels, strict=True):
-            (index,) = np.flatnonzero(row_labels == label)
-            result.append(cshogi.move_to_usi(int(row_moves[index])))
-        return result
+        return _drawn_moves(self.sample_record_labels(records, mask, temperature, seed), moves, labels)
+
+    def sample_and_rank(self, positions, temperature=1.0, seed=0, k=5, rank_temperature=None):
+        """sample(positions, temperature, seed) and top_k(positions, k, rank_temperature), from one encoding of the
+        positions and one run of the network: (moves [N], per position [(usi_move, probability)] of k).
+
+        rank_temperature: the temperature of the ranking's probabilities (default: temperature). The moves and
+        probabilities are those of sample and top_k (the export's own ops, run on its logits).
+        """
+        temperature, seed = check_temperature(temperature), _check_seed(seed)
+        rank_temperature = check_temperature(temperature if rank_temperature is None else rank_temperature)
+        _check_k(k)
+        records, mask, moves, labels = encode_positions(positions)
+        logits = self.record_logits(records)
+        drawn, probabilities = [], []
+        for index, (batch_logits, batch_mask) in enumerate(self._batches(logits, mask)):
+            batch_drawn, batch_probabilities = _sample_and_probabilities(
+                batch_logits,
+                batch_mask,
+                tf.constant(temperature, tf.float32),
+                tf.constant(_batch_seed(seed, index), tf.int64),
+                tf.constant(rank_temperature, tf.float32),
+            )
+            drawn.append(batch_drawn.numpy())
+            probabilities.append(batch_probabilities.numpy())
+        if not drawn:
+            return [], []
+        ranked = _ranked_moves(np.concatenate(probabilities), moves, labels)
+        return _drawn_moves(np.concatenate(drawn), moves, labels), [row[:k] for row in ranked]
+
+
+@tf.function(
+    input_signature=[
+        tf.TensorSpec([None, policy_labels.NUM_MOVE_LABELS], tf.float32),
+        policy_ops.MASK_SPEC,
+        policy_ops.TEMPERATURE_SPEC,
+        policy_ops.SEED_SPEC,
+        policy_ops.TEMPERATURE_SPEC,
+    ]
+)
+def _sample_and_probabilities(logits, legal_mask, temperature, seed, rank_temperature):
+    """The sample signature's draw and the probabilities signature's output at rank_temperature, of logits
+    float32 [N, 2187] from the logits signature: int32 [N], float32 [N, 2187]. One graph call: these few ops run
+    eagerly cost more than the network of a small preset."""
+    return (
+        policy_ops.sample_labels(logits, legal_mask, temperature, seed),
+        policy_ops.legal_probabilities(logits, legal_mask, rank_temperature),
+    )
+
+
+def _check_k(k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def _batch_seed(seed, index):
+    """The sampling seed of the index-th batch: seed for the first, then one derived from (seed, index), so that
+    batches draw independently."""
+    if not index:
+        return seed
+    state = np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _ranked_moves(probabilities, moves, labels):
+    """Per row, [(usi_move, probability)] of its legal moves, most probable first: probabilities f32 [N, 2187]."""
+    result = []
+    for row, (row_moves, row_labels) in enumerate(zip(moves, labels, strict=True)):
+        row_probabilities = probabilities[row, row_labels]
+        order = np.argsort(-row_probabilities, kind="stable")
+        result.append([(cshogi.move_to_usi(int(row_moves[i])), float(row_probabilities[i])) for i in order])
+    return result
+
+
+def _drawn_moves(drawn, moves, labels):
+    """The USI move of each drawn label int32 [N], among its row's legal moves and their labels."""
+    result = []
+    for label, row_moves, row_labels in zip(drawn, moves, labels, strict=True):
+        (index,) = np.flatnonzero(row_labels == label)
+        result.append(cshogi.move_to_usi(int(row_moves[index])))
+    return result

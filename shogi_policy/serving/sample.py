@@ -1,12 +1,49 @@
-"""Samples a move of one position from an exported policy network and prints the top-k moves.
+"""Samples a move of one position from an exported policy network and ranks the top-k moves.
 
-shogi-policy-sample --model=export/cpu --position="startpos moves 7g7f 3c3d" --temperature=1.0 --seed=7
+  shogi-policy-sample --model=export/cpu --position="startpos moves 7g7f" --temperature=1.0 --seed=7
+
+From Python: sample(SampleConfig(model="export/cpu", position="startpos")) -> (SFEN, sampled move, top-k).
 """
 
-from absl import app, flags
+import dataclasses
 
 from shogi_policy.core import shogi_rules
 from shogi_policy.serving import inference
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """One sampled move, as shogi-policy-sample's flags give it (each field is the flag of its name)."""
+
+    model: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Export directory (shogi-policy-export --export_dir).", "required": True},
+    )
+    position: str = dataclasses.field(
+        default="startpos",
+        metadata={"help": "SFEN or USI position ('startpos moves ...', 'sfen ... moves ...')."},
+    )
+    temperature: float = dataclasses.field(
+        default=1.0, metadata={"help": "Softmax temperature; 0 plays the most probable move."}
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed of the stateless sampler (same seed, same move)."}
+    )
+    top_k: int = dataclasses.field(
+        default=5, metadata={"help": "How many of the most probable moves to print."}
+    )
+
+
+def sample(config, model=None):
+    """(the position's SFEN, the sampled move, [(usi_move, probability)] of the top_k moves at the temperature).
+
+    model: a loaded inference.PolicyModel of config.model (default: loaded here). Raises ValueError naming a bad
+    position, temperature, seed, top_k or export directory.
+    """
+    board = shogi_rules.parse_position(config.position)
+    model = model or inference.PolicyModel(config.model)
+    (sampled,), (top_moves,) = model.sample_and_rank([board], config.temperature, config.seed, config.top_k)
+    return board.sfen(), sampled, top_moves
 
 
 def format_report(position, sampled, top_moves, temperature, seed):
@@ -17,40 +54,3 @@ def format_report(position, sampled, top_moves, temperature, seed):
         f"  {rank}. {move:7s} {probability:.4f}" for rank, (move, probability) in enumerate(top_moves, 1)
     ]
     return "\n".join(lines)
-
-
-def define_flags(flag_values=flags.FLAGS):
-    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
-    kw = {"flag_values": flag_values}
-    flags.DEFINE_string(
-        "model", None, "Export directory (shogi-policy-export --export_dir).", required=True, **kw
-    )
-    flags.DEFINE_string(
-        "position", "startpos", "SFEN or USI position ('startpos moves ...', 'sfen ... moves ...').", **kw
-    )
-    flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 plays the most probable move.", **kw)
-    flags.DEFINE_integer("seed", 0, "Seed of the stateless sampler (same seed, same move).", **kw)
-    flags.DEFINE_integer("top_k", 5, "How many of the most probable moves to print.", **kw)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    args = flags.FLAGS
-    try:
-        board = shogi_rules.parse_position(args.position)
-        model = inference.PolicyModel(args.model)
-        (sampled,) = model.sample([board], args.temperature, args.seed)
-        (top_moves,) = model.top_k([board], args.top_k, args.temperature)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
-    print(format_report(board.sfen(), sampled, top_moves, args.temperature, args.seed))
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -24,11 +24,12 @@ Bad input never stops the engine: a command that fails answers 'info string erro
 one 'bestmove' ('go ponder' and 'go infinite' on 'stop' or 'ponderhit', or at the next 'go').
 """
 
+import dataclasses
 import sys
 
 import cshogi
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from shogi_policy import __version__
 from shogi_policy.core import shogi_rules
@@ -116,14 +117,12 @@ class UsiEngine:
             self._warm_up()
 
     def _warm_up(self):
-        """Runs what 'go' runs (sample and top_k at batch size 1) once on the start position.
+        """Runs what 'go' runs (sample_and_rank at batch size 1) once on the start position.
 
         TensorFlow prepares a loaded signature's graph on its first call: 1-3 s for the cpu preset, longer
         than a 1-second byoyomi. Loading happens on isready, where the GUI waits without a clock.
         """
-        start = cshogi.Board()
-        self._model.sample([start], 1.0, 0)
-        self._model.top_k([start], 3, 1.0)
+        self._model.sample_and_rank([cshogi.Board()], 1.0, 0, k=3)
 
     def _isready(self, _):
         self._load_model()
@@ -161,8 +160,7 @@ class UsiEngine:
         greedy = board.move_number > self.options["Temperature_Cutoff_Ply"]
         temperature = 0.0 if greedy else self.options["Softmax_Temperature"] / 100
         seed = int(self._rng.integers(0, 2**63 - 1))
-        (move,) = self._model.sample([board], temperature, seed)
-        (top,) = self._model.top_k([board], 3, 1.0)
+        (move,), (top,) = self._model.sample_and_rank([board], temperature, seed, k=3, rank_temperature=1.0)
         self._info("policy at T 1: " + " ".join(f"{usi} {probability:.3f}" for usi, probability in top))
         if at_draw_ply:
             self._write(f"info score cp 0 pv {move}")
@@ -228,32 +226,23 @@ class UsiEngine:
         return True
 
 
+@dataclasses.dataclass(frozen=True)
+class UsiConfig:
+    """The engine's start, as shogi-policy-usi's flags give it (each field is the flag of its name)."""
+
+    model: str = dataclasses.field(
+        default="", metadata={"help": "Export directory; the initial value of the ModelPath option."}
+    )
+
+
 def _write_line(text):
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    engine = UsiEngine(_write_line, flags.FLAGS.model)
-    while True:
-        line = sys.stdin.readline()
-        if not line or not engine.handle(line.strip()):
+def serve(config, lines=None, write=_write_line):
+    """Speaks USI: handles each line of `lines` (default: stdin, read as it comes) until 'quit' or their end."""
+    engine = UsiEngine(write, config.model)
+    for line in iter(sys.stdin.readline, "") if lines is None else lines:
+        if not engine.handle(line.strip()):
             break
-
-
-def define_flags(flag_values=flags.FLAGS):
-    """Registers the app's flags on flag_values (run() uses the global FLAGS; tests their own)."""
-    flags.DEFINE_string(
-        "model", "", "Export directory; the initial value of the ModelPath option.", flag_values=flag_values
-    )
-
-
-def run():
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -46,6 +46,7 @@ import tensorflow as tf
 from absl import logging
 
 from shogi_policy.core import file_io
+from shogi_policy.data import move_match
 from shogi_policy.model import checkpoints, model_dir
 from shogi_policy.runtime import hosts
 from shogi_policy.runtime.strategy import JaxDataParallel, compilation_for, make_strategy
@@ -96,6 +97,31 @@ def _eval_steps(trainer, task):
         logging.warning("test split (%d examples) is smaller than one batch: no evaluation", examples)
         return 0
     return steps
+
+
+def _check_inputs(config, task):
+    """ConfigError, before model_dir is written, when --eval_tsv is no file or a batch is more than the training
+    split holds."""
+    if config.task.eval_tsv:
+        try:
+            move_match.check_tsv(config.task.eval_tsv, "--eval_tsv")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    examples = task.num_examples("train")
+    if examples < config.trainer.batch_size:
+        raise ConfigError(
+            f"--batch_size={config.trainer.batch_size} is more than the training split holds ({examples} "
+            "examples): lower --batch_size or convert more games"
+        )
+
+
+def _make_model_dir(directory):
+    """Creates model_dir (local or gs://); ConfigError naming it when it cannot be created or written."""
+    try:
+        tf.io.gfile.makedirs(directory)
+        file_io.check_writable(os.path.join(directory, model_dir.FLAGS_JSON))
+    except (OSError, tf.errors.OpError, ValueError) as error:
+        raise ConfigError(f"--model_dir={directory}: {file_io.io_error_reason(error)}") from None
 
 
 def _check_runtime(runtime):
@@ -184,7 +210,8 @@ def train(config, model_dir, callbacks=()):
         )
         steps_per_execution = 1
     _check_steps_per_execution(trainer, steps_per_execution)
-    tf.io.gfile.makedirs(directory)
+    _check_inputs(config, task)
+    _make_model_dir(directory)
     compiled = {
         "nested_xla": nested_xla,
         "jit_compile": jit_compile,
@@ -340,13 +367,14 @@ def _fit(config, directory, task, model, manager, network_config, extra_callback
 
 
 def _save_model(model, directory):
-    """model.keras into directory; on the other hosts of a multi-host JAX run into a throwaway directory.
-
-    Every host must save: reading a replicated global array is a collective, and model.save on the first
-    host alone waits for the others until JAX's distributed runtime aborts the run.
+    """model.keras into directory, whole or not at all: saved to a local scratch file, then written through
+    file_io.write_file_atomic (temporary file and rename; ValueError naming it on a full disk). On the other hosts
+    of a multi-host JAX run only the scratch file: every host must save, as reading a replicated global array is a
+    collective, and model.save on the first host alone waits for the others until JAX's distributed runtime aborts.
     """
-    if hosts.is_primary():
-        model.save(os.path.join(directory, model_dir.MODEL_KERAS))
-        return
     with tempfile.TemporaryDirectory() as scratch:
-        model.save(os.path.join(scratch, model_dir.MODEL_KERAS))
+        path = os.path.join(scratch, model_dir.MODEL_KERAS)
+        model.save(path)
+        if hosts.is_primary():
+            with open(path, "rb") as stream:
+                file_io.write_file_atomic(os.path.join(directory, model_dir.MODEL_KERAS), stream.read())
