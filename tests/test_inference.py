@@ -173,7 +173,7 @@ def test_bad_requests(policy, tmp_path):
 def test_record_batches_are_checked(policy):
     records, mask, _, _ = inference.encode_positions(["startpos", "startpos moves 7g7f"])
     for bad_records, bad_mask, message in [
-        (records, mask[:1], "legal_mask must be bool \\[2, 2187\\] for 2 records"),  # used to broadcast
+        (records, mask[:1], "legal_mask must be bool \\[2, 2187\\] for 2 records"),  # never broadcast
         (records[:1], mask, "legal_mask must be bool \\[1, 2187\\]"),
         (records, mask & False, "row 0 has no legal move"),
         (records.astype(np.int32), mask, "records must be uint8"),
@@ -219,7 +219,7 @@ def test_sample_cli(policy):
 
 @pytest.mark.slow
 def test_sample_cli_refuses_an_impossible_position(policy):
-    # A pawn on Black's last rank: used to sample a move. (A bad temperature takes the same ValueError path.)
+    # A pawn on Black's last rank: no move is sampled. (A bad temperature takes the same ValueError path.)
     position = "lnsgkgsnP/1r5b1/ppppppppp/9/9/9/PPPPPPPP1/1B5R1/LNSGKGSNL b - 1"
     result = subprocess.run(
         [

@@ -158,7 +158,7 @@ def test_impossible_position_is_answered_with_an_error_and_resign(sfen):
     lines = []
     engine = usi.UsiEngine(lines.append)
     engine.handle("position startpos")
-    engine.handle(f"position sfen {sfen}")  # used to be accepted and played
+    engine.handle(f"position sfen {sfen}")  # refused, never played
     (error,) = lines
     assert error.startswith("info string error: ") and sfen in error
     engine.handle("go byoyomi 1000")
@@ -182,7 +182,7 @@ def test_isready_warms_the_model_up_so_the_first_go_is_fast(tiny_export):
     engine.handle("go btime 0 wtime 0 byoyomi 1000")
     first_go = time.perf_counter() - start
     assert lines[-1].startswith("bestmove ") and lines[-1] != "bestmove resign"
-    # Measured 0.02-0.11 s at load 7 on 2 cores (the cpu preset's first go took 0.9-3.2 s before the warm-up).
+    # Measured 0.02-0.11 s at load 7 on 2 cores.
     assert first_go < 1.0
     engine.handle("go ponder")
     engine.handle("go")  # without 'stop': the pending ponder move is answered first

@@ -106,7 +106,7 @@ def run(command, body, flag_values=flags.FLAGS):
             sys.exit(f"{command}: unexpected arguments: {argv[1:]}")
         try:
             body(flag_values)
-        except Exception as error:  # noqa: BLE001  (exit_refused re-raises whatever is no refusal)
+        except Exception as error:  # (exit_refused re-raises whatever is no refusal)
             exit_refused(command, error)
 
     app.run(main, flags_parser=parse)

@@ -166,7 +166,7 @@ def preflight():
             mnist_steps=mnist_steps if report_path else 0,
             throughput_steps=20 if report_path else 0,
         )
-    except Exception as error:  # noqa: BLE001  (any failure of fit is the preflight's answer)
+    except Exception as error:  # (any failure of fit is the preflight's answer)
         sys.exit(f"\nPREFLIGHT FAILED: training did not run ({type(error).__name__}: {str(error)[:2000]})")
     if report_path:
         checks.write_report(report_path, runtime_preflight.runtime_report(), devices, report)

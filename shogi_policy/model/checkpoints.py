@@ -83,7 +83,7 @@ def _load_groups(path, groups, leaf, partial):
     leaf(variable) is the abstract leaf Orbax reads into (its shape, dtype and where it goes).
     partial: read a subset of the saved groups (Orbax then needs partial_load).
     """
-    from orbax.checkpoint import v1 as ocp  # noqa: PLC0415  (optional: orbax-checkpoint, JAX runs)
+    from orbax.checkpoint import v1 as ocp  # (optional: orbax-checkpoint, JAX runs)
 
     abstract = {group: _tree(variables, leaf) for group, variables in groups.items()}
     context = ocp.Context()
@@ -105,7 +105,7 @@ class OrbaxCheckpoints:
     """Orbax checkpoints of model and optimizer variables (JAX backend); see the module docstring."""
 
     def __init__(self, model, optimizer, directory):
-        from orbax.checkpoint import v1 as ocp  # noqa: PLC0415  (optional: orbax-checkpoint, JAX runs)
+        from orbax.checkpoint import v1 as ocp  # (optional: orbax-checkpoint, JAX runs)
 
         self.groups = dict(
             zip(
@@ -134,7 +134,7 @@ class OrbaxCheckpoints:
         return os.path.join(self.directory, str(checkpoint_number))
 
     def restore(self, path):
-        import jax  # noqa: PLC0415
+        import jax
 
         # Read straight onto each variable's current sharding (the mesh of this run's DataParallel).
         _load_groups(

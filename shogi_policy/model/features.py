@@ -38,9 +38,8 @@ operation is ops.bitwise_*; a numpy int64 table promotes the result to int64 und
 truncated to int32 under JAX, so every table is int32; no shift reaches 32 bits (its result differs
 between backends; the lanes use 27 bits).
 
-One module of about 430 lines on purpose: the word layout tables, the shifts and fills, the attack counters
-and the plane spreading are one algorithm over one bitboard layout, each step reading the tables the steps
-before built; split, a reader would follow the layout across files.
+The word layout tables, the shifts and fills, the attack counters and the plane spreading are one algorithm over
+one bitboard layout, each step reading the tables the steps before built: they live in one module.
 """
 
 import keras
@@ -354,7 +353,7 @@ _NESTED_XLA = {}  # the two halves as tf.function(jit_compile=True), made at fir
 def _nested_xla(records, dtype):
     """TF backend: plane_masks and spread_planes as two XLA computations of their own (module docstring)."""
     if not _NESTED_XLA:
-        import tensorflow as tf  # noqa: PLC0415  (the TF backend has it; the JAX backend never gets here)
+        import tensorflow as tf  # (the TF backend has it; the JAX backend never gets here)
 
         _NESTED_XLA["masks"] = tf.function(plane_masks, jit_compile=True)
         _NESTED_XLA["spread"] = tf.function(spread_planes, jit_compile=True)
@@ -404,10 +403,10 @@ class DlshogiFeatures(keras.layers.Layer):
 def compiled(function):
     """function compiled as the backend compiles a model's call: jax.jit, or a TF graph (tf.function)."""
     if keras.backend.backend() == "jax":
-        import jax  # noqa: PLC0415
+        import jax
 
         return jax.jit(function)
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return tf.function(function)
 

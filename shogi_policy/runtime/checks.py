@@ -56,7 +56,7 @@ def random_records(num_games, max_plies, seed):
 
 def _fault_callbacks():
     """[a Keras callback failing or stalling the first training batch] when FAULT_VARIABLE names this backend."""
-    import keras  # noqa: PLC0415  (after the launcher chose the backend)
+    import keras  # (after the launcher chose the backend)
 
     backend, _, fault = os.environ.get(FAULT_VARIABLE, "").partition(":")
     if backend != keras.backend.backend():

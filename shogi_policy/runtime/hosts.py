@@ -12,7 +12,7 @@ def process():
     """(this process's index, number of processes): JAX's multi-host runtime, else (0, 1)."""
     if keras.backend.backend() != "jax":
         return 0, 1
-    import jax  # noqa: PLC0415  (JAX backend only)
+    import jax  # (JAX backend only)
 
     return jax.process_index(), jax.process_count()
 
