@@ -40,7 +40,7 @@ from absl import flags  # noqa: E402
 
 from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
-from shogi_policy.data import convert, shard_manifest  # noqa: E402
+from shogi_policy.data import convert, shard_manifest, shards  # noqa: E402
 from shogi_policy.model import model_dir, network  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
@@ -189,6 +189,36 @@ def tiny_export(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (export_dir / policy_ops.METADATA_FILENAME).exists()
     return run_dir, export_dir
+
+
+@pytest.fixture(scope="session")
+def bfloat16_trained_dir(tmp_path_factory):
+    """A trainer model dir of the tiny network trained 4 steps by the trainer with --mixed_bfloat16=true on
+    random games (its model.keras computes in bfloat16; its checkpoint holds float32 variables)."""
+
+    data = tmp_path_factory.mktemp("bfloat16_shards")
+    shards.write_records(
+        str(data), {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)}
+    )
+    run_dir = tmp_path_factory.mktemp("bfloat16_run")
+    metrics = train_command.train(
+        parse_flags(
+            data_dir=data,
+            model_dir=run_dir,
+            blocks=TINY_CONFIG.blocks,
+            filters=TINY_CONFIG.filters,
+            batch_size=16,
+            steps=4,
+            steps_per_epoch=4,
+            eval_steps=0,
+            optimizer="adamw",
+            learning_rate=0.01,
+            seed=3,
+            mixed_bfloat16="true",
+        )
+    )
+    assert metrics["step"] == 4
+    return run_dir
 
 
 def numpy_probabilities(logits, mask, temperature):

@@ -24,12 +24,31 @@ from shogi_policy.training import recipes
 from shogi_policy.training import train as trainer
 
 
+class _SwitchOrAuto(flags.BooleanParser):
+    """A switch that also takes auto: --name, --noname, --name=true|false (absl's spellings) or --name=auto."""
+
+    def parse(self, argument):
+        if isinstance(argument, str) and argument.lower() == configs.AUTO:
+            return configs.AUTO
+        try:
+            return super().parse(argument)
+        except (ValueError, TypeError):
+            raise ValueError(f"expected true, false or auto, got {argument!r}") from None
+
+    def flag_type(self):
+        return "bool or auto"
+
+
 def _define(name, field, flag_values):
     """The flag of one config field: its default and help; an enum of its choices, else by its type."""
     kind, help_text, choices = configs.field_type(field), field.metadata["help"], field.metadata["choices"]
     kw = {"flag_values": flag_values}
     if choices is not None:
         flags.DEFINE_enum(name, field.default, list(choices), help_text, **kw)
+    elif configs.takes_auto(field):
+        flags.DEFINE_flag(
+            flags.Flag(_SwitchOrAuto(), None, name, field.default, help_text, boolean=True), **kw
+        )
     elif kind is bool:
         flags.DEFINE_bool(name, field.default, help_text, **kw)
     elif kind is int:
