@@ -5,15 +5,17 @@ import json
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
+import tensorflow as tf
 from absl import flags
 from conftest import parse_flags, random_game_records
 
 from shogi_policy.cli import train as train_command
 from shogi_policy.data import shards
 from shogi_policy.model import model_dir
-from shogi_policy.runtime import precision
+from shogi_policy.runtime import precision, strategy
 from shogi_policy.training import config, recipes
 
 CPUINFO = pathlib.Path(__file__).resolve().parent / "cpuinfo"
@@ -190,3 +192,15 @@ def test_a_resume_under_auto_keeps_the_recorded_precision(tiny_shards, tmp_path)
     assert flags_resumed["mixed_bfloat16"] is True and "mixed_bfloat16" not in runs[-1]["changed"]
     flags_forced, runs = _train(tiny_shards, run, steps=6, mixed_bfloat16="false")
     assert flags_forced["mixed_bfloat16"] is False and runs[-1]["changed"]["mixed_bfloat16"] == [True, False]
+
+
+def test_compute_devices_of_the_strategies():
+    gpu = types.SimpleNamespace(platform="gpu", compute_capability="8.6")
+    assert strategy.compute_devices(strategy.JaxDataParallel([gpu])) == {
+        "platform": "gpu",
+        "gpu_capabilities": ["8.6"],
+    }
+    tpu = types.SimpleNamespace(platform="tpu")
+    assert strategy.compute_devices(strategy.JaxDataParallel([tpu]))["platform"] == "tpu"
+    expected = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    assert strategy.compute_devices(tf.distribute.get_strategy())["platform"] == expected
