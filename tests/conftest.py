@@ -192,18 +192,24 @@ def tiny_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bfloat16_trained_dir(tmp_path_factory):
-    """A trainer model dir of the tiny network trained 4 steps by the trainer with --mixed_bfloat16=true on
-    random games (its model.keras computes in bfloat16; its checkpoint holds float32 variables)."""
-
-    data = tmp_path_factory.mktemp("bfloat16_shards")
+def small_shards(tmp_path_factory):
+    """A shard directory of random games: 6 train games, 2 test games (about 30 plies each)."""
+    directory = tmp_path_factory.mktemp("small_shards")
     shards.write_records(
-        str(data), {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)}
+        str(directory),
+        {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)},
     )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bfloat16_trained_dir(tmp_path_factory, small_shards):
+    """A trainer model dir of the tiny network trained 4 steps by the trainer with --mixed_bfloat16=true on
+    small_shards (its model.keras computes in bfloat16; its checkpoint holds float32 variables)."""
     run_dir = tmp_path_factory.mktemp("bfloat16_run")
     metrics = train_command.train(
         parse_flags(
-            data_dir=data,
+            data_dir=small_shards,
             model_dir=run_dir,
             blocks=TINY_CONFIG.blocks,
             filters=TINY_CONFIG.filters,

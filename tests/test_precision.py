@@ -10,10 +10,9 @@ import types
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import parse_flags, random_game_records
+from conftest import parse_flags
 
 from shogi_policy.cli import train as train_command
-from shogi_policy.data import shards
 from shogi_policy.model import model_dir
 from shogi_policy.runtime import precision, strategy
 from shogi_policy.training import config, recipes
@@ -153,16 +152,6 @@ def test_the_default_job_chooses_its_recipe_by_the_host(cpuinfo, recipe, tmp_pat
     assert result.stdout.split()[-1] == recipe, result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_shards(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("precision_shards")
-    shards.write_records(
-        str(directory),
-        {"train": random_game_records(4, 20, seed=30), "test": random_game_records(1, 20, seed=31)},
-    )
-    return directory
-
-
 def _train(data, directory, **values):
     """Trains the tiny network a few steps; returns train_flags.json's (flags, runs)."""
     values = {"steps": 2, "steps_per_epoch": 2, "eval_steps": 0, "seed": 1, "batch_size": 16, **values}
@@ -170,8 +159,8 @@ def _train(data, directory, **values):
     return model_dir.read_run_record(str(directory))
 
 
-def test_a_run_records_the_precision_auto_resolved_to(tiny_shards, tmp_path):
-    flags_auto, _ = _train(tiny_shards, tmp_path / "auto")
+def test_a_run_records_the_precision_auto_resolved_to(small_shards, tmp_path):
+    flags_auto, _ = _train(small_shards, tmp_path / "auto")
     assert (
         flags_auto["mixed_bfloat16"] is precision.native_bfloat16("cpu")[0]
     )  # the default strategy: the CPU
@@ -179,18 +168,18 @@ def test_a_run_records_the_precision_auto_resolved_to(tiny_shards, tmp_path):
         True,
         False,
     )
-    assert _train(tiny_shards, tmp_path / "float32", mixed_bfloat16="false")[0]["mixed_bfloat16"] is False
+    assert _train(small_shards, tmp_path / "float32", mixed_bfloat16="false")[0]["mixed_bfloat16"] is False
 
 
 @pytest.mark.slow
-def test_a_resume_under_auto_keeps_the_recorded_precision(tiny_shards, tmp_path):
+def test_a_resume_under_auto_keeps_the_recorded_precision(small_shards, tmp_path):
     """Checkpoints made in bfloat16 (forced, as on another host) go on in bfloat16 under auto, whatever this
     host's rule says; forcing the other value is a logged change (RESUME_FREE)."""
     run = tmp_path / "run"
-    assert _train(tiny_shards, run, mixed_bfloat16="true")[0]["mixed_bfloat16"] is True
-    flags_resumed, runs = _train(tiny_shards, run, steps=4)
+    assert _train(small_shards, run, mixed_bfloat16="true")[0]["mixed_bfloat16"] is True
+    flags_resumed, runs = _train(small_shards, run, steps=4)
     assert flags_resumed["mixed_bfloat16"] is True and "mixed_bfloat16" not in runs[-1]["changed"]
-    flags_forced, runs = _train(tiny_shards, run, steps=6, mixed_bfloat16="false")
+    flags_forced, runs = _train(small_shards, run, steps=6, mixed_bfloat16="false")
     assert flags_forced["mixed_bfloat16"] is False and runs[-1]["changed"]["mixed_bfloat16"] == [True, False]
 
 

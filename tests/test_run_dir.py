@@ -11,12 +11,11 @@ import time
 import keras
 import pytest
 from absl import app
-from conftest import FUZZ_SETTINGS, parse_flags, random_game_records
+from conftest import FUZZ_SETTINGS, parse_flags
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shogi_policy.cli import train as train_command
-from shogi_policy.data import shards
 from shogi_policy.model import model_dir
 from shogi_policy.training import resume, run_lock
 
@@ -128,16 +127,6 @@ def test_remote_run_directory_is_not_locked(caplog):
     with run_lock.hold("gs://bucket/run"), run_lock.hold("gs://bucket/run"):
         pass
     assert "no lock keeps a second trainer out" in caplog.text
-
-
-@pytest.fixture(scope="module")
-def small_shards(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("run_dir_shards")
-    shards.write_records(
-        str(directory),
-        {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)},
-    )
-    return directory
 
 
 @pytest.mark.slow
