@@ -13,12 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
-RECIPE=${RECIPE:-main}
-FLOODGATE_TSV=../shared/data/floodgate_positions/train_val_2000.tsv
+# The main job in bfloat16 where the CPU computes it natively (AMX or AVX512_BF16: more steps in the same time),
+# else in float32 (shogi_policy/runtime/precision.py, docs/results.md).
+RECIPE=${RECIPE:-$(if [ "$(python -m shogi_policy.runtime.precision)" = bfloat16 ]; then echo main_bfloat16; else echo main; fi)}
+FLOODGATE_TSV=${FLOODGATE_TSV:-../shared/data/floodgate_positions/train_val_2000.tsv}
 INPUTS=data/floodgate_games.usi.gz,data/engine_games.usi.gz
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [ ! -f "shogi_policy/training/recipes/$RECIPE.flags" ]; then
-  echo "RECIPE must name a file of shogi_policy/training/recipes (main, long, tpu), not '$RECIPE'" >&2; exit 2
+  echo "RECIPE must name a file of shogi_policy/training/recipes (main, main_bfloat16, long, tpu), not '$RECIPE'" >&2
+  exit 2
 fi
 
 if [ ! -f "$OUT/shards/manifest.json" ]; then

@@ -41,7 +41,7 @@ from absl import flags  # noqa: E402
 from shogi_policy.cli import command  # noqa: E402
 from shogi_policy.cli import train as train_command  # noqa: E402
 from shogi_policy.core import record_format, shogi_rules  # noqa: E402
-from shogi_policy.data import convert, shard_manifest  # noqa: E402
+from shogi_policy.data import convert, shard_manifest, shards  # noqa: E402
 from shogi_policy.model import model_dir, network, network_config  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
@@ -190,6 +190,42 @@ def tiny_export(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (export_dir / policy_ops.METADATA_FILENAME).exists()
     return run_dir, export_dir
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory):
+    """A shard directory of random games: 6 train games, 2 test games (about 30 plies each)."""
+    directory = tmp_path_factory.mktemp("small_shards")
+    shards.write_records(
+        str(directory),
+        {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)},
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bfloat16_trained_dir(tmp_path_factory, small_shards):
+    """A trainer model dir of the tiny network trained 4 steps by the trainer with --mixed_bfloat16=true on
+    small_shards (its model.keras computes in bfloat16; its checkpoint holds float32 variables)."""
+    run_dir = tmp_path_factory.mktemp("bfloat16_run")
+    metrics = train_command.train(
+        parse_flags(
+            data_dir=small_shards,
+            model_dir=run_dir,
+            blocks=TINY_CONFIG.blocks,
+            filters=TINY_CONFIG.filters,
+            batch_size=16,
+            steps=4,
+            steps_per_epoch=4,
+            eval_steps=0,
+            optimizer="adamw",
+            learning_rate=0.01,
+            seed=3,
+            mixed_bfloat16="true",
+        )
+    )
+    assert metrics["step"] == 4
+    return run_dir
 
 
 def numpy_probabilities(logits, mask, temperature):

@@ -186,7 +186,9 @@ def test_recipes_keep_the_main_jobs_settings_and_refuse_unknown_names():
         False,
     )
     assert recipes.load("tpu").runtime.mixed_bfloat16 and recipes.load("tpu").task.preset == "b10c192"
-    with pytest.raises(ValueError, match="--recipe must be one of long, main, tpu, got 'fast'"):
+    with pytest.raises(
+        ValueError, match="--recipe must be one of long, main, main_bfloat16, tpu, got 'fast'"
+    ):
         recipes.expand(["--recipe=fast"])
 
 
@@ -245,7 +247,9 @@ def test_the_command_reads_a_recipe_in_place(tmp_path):
     unknown = subprocess.run(
         [*command, "--recipe=fast"], capture_output=True, text=True, timeout=120, env=env
     )
-    assert unknown.returncode != 0 and "--recipe must be one of long, main, tpu" in unknown.stderr
+    assert (
+        unknown.returncode != 0 and "--recipe must be one of long, main, main_bfloat16, tpu" in unknown.stderr
+    )
     flags_after = [
         "--steps=2",
         "--steps_per_epoch=2",
@@ -311,3 +315,12 @@ def test_preflight_checks_run_under_a_recipe_with_warm_up(tmp_path):
 
     report = runtime_check.run_checks(trainer, run, check_steps=2, throughput_steps=0, mnist_steps=0)
     assert report["check"]["steps"] == 2
+
+
+def test_a_recipe_may_leave_a_decided_switch_to_auto():
+    assert recipes._typed(bool, "auto", "main", "mixed_bfloat16", auto=True) == "auto"
+    assert recipes._typed(bool, "false", "main", "mixed_bfloat16", auto=True) is False
+    with pytest.raises(ValueError, match="--mixed_bfloat16 must be true, false or auto, got 'maybe'"):
+        recipes._typed(bool, "maybe", "main", "mixed_bfloat16", auto=True)
+    with pytest.raises(ValueError, match="--mirror must be true or false, got 'auto'"):
+        recipes._typed(bool, "auto", "main", "mirror")

@@ -73,8 +73,23 @@ _PLAIN_TF_SCRIPT = textwrap.dedent(
 )
 
 
-def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path):
-    model_dir, export_dir = tiny_export
+@pytest.fixture(scope="module")
+def bfloat16_export(bfloat16_trained_dir):
+    """(model dir, export dir) of the tiny network trained in mixed bfloat16, exported by the CLI."""
+    export_dir = bfloat16_trained_dir / "export"
+    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={bfloat16_trained_dir}"]
+    result = subprocess.run(
+        [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return bfloat16_trained_dir, export_dir
+
+
+@pytest.mark.parametrize("exported", ["tiny_export", pytest.param("bfloat16_export", marks=pytest.mark.slow)])
+def test_signatures_served_by_plain_tensorflow_match_keras(exported, request, tmp_path):
+    """The SavedModel served without this package computes what its float32 Keras model does, also for a model
+    trained in mixed bfloat16 (exported in float32)."""
+    model_dir, export_dir = request.getfixturevalue(exported)
     records, mask = cshogi_inputs(OPENINGS)
     np.savez(tmp_path / "inputs.npz", records=records, mask=mask)
     result = subprocess.run(
@@ -98,8 +113,14 @@ def test_signatures_served_by_plain_tensorflow_match_keras(tiny_export, tmp_path
     assert out["probabilities"].shape == (n, policy_labels.NUM_MOVE_LABELS)
     assert out["label"].shape == (n,) and out["label"].dtype == np.int32
 
-    keras_logits = keras.models.load_model(model_dir / "model.keras")(records, training=False)
-    np.testing.assert_allclose(out["logits"], keras.ops.convert_to_numpy(keras_logits), rtol=1e-5, atol=1e-5)
+    float32_model = export.load_model(model_dir=str(model_dir))[0]
+    assert all(weight.dtype == "float32" for weight in float32_model.weights)
+    keras_logits = keras.ops.convert_to_numpy(float32_model(records, training=False))
+    np.testing.assert_allclose(out["logits"], keras_logits, rtol=1e-5, atol=1e-5)
+    # The trained model.keras itself (in bfloat16 where it was trained so) agrees to bfloat16's 8 bits.
+    trained_logits = keras.models.load_model(model_dir / "model.keras")(records, training=False)
+    trained_logits = keras.ops.convert_to_numpy(keras.ops.cast(trained_logits, "float32"))
+    np.testing.assert_allclose(out["logits"], trained_logits, rtol=0, atol=0.05 * np.abs(keras_logits).max())
     np.testing.assert_allclose(
         out["probabilities"], numpy_probabilities(out["logits"], mask, 0.5), rtol=1e-5, atol=1e-6
     )

@@ -15,7 +15,7 @@ from conftest import random_game_records
 
 from shogi_policy.core import policy_labels, record_format, shogi_rules
 from shogi_policy.model import network, network_config
-from shogi_policy.serving import onnx_export
+from shogi_policy.serving import export, onnx_export
 
 pytestmark = pytest.mark.slow  # docs/testing.md
 
@@ -102,6 +102,21 @@ def test_policy_only_export_matches_keras(tiny_export, cli_onnx, boards):
     policy, value = run_onnx(cli_onnx, boards)
     check_policy(keras_outputs(keras_model, boards)[0], policy, boards)
     assert value.shape == (len(boards), 1) and np.all(value == onnx_export.POLICY_ONLY_VALUE)
+
+
+def test_bfloat16_trained_model_exports_float32_onnx(bfloat16_trained_dir, tmp_path, boards):
+    """A model trained with --mixed_bfloat16=true: its ONNX holds no bfloat16 weight and matches the float32
+    Keras model the export builds from its checkpoint."""
+    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={bfloat16_trained_dir}"]
+    result = subprocess.run(
+        [*command, "--format=onnx", f"--export_dir={tmp_path}"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = tmp_path / onnx_export.ONNX_FILENAME
+    weight_types = {tensor.data_type for tensor in onnx.load(str(path)).graph.initializer}
+    assert onnx.TensorProto.FLOAT in weight_types and onnx.TensorProto.BFLOAT16 not in weight_types
+    float32_model = export.load_model(model_dir=str(bfloat16_trained_dir))[0]
+    check_policy(keras_outputs(float32_model, boards)[0], run_onnx(path, boards)[0], boards)
 
 
 def _randomize_statistics(model, seed):

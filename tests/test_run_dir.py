@@ -131,16 +131,6 @@ def test_remote_run_directory_is_not_locked(caplog):
     assert "no lock keeps a second trainer out" in caplog.text
 
 
-@pytest.fixture(scope="module")
-def small_shards(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("run_dir_shards")
-    shards.write_records(
-        str(directory),
-        {"train": random_game_records(6, 30, seed=20), "test": random_game_records(2, 30, seed=21)},
-    )
-    return directory
-
-
 @pytest.mark.slow
 def test_two_trainers_on_one_model_dir(small_shards, tmp_path):
     """End to end, two processes: the second refuses at once naming the first, which finishes alone."""

@@ -21,7 +21,7 @@ from absl import app, flags
 from shogi_policy.core import file_io
 
 SCRIPTS = Path(__file__).resolve().parent
-BENCH_ORDER = ("convert", "pipeline", "features", "train", "backends", "sampling", "evaluate")
+BENCH_ORDER = ("convert", "pipeline", "features", "train", "precision", "backends", "sampling", "evaluate")
 
 QUICK = flags.DEFINE_bool("quick", False, "Short runs (smoke test).")
 ONLY = flags.DEFINE_list("only", [], f"Subset of {', '.join(BENCH_ORDER)}.")

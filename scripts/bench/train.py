@@ -72,18 +72,24 @@ def _batch(batch):
     return records, targets
 
 
-def measure(blocks, filters, batch, jit, steps):
-    """Training positions/s of one network in this process."""
+def measure(blocks, filters, batch, jit, steps, dtype_policy="float32"):
+    """Training positions/s of one network in this process; dtype_policy as the trainer sets it (mixed_bfloat16
+    for --mixed_bfloat16)."""
     import keras
     import tensorflow as tf
 
     from shogi_policy.model import losses, network, network_config
     from shogi_policy.runtime.strategy import host_xla_available
 
-    # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
-    model = network.build_policy_model(
-        network_config.NetworkConfig(blocks, filters, "relu"), nested_xla=host_xla_available()
-    )
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(dtype_policy)
+    try:
+        # As the trainer builds it on this host: the feature layer as its own XLA computations where XLA runs.
+        model = network.build_policy_model(
+            network_config.NetworkConfig(blocks, filters, "relu"), nested_xla=host_xla_available()
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     model.compile(
         keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
         loss=losses.PolicyLoss(),

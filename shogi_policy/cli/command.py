@@ -13,18 +13,29 @@ and keeps its traceback.
 
 import dataclasses
 import sys
-import typing
 
 from absl import app, flags
+
+from shogi_policy.training.config import AUTO, field_type, takes_auto
 
 # TensorFlow's errors of a path (tf.io.gfile, checkpoints) that are the user's to fix, by class name: the shell
 # imports no TensorFlow (the trainer under JAX may run without it).
 _TF_PATH_ERRORS = ("NotFoundError", "PermissionDeniedError", "AlreadyExistsError", "ResourceExhaustedError")
 
 
-def value_type(field):
-    """The value type of a dataclass field (bool, int, float, str), without the None of an optional one."""
-    return next(kind for kind in typing.get_args(field.type) or (field.type,) if kind is not type(None))
+class _SwitchOrAuto(flags.BooleanParser):
+    """A switch that also takes auto: --name, --noname, --name=true|false (absl's spellings) or --name=auto."""
+
+    def parse(self, argument):
+        if isinstance(argument, str) and argument.lower() == AUTO:
+            return AUTO
+        try:
+            return super().parse(argument)
+        except (ValueError, TypeError):
+            raise ValueError(f"expected true, false or auto, got {argument!r}") from None
+
+    def flag_type(self):
+        return "bool or auto"
 
 
 def define_flag(name, field, flag_values=flags.FLAGS):
@@ -41,11 +52,13 @@ def define_flag(name, field, flag_values=flags.FLAGS):
         flags.DEFINE_list(name, list(default), help_text, **kw)
     elif choices is not None:
         flags.DEFINE_enum(name, default, list(choices), help_text, **kw)
-    elif value_type(field) is bool:
+    elif takes_auto(field):
+        flags.DEFINE_flag(flags.Flag(_SwitchOrAuto(), None, name, default, help_text, boolean=True), **kw)
+    elif field_type(field) is bool:
         flags.DEFINE_bool(name, default, help_text, **kw)
-    elif value_type(field) is int:
+    elif field_type(field) is int:
         flags.DEFINE_integer(name, default, help_text, **kw)
-    elif value_type(field) is float:
+    elif field_type(field) is float:
         flags.DEFINE_float(name, default, help_text, **kw)
     else:
         flags.DEFINE_string(name, default, help_text, **kw)

@@ -166,6 +166,21 @@ def make_strategy(name="auto", tpu="local"):
     return strategy
 
 
+def compute_devices(strategy):
+    """{"platform", "gpu_capabilities"} of the devices a strategy made by make_strategy computes on:
+    precision.native_bfloat16's arguments. TensorFlow: TPUStrategy is "tpu", otherwise "gpu" where TensorFlow
+    sees GPUs (the default strategy places ops on the first) and "cpu"; JAX: its devices' platform."""
+    if isinstance(strategy, JaxDataParallel):
+        devices = strategy.devices
+        capabilities = [getattr(device, "compute_capability", None) for device in devices]
+        return {"platform": devices[0].platform, "gpu_capabilities": [c for c in capabilities if c]}
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return {"platform": "tpu", "gpu_capabilities": []}
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
+    return {"platform": "gpu" if gpus else "cpu", "gpu_capabilities": [c for c in capabilities if c]}
+
+
 @functools.cache
 def host_xla_available():
     """Whether XLA compiles and runs for the host CPU in this process (False with the tensorflow-tpu wheel).

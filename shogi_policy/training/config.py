@@ -25,6 +25,8 @@ from shogi_policy.runtime.environment import JIT_COMPILE, STRATEGIES
 BACKENDS = ("tensorflow", "jax")
 DATASETS = ("shogi", "mnist")
 OPTIMIZERS = ("sgd", "adamw")
+# A switch the trainer decides for its devices (--mixed_bfloat16); such a field's type is bool | Literal["auto"].
+AUTO = "auto"
 
 
 class ConfigError(ValueError):
@@ -41,11 +43,21 @@ _FINITE_NON_NEGATIVE = (lambda value: math.isfinite(value) and value >= 0, "a fi
 
 
 def field_type(field):
-    """The value type of a field (bool, int, float or str), without the None of an optional one."""
+    """The value type of a field (bool, int, float or str), without the None of an optional one or the "auto"
+    of a switch the trainer may decide (takes_auto)."""
     kind = field.type
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        (kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        (kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None) and not _is_auto(arg)]
     return kind
+
+
+def _is_auto(kind):
+    return typing.get_origin(kind) is typing.Literal and typing.get_args(kind) == (AUTO,)
+
+
+def takes_auto(field):
+    """Whether a field also takes "auto" beside its type's values (bool | Literal["auto"])."""
+    return typing.get_origin(field.type) is typing.Union and any(map(_is_auto, typing.get_args(field.type)))
 
 
 class _Checked:
@@ -200,7 +212,13 @@ class RuntimeConfig(_Checked):
         "JAX compiles the whole step unless false.",
         choices=JIT_COMPILE,
     )
-    mixed_bfloat16: bool = _field(False, "Compute in bfloat16 (TPU); weights and logits stay float32.")
+    mixed_bfloat16: bool | typing.Literal["auto"] = _field(
+        AUTO,
+        "Compute in bfloat16 with float32 weights and logits. auto: where the hardware computes bfloat16 natively "
+        "(a TPU, a GPU of compute capability >= 8.0, an x86 CPU with AMX or AVX512_BF16; a resumed run keeps its "
+        "own); train_flags.json records what it resolved to.",
+        check=(lambda value: isinstance(value, bool) or value == AUTO, "true, false or auto"),
+    )
 
 
 GROUPS = {"task": TaskConfig, "trainer": TrainerConfig, "runtime": RuntimeConfig}

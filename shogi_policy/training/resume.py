@@ -79,6 +79,14 @@ def recorded_config(model_dir):
         raise type(error)(f"{path}: {error}") from None
 
 
+def resumed_flag(model_dir, name):
+    """The value train_flags.json records for a setting where a run resumes model_dir's checkpoints, else None."""
+    if not model_dirs.latest_checkpoint(model_dir):
+        return None
+    record = model_dirs.read_run_record(model_dir)
+    return record[0].get(name) if record else None
+
+
 def _normalized(name, value):
     """A value as compared on resume: --data_dir without a trailing slash or ./ segments, a preset by shape (as
     TaskConfig reads it: a record may name an alias)."""

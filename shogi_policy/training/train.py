@@ -48,8 +48,8 @@ from absl import logging
 from shogi_policy.core import file_io
 from shogi_policy.data import move_match
 from shogi_policy.model import checkpoints, model_dir
-from shogi_policy.runtime import hosts
-from shogi_policy.runtime.strategy import JaxDataParallel, compilation_for, make_strategy
+from shogi_policy.runtime import hosts, precision
+from shogi_policy.runtime.strategy import JaxDataParallel, compilation_for, compute_devices, make_strategy
 from shogi_policy.training import resume, run_lock
 from shogi_policy.training.callbacks import (
     DivergenceGuard,
@@ -59,7 +59,7 @@ from shogi_policy.training.callbacks import (
     TrainingDiverged,
     TsvEvaluation,
 )
-from shogi_policy.training.config import ConfigError
+from shogi_policy.training.config import AUTO, ConfigError
 from shogi_policy.training.tasks import TASKS
 
 __all__ = ["ConfigError", "TrainingDiverged", "make_optimizer", "train"]
@@ -166,6 +166,22 @@ def _check_steps_per_execution(trainer, steps_per_execution):
             )
 
 
+def _resolve_mixed_bfloat16(config, strategy, directory):
+    """config with --mixed_bfloat16=auto resolved to True or False, so train_flags.json records the value: the
+    one recorded where the run resumes checkpoints (another host keeps the run's precision), else whether the
+    strategy's devices compute bfloat16 natively (shogi_policy.runtime.precision). Logs the choice and why."""
+    chosen = config.runtime.mixed_bfloat16
+    if chosen != AUTO:
+        why = f"--mixed_bfloat16={str(chosen).lower()}"
+    elif isinstance(recorded := resume.resumed_flag(directory, "mixed_bfloat16"), bool):
+        chosen, why = recorded, "auto: as train_flags.json records it for the checkpoints resumed"
+    else:
+        chosen, why = precision.native_bfloat16(**compute_devices(strategy))
+        why = f"auto: {why}"
+    logging.info("precision: %s (%s)", "mixed bfloat16" if chosen else "float32", why)
+    return config.replace(mixed_bfloat16=chosen)
+
+
 def train(config, model_dir, callbacks=()):
     """Trains per a config into a model directory.
 
@@ -221,6 +237,7 @@ def train(config, model_dir, callbacks=()):
     try:
         # One writer per model_dir: the first host holds the lock for the whole run (shogi_policy.training.run_lock).
         with run_lock.hold(directory) if hosts.is_primary() else contextlib.nullcontext():
+            config = _resolve_mixed_bfloat16(config, strategy, directory)
             record, changes = resume.claim_model_dir(config, directory, network_config, task.data_identity())
             return _build_and_fit(
                 config, directory, task, network_config, strategy, compiled, callbacks, record, changes

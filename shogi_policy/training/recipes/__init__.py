@@ -1,8 +1,9 @@
-"""Named training recipes: flag files shipped with the package (main.flags, long.flags, tpu.flags).
+"""Named training recipes: flag files shipped with the package (main, main_bfloat16, long, tpu: NAME.flags).
 
-  main  the main job on the embedded default data (scripts/run_default_job.sh), 1,300 steps on a CPU
-  long  the long CPU recipe: 6,000 steps with --mirror
-  tpu   dlshogi's 10x192 network at batch 1024, bfloat16, 100 steps per TPU call
+  main           the main job on the embedded default data (scripts/run_default_job.sh), 1,300 steps on a CPU
+  main_bfloat16  the main job on a CPU that computes bfloat16 natively: 1,800 steps in bfloat16, in main's time
+  long           the long CPU recipe: 6,000 steps with --mirror
+  tpu            dlshogi's 10x192 network at batch 1024, bfloat16, 100 steps per TPU call
 
 `shogi-policy-train --recipe=main --data_dir=... --model_dir=...` reads one as --flagfile does, in place: flags
 after it override it (expand). From Python, load(name) is its config.TrainConfig. A recipe file holds one
@@ -74,16 +75,24 @@ def load(name):
     if unknown:
         raise ValueError(f"{path(name)}: unknown settings {sorted(unknown)}")
     return config.TrainConfig.from_flat(
-        {key: _typed(config.field_type(fields[key]), value, name, key) for key, value in values.items()}
+        {
+            key: _typed(config.field_type(fields[key]), value, name, key, auto=config.takes_auto(fields[key]))
+            for key, value in values.items()
+        }
     )
 
 
-def _typed(kind, value, name, key):
-    """A recipe's value text (or switch) as the field's type; bool text as absl reads it (true/false, 1/0)."""
+def _typed(kind, value, name, key, auto=False):
+    """A recipe's value text (or switch) as the field's type; bool text as absl reads it (true/false, 1/0), and
+    auto where the field takes it."""
+    if auto and isinstance(value, str) and value.lower() == "auto":
+        return "auto"
     if isinstance(value, bool) or kind is not bool:
         return value if isinstance(value, bool) else kind(value)
     if value.lower() in ("true", "1"):
         return True
     if value.lower() in ("false", "0"):
         return False
-    raise ValueError(f"{path(name)}: --{key} must be true or false, got {value[:100]!r}")
+    raise ValueError(
+        f"{path(name)}: --{key} must be true{', false or auto' if auto else ' or false'}, got {value[:100]!r}"
+    )
