@@ -14,23 +14,21 @@ import cshogi.CSA
 from shogi_policy.core import quoting, shogi_rules
 from shogi_policy.data import game_io
 
-# CSA special moves -> (ending, rule giving the result from the side to move at the end).
-_CSA_ENDINGS = {
-    "%TORYO": ("resign", "mover_loses"),
-    "%TSUMI": ("mate", "mover_loses"),
-    "%TIME_UP": ("timeout", "mover_loses"),
-    "%ILLEGAL_MOVE": ("illegal", "mover_loses"),
-    "%+ILLEGAL_ACTION": ("illegal", "black_loses"),
-    "%-ILLEGAL_ACTION": ("illegal", "white_loses"),
-    "%OUTE_SENNICHITE": ("illegal", "mover_wins"),  # the checking side, who just moved, loses
-    "%KACHI": ("declare", "mover_wins"),
-    "%SENNICHITE": ("repetition", "draw"),
-    "%HIKIWAKE": ("impasse", "draw"),
-    "%JISHOGI": ("max_plies", "draw"),  # cshogi maps floodgate's 'summary:max_moves to it
-    "%MAX_MOVES": ("max_plies", "draw"),
-    "%CHUDAN": ("abort", None),
-    "%ERROR": ("abort", None),
-}
+# CSA special moves -> (ending, rule giving the result from the side to move at the end). %OUTE_SENNICHITE: the
+# checking side, who just moved, loses; %JISHOGI: cshogi maps floodgate's 'summary:max_moves to it.
+_CSA_ENDINGS = game_io.endings(
+    mover_loses={"%TORYO": "resign", "%TSUMI": "mate", "%TIME_UP": "timeout", "%ILLEGAL_MOVE": "illegal"},
+    mover_wins={"%OUTE_SENNICHITE": "illegal", "%KACHI": "declare"},
+    black_loses={"%+ILLEGAL_ACTION": "illegal"},
+    white_loses={"%-ILLEGAL_ACTION": "illegal"},
+    draw={
+        "%SENNICHITE": "repetition",
+        "%HIKIWAKE": "impasse",
+        "%JISHOGI": "max_plies",
+        "%MAX_MOVES": "max_plies",
+    },
+    unscored={"%CHUDAN": "abort", "%ERROR": "abort"},
+)
 _SIDES = {"+": "black", "-": "white"}
 # A move statement: side, from square (00 for a drop), to square, piece.
 _CSA_MOVE = re.compile(r"[+-][0-9]{4}[A-Z]{2}\s*$")

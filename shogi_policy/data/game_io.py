@@ -128,6 +128,17 @@ def first_illegal(board, moves):
     return None
 
 
+def endings(**words_by_rule):
+    """{terminal word: (ending, rule)} of a reader's terminal words grouped by result rule: each keyword is a rule
+    of result_of ('mover_loses', 'mover_wins', 'black_loses', 'white_loses', 'draw'), or 'unscored' (no result),
+    and maps the words that end a game under it to their ending (ENDINGS)."""
+    return {
+        word: (ending, None if rule == "unscored" else rule)
+        for rule, words in words_by_rule.items()
+        for word, ending in words.items()
+    }
+
+
 def result_of(rule, turn):
     """The result of a game ended under rule ('mover_loses', ...) with turn (0/1) to move at the end."""
     if rule == "mover_loses":

@@ -9,18 +9,12 @@ from shogi_policy.core import quoting, shogi_rules
 from shogi_policy.data import game_io
 
 # KIF terminal words -> (ending, result rule); a "まで...の勝ち" result line takes precedence.
-_KIF_ENDINGS = {
-    "投了": ("resign", "mover_loses"),
-    "詰み": ("mate", "mover_loses"),
-    "切れ負け": ("timeout", "mover_loses"),
-    "反則負け": ("illegal", "mover_loses"),
-    "反則勝ち": ("illegal", "mover_wins"),
-    "千日手": ("repetition", "draw"),
-    "持将棋": ("impasse", "draw"),
-    "入玉宣言": ("declare", "mover_wins"),
-    "入玉勝ち": ("declare", "mover_wins"),
-    "中断": ("abort", None),
-}
+_KIF_ENDINGS = game_io.endings(
+    mover_loses={"投了": "resign", "詰み": "mate", "切れ負け": "timeout", "反則負け": "illegal"},
+    mover_wins={"反則勝ち": "illegal", "入玉宣言": "declare", "入玉勝ち": "declare"},
+    draw={"千日手": "repetition", "持将棋": "impasse"},
+    unscored={"中断": "abort"},
+)
 _KIF_MOVE_LINE = re.compile(r"^\s*[0-9]+\s+(\S+)")
 # A start position drawn as a board (BOD: hands, rows, side to move): cshogi's KIF parser skips it and
 # would read the moves from the initial position.
