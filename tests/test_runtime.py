@@ -10,12 +10,15 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import cshogi
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shogi_policy.cli import launch as cli
 from shogi_policy.core import record_format
+from shogi_policy.data import random_games, shard_manifest, shards
 from shogi_policy.runtime import checks as runtime_check
 from shogi_policy.runtime import environment as tpu_environment
 from shogi_policy.runtime import preflight as runtime_preflight
@@ -100,7 +103,6 @@ def test_console_scripts_are_the_launchers():
     assert scripts == {
         f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}"
         for name in cli.COMMANDS
-        if name != "preflight"
     }
 
 
@@ -241,8 +243,32 @@ def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
 
 
 def test_random_records_are_legal_games():
-    records = runtime_check.random_records(num_games=2, max_plies=12, seed=3)
+    records = random_games.random_game_records(num_games=2, max_plies=12, seed=3)
     assert len(records) == 24 and not record_format.record_problems(records).any()
+    exact = random_games.random_records(1000, max_plies=128, seed=3)
+    assert (
+        exact.shape == (1000, record_format.RECORD_BYTES) and not record_format.record_problems(exact).any()
+    )
+    # cshogi replays every game's moves as legal: the oracle is not ours.
+    for seed in range(3):
+        board = cshogi.Board()
+        for move in random_games.random_game_moves(seed, max_plies=80):
+            assert board.is_legal(move)
+            board.push(move)
+
+
+@pytest.mark.parametrize("num_hosts", [1, 2])
+def test_check_data_fits_the_notebook_batch_on_every_host(num_hosts, tmp_path, monkeypatch):
+    # The notebook's BATCH_SIZE 1024 (the old check wrote 512 positions whatever the batch): each host reads
+    # its own shard files (input_pipeline.make_dataset, host_index::num_hosts) and needs its share of the batch.
+    monkeypatch.setattr(runtime_check.hosts, "process", lambda: (0, num_hosts))
+    data_dir = runtime_check.check_data(str(tmp_path / "shards"), batch_size=1024, batches=2)
+    paths = shard_manifest.nonempty_shard_paths(data_dir, "train")
+    assert len(paths) == num_hosts
+    for host in range(num_hosts):
+        assert sum(shards.shard_lengths(paths[host::num_hosts])) == 2 * 1024 // num_hosts
+    records = np.concatenate([records for _, records in shards.read_records(data_dir, "train")])
+    assert not record_format.record_problems(records).any()
 
 
 JAX_ORDER_PROBE = """
