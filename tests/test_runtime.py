@@ -100,10 +100,7 @@ def test_console_scripts_are_the_launchers():
     scripts = dict(
         line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
     )
-    assert scripts == {
-        f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}"
-        for name in cli.COMMANDS
-    }
+    assert scripts == {f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}" for name in cli.COMMANDS}
 
 
 @pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
@@ -211,6 +208,7 @@ def test_preflight(monkeypatch, capsys, launcher_environ):
 
 
 TINY_NET = ["--preset=cpu", "--blocks=1", "--filters=16", "--batch_size=16"]
+SMALL_NETWORK = ["--blocks=1", "--filters=16"]  # what a CPU stand-in may shrink: the network, never the batch
 
 
 @pytest.mark.slow
@@ -231,6 +229,43 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
     assert checks["throughput"]["steps"] == 20 and checks["throughput"]["batch_size"] == 16
     assert checks["throughput"]["positions_per_second"] > 0
     assert checks["mnist"]["steps"] == 4 and 0.0 <= checks["mnist"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_preflight_passes_at_the_notebook_batch(backend):
+    # The notebook's own preflight line (BATCH_SIZE 1024, PRESET "tpu", MIXED_BFLOAT16) with the network shrunk,
+    # never the batch: the check's random records are sized from it (they were 512 positions whatever the batch).
+    if backend == "jax":
+        pytest.importorskip("jax")
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    argv = ["--strategy=auto", "--preset=tpu", "--batch_size=1024", "--mixed_bfloat16=True"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.cli",
+            "preflight",
+            f"--backend={backend}",
+            *argv,
+            *SMALL_NETWORK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "2 training steps on random records ran" in output
+    assert f"preflight ok for --strategy=auto --backend={backend}" in output
+
+
+def test_report_creates_its_folder(tmp_path):
+    # The notebook's report cell writes WORK_DIR/tpu_report.json on a fresh runtime, before anything made WORK_DIR.
+    path = tmp_path / "shogi_policy_run" / "tpu_report.json"
+    runtime_check.write_report(str(path), {"python": "3"}, ["CPU:0"], {})
+    assert json.loads(path.read_text())["devices"] == ["CPU:0"]
 
 
 def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
