@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -259,6 +260,64 @@ def test_preflight_passes_at_the_notebook_batch(backend):
     assert result.returncode == 0, output[-3000:]
     assert "2 training steps on random records ran" in output
     assert f"preflight ok for --strategy=auto --backend={backend}" in output
+
+
+TPU_PRESET_STEP = """
+import json, os, sys, tempfile, time
+import keras
+from shogi_policy.cli.train import config_from_argv
+from shogi_policy.runtime import checks
+from shogi_policy.training.train import train
+
+seen = {}
+
+
+class Shapes(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model
+        seen.update(
+            params=model.count_params(),
+            output=[list(model.outputs[0].shape), model.outputs[0].dtype],
+            compute=sorted({layer.dtype_policy.compute_dtype for layer in model.layers if layer.weights}),
+            variables=sorted({variable.dtype for variable in model.weights}),
+        )
+
+
+config, _ = config_from_argv(["--preset=tpu", "--mixed_bfloat16=true", "--strategy=default", "--batch_size=16"])
+with tempfile.TemporaryDirectory() as work:
+    data = checks.check_data(os.path.join(work, "shards"), batch_size=16, batches=1)
+    start = time.perf_counter()
+    metrics = train(
+        config.replace(data_dir=data, steps=1, steps_per_epoch=1, eval_steps=0, warmup_steps=0, seed=1),
+        os.path.join(work, "run"),
+        callbacks=[Shapes()],
+    )
+    seen.update(step=metrics["step"], seconds=round(time.perf_counter() - start, 1))
+print("TPU PRESET STEP", json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_tpu_preset_trains_one_step(backend):
+    # The real `tpu` preset (dlshogi's b10c192) in bfloat16 for one step at a small batch: shapes and dtypes, not
+    # speed (the CPU stand-ins shrink the network; this is the network they shrink).
+    if backend == "jax":
+        pytest.importorskip("jax")
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    environment.update(KERAS_BACKEND=backend, TPU_LOAD_LIBRARY="0")
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", TPU_PRESET_STEP], capture_output=True, text=True, timeout=1200, env=environment
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    seen = json.loads(result.stdout.split("TPU PRESET STEP ", 1)[1].splitlines()[0])
+    print(f"tpu preset, one step at batch 16 under {backend}: {time.monotonic() - start:.0f} s wall, {seen}")
+    assert seen["step"] == 1
+    # dlshogi's 10x192 is about 7.4M parameters with its value head (about 0.56M); the policy net alone 6.86M.
+    assert seen["params"] == 6_864_651
+    assert seen["output"] == [[None, 2187], "float32"], "logits stay float32 under bf16"
+    assert "bfloat16" in seen["compute"] and seen["variables"] == ["float32"]
 
 
 def test_report_creates_its_folder(tmp_path):
