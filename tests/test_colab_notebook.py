@@ -49,7 +49,7 @@ def cpu_parameters(work_dir, backend):
         "STEPS": 6,
         "STEPS_PER_EPOCH": 3,
         "STEPS_PER_EXECUTION": 3,
-        "EVAL_STEPS": 2,
+        "EVAL_STEPS": 3,
         "EVAL_LIMIT": 256,
         "LIBTPU_FILE": str(work_dir / "runtime_libtpu.txt"),
         "PREFLIGHT_TIMEOUT": 300,
