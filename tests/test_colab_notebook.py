@@ -335,12 +335,14 @@ class MockMnist(importlib.abc.MetaPathFinder):
             load(module)
             import tensorflow_datasets as tfds
 
-            tfds.testing.mock_data(num_examples=2 * 1024).__enter__()
+            MOCKS.append(tfds.testing.mock_data(num_examples=2 * 1024))  # kept: collected, it would unpatch
+            MOCKS[-1].__enter__()
 
         spec.loader.exec_module = exec_module
         return spec
 
 
+MOCKS = []
 sys.meta_path.insert(0, MockMnist())
 """
 
