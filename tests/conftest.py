@@ -6,16 +6,13 @@ each other).
 """
 
 import collections
-import itertools
 import json
-import operator
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import cshogi
-import cshogi.dlshogi
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -40,8 +37,14 @@ from absl import flags  # noqa: E402
 
 from shogi_policy.cli import command  # noqa: E402
 from shogi_policy.cli import train as train_command  # noqa: E402
-from shogi_policy.core import record_format, shogi_rules  # noqa: E402
+from shogi_policy.core import shogi_rules  # noqa: E402
 from shogi_policy.data import convert, shard_manifest, shards  # noqa: E402
+from shogi_policy.data.random_games import (  # noqa: E402, F401  (the tests import them from here)
+    random_game_groups,
+    random_game_moves,
+    random_game_plies,
+    random_game_records,
+)
 from shogi_policy.model import model_dir, network, network_config  # noqa: E402
 from shogi_policy.serving import policy_ops  # noqa: E402
 
@@ -62,55 +65,6 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
-
-
-def random_game_plies(seed, max_plies):
-    """Endless (game index, board, move) along games of uniformly random legal moves.
-
-    Each game has a fresh cshogi.Board from the start position; board is positioned before move and
-    is advanced (move pushed) after the yield, so consumers copy it to keep a position. A game ends
-    when board.is_game_over() or after max_plies moves; once the generator has moved on to the next
-    game (as itertools.groupby does to close a group), the previous game's board is its final position.
-    """
-    rng = np.random.default_rng(seed)
-    for game in itertools.count():
-        board = cshogi.Board()
-        for _ in range(max_plies):
-            if board.is_game_over():
-                break
-            legal = list(board.legal_moves)
-            move = legal[rng.integers(len(legal))]
-            yield game, board, move
-            board.push(move)
-
-
-def random_game_groups(seed, max_plies):
-    """Endless (game index, plies) groups of random_game_plies, one per game."""
-    return itertools.groupby(random_game_plies(seed, max_plies), key=operator.itemgetter(0))
-
-
-def random_game_records(num_games, max_plies, seed):
-    """Records uint8 [N, 100] of uniformly random cshogi games (results from the final position)."""
-    boards, hands, turns, labels, results, game_ids = [], [], [], [], [], []
-    for game, plies in itertools.islice(random_game_groups(seed, max_plies), num_games):
-        start = len(turns)
-        for _, board, move in plies:
-            pieces, hand = record_format.board_arrays(board)
-            boards.append(pieces)
-            hands.append(hand)
-            turns.append(board.turn)
-            labels.append(cshogi.dlshogi.make_move_label(move, board.turn))
-        # The group is exhausted: board holds the game's final position.
-        # Mated side to move lost; unfinished games count as draws.
-        loser = board.turn if board.is_game_over() else None
-        for turn in turns[start:]:
-            results.append(
-                record_format.RESULT_DRAW
-                if loser is None
-                else (record_format.RESULT_LOSS if turn == loser else record_format.RESULT_WIN)
-            )
-        game_ids.extend([game] * (len(turns) - start))
-    return record_format.pack_records(boards, hands, turns, labels, results, game_ids)
 
 
 def restamp_manifest(data_dir):

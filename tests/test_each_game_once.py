@@ -10,8 +10,7 @@ from pathlib import Path
 import cshogi
 import cshogi.CSA
 import cshogi.KIF
-import numpy as np
-from conftest import run_convert
+from conftest import random_game_moves, run_convert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -126,17 +125,6 @@ def kif_spelling(path, moves):
     exporter.close()
 
 
-def random_moves(seed, plies):
-    rng, board, moves = np.random.default_rng(seed), cshogi.Board(), []
-    for _ in range(plies):
-        legal = list(board.legal_moves)
-        if not legal:
-            break
-        moves.append(int(rng.choice(legal)))
-        board.push(moves[-1])
-    return moves
-
-
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seeds=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=4, unique=True),
@@ -152,7 +140,7 @@ def test_duplicates_under_any_spelling_format_and_path_are_each_one_game(
     tmp_path_factory, seeds, copies, names, test_fraction
 ):
     root = tmp_path_factory.mktemp("dupes")
-    games = [random_moves(seed, 20 + seed % 30) for seed in seeds]
+    games = [random_game_moves(seed, 20 + seed % 30) for seed in seeds]
     games = [moves for moves in games if moves]
     inputs = root / "in"
     inputs.mkdir()

@@ -7,15 +7,19 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
+import cshogi
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shogi_policy.cli import launch as cli
 from shogi_policy.core import record_format
+from shogi_policy.data import random_games, shard_manifest, shards
 from shogi_policy.runtime import checks as runtime_check
 from shogi_policy.runtime import environment as tpu_environment
 from shogi_policy.runtime import preflight as runtime_preflight
@@ -97,11 +101,7 @@ def test_console_scripts_are_the_launchers():
     scripts = dict(
         line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
     )
-    assert scripts == {
-        f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}"
-        for name in cli.COMMANDS
-        if name != "preflight"
-    }
+    assert scripts == {f"shogi-policy-{name}": f"shogi_policy.cli.launch:{name}" for name in cli.COMMANDS}
 
 
 @pytest.mark.parametrize("command", ["convert", "export", "sample", "evaluate", "usi"])
@@ -209,6 +209,7 @@ def test_preflight(monkeypatch, capsys, launcher_environ):
 
 
 TINY_NET = ["--preset=cpu", "--blocks=1", "--filters=16", "--batch_size=16"]
+SMALL_NETWORK = ["--blocks=1", "--filters=16"]  # what a CPU stand-in may shrink: the network, never the batch
 
 
 @pytest.mark.slow
@@ -231,6 +232,101 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
     assert checks["mnist"]["steps"] == 4 and 0.0 <= checks["mnist"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_preflight_passes_at_the_notebook_batch(backend):
+    # The notebook's own preflight line (BATCH_SIZE 1024, PRESET "tpu", MIXED_BFLOAT16) with the network shrunk,
+    # never the batch: the check's random records are sized from it (they were 512 positions whatever the batch).
+    if backend == "jax":
+        pytest.importorskip("jax")
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    argv = ["--strategy=auto", "--preset=tpu", "--batch_size=1024", "--mixed_bfloat16=True"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shogi_policy.cli",
+            "preflight",
+            f"--backend={backend}",
+            *argv,
+            *SMALL_NETWORK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "2 training steps on random records ran" in output
+    assert f"preflight ok for --strategy=auto --backend={backend}" in output
+
+
+TPU_PRESET_STEP = """
+import json, os, sys, tempfile, time
+import keras
+from shogi_policy.cli.train import config_from_argv
+from shogi_policy.runtime import checks
+from shogi_policy.training.train import train
+
+seen = {}
+
+
+class Shapes(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model
+        seen.update(
+            params=model.count_params(),
+            output=[list(model.outputs[0].shape), model.outputs[0].dtype],
+            compute=sorted({layer.dtype_policy.compute_dtype for layer in model.layers if layer.weights}),
+            variables=sorted({variable.dtype for variable in model.weights}),
+        )
+
+
+config, _ = config_from_argv(["--preset=tpu", "--mixed_bfloat16=true", "--strategy=default", "--batch_size=16"])
+with tempfile.TemporaryDirectory() as work:
+    data = checks.check_data(os.path.join(work, "shards"), batch_size=16, batches=1)
+    start = time.perf_counter()
+    metrics = train(
+        config.replace(data_dir=data, steps=1, steps_per_epoch=1, eval_steps=0, warmup_steps=0, seed=1),
+        os.path.join(work, "run"),
+        callbacks=[Shapes()],
+    )
+    seen.update(step=metrics["step"], seconds=round(time.perf_counter() - start, 1))
+print("TPU PRESET STEP", json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_tpu_preset_trains_one_step(backend):
+    # The real `tpu` preset (dlshogi's b10c192) in bfloat16 for one step at a small batch: shapes and dtypes, not
+    # speed (the CPU stand-ins shrink the network; this is the network they shrink).
+    if backend == "jax":
+        pytest.importorskip("jax")
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    environment.update(KERAS_BACKEND=backend, TPU_LOAD_LIBRARY="0")
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", TPU_PRESET_STEP], capture_output=True, text=True, timeout=1200, env=environment
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    seen = json.loads(result.stdout.split("TPU PRESET STEP ", 1)[1].splitlines()[0])
+    print(f"tpu preset, one step at batch 16 under {backend}: {time.monotonic() - start:.0f} s wall, {seen}")
+    assert seen["step"] == 1
+    # dlshogi's 10x192 is about 7.4M parameters with its value head (about 0.56M); the policy net alone 6.86M.
+    assert seen["params"] == 6_864_651
+    assert seen["output"] == [[None, 2187], "float32"], "logits stay float32 under bf16"
+    assert "bfloat16" in seen["compute"] and seen["variables"] == ["float32"]
+
+
+def test_report_creates_its_folder(tmp_path):
+    # The notebook's report cell writes WORK_DIR/tpu_report.json on a fresh runtime, before anything made WORK_DIR.
+    path = tmp_path / "shogi_policy_run" / "tpu_report.json"
+    runtime_check.write_report(str(path), {"python": "3"}, ["CPU:0"], {})
+    assert json.loads(path.read_text())["devices"] == ["CPU:0"]
+
+
 def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
     # A runtime whose devices start but whose fit fails must fail the preflight (the notebook's "auto" then
     # takes the JAX road): simulated with the check's fault hook.
@@ -241,8 +337,32 @@ def test_preflight_fails_when_fit_fails(monkeypatch, launcher_environ):
 
 
 def test_random_records_are_legal_games():
-    records = runtime_check.random_records(num_games=2, max_plies=12, seed=3)
+    records = random_games.random_game_records(num_games=2, max_plies=12, seed=3)
     assert len(records) == 24 and not record_format.record_problems(records).any()
+    exact = random_games.random_records(1000, max_plies=128, seed=3)
+    assert (
+        exact.shape == (1000, record_format.RECORD_BYTES) and not record_format.record_problems(exact).any()
+    )
+    # cshogi replays every game's moves as legal: the oracle is not ours.
+    for seed in range(3):
+        board = cshogi.Board()
+        for move in random_games.random_game_moves(seed, max_plies=80):
+            assert board.is_legal(move)
+            board.push(move)
+
+
+@pytest.mark.parametrize("num_hosts", [1, 2])
+def test_check_data_fits_the_notebook_batch_on_every_host(num_hosts, tmp_path, monkeypatch):
+    # The notebook's BATCH_SIZE 1024 (the old check wrote 512 positions whatever the batch): each host reads
+    # its own shard files (input_pipeline.make_dataset, host_index::num_hosts) and needs its share of the batch.
+    monkeypatch.setattr(runtime_check.hosts, "process", lambda: (0, num_hosts))
+    data_dir = runtime_check.check_data(str(tmp_path / "shards"), batch_size=1024, batches=2)
+    paths = shard_manifest.nonempty_shard_paths(data_dir, "train")
+    assert len(paths) == num_hosts
+    for host in range(num_hosts):
+        assert sum(shards.shard_lengths(paths[host::num_hosts])) == 2 * 1024 // num_hosts
+    records = np.concatenate([records for _, records in shards.read_records(data_dir, "train")])
+    assert not record_format.record_problems(records).any()
 
 
 JAX_ORDER_PROBE = """

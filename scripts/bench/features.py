@@ -21,6 +21,7 @@ measured in a child process of its own.
   python scripts/bench/features.py
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from shogi_policy.core import record_format
+from shogi_policy.data import random_games
 from shogi_policy.model import features
 from shogi_policy.runtime.strategy import host_xla_available
 
@@ -41,15 +43,8 @@ BATCH = 1024
 
 def random_sfens(count, seed=0):
     """SFENs along uniformly random games (many captures, promotions and pieces in hand)."""
-    rng = np.random.default_rng(seed)
-    board, sfens = cshogi.Board(), []
-    while len(sfens) < count:
-        if board.is_game_over() or board.move_number > 300:
-            board = cshogi.Board()
-        sfens.append(board.sfen())
-        legal = list(board.legal_moves)
-        board.push(legal[rng.integers(len(legal))])
-    return sfens
+    plies = random_games.random_game_plies(seed, max_plies=300)
+    return [board.sfen() for _, board, _ in itertools.islice(plies, count)]
 
 
 def cshogi_seconds(boards, features1=None, features2=None):

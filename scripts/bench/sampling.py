@@ -11,17 +11,17 @@ shogi_policy that PYTHONPATH names: PYTHONPATH=<another checkout> times that one
 Positions come from random legal playouts, so the script needs no data files.
 """
 
+import itertools
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import cshogi
 import keras
-import numpy as np
 
 from shogi_policy.core import policy_labels, record_format
+from shogi_policy.data import random_games
 from shogi_policy.model import network, network_config
 from shogi_policy.serving import export, inference
 
@@ -29,19 +29,9 @@ BATCH = 256
 
 
 def random_positions(count, seed=0, max_plies=120):
-    """cshogi.Boards reached by random legal playouts of 0..max_plies plies (never without a move)."""
-    rng = np.random.default_rng(seed)
-    boards = []
-    while len(boards) < count:
-        board = cshogi.Board()
-        for _ in range(rng.integers(0, max_plies)):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            board.push(moves[rng.integers(len(moves))])
-        if len(board.legal_moves):
-            boards.append(board)
-    return boards
+    """cshogi.Boards along random legal games of up to max_plies plies (each with a legal move)."""
+    plies = random_games.random_game_plies(seed, max_plies)
+    return [board.copy() for _, board, _ in itertools.islice(plies, count)]
 
 
 def _median_seconds(fn, repeats):

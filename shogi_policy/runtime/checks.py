@@ -4,7 +4,9 @@
 run_checks in the same process, so the steps run where training will: on the TPU when one started.
 
   check        --check_steps steps of the policy net on random records: a fit that fails on this runtime
-               fails the preflight (the notebook's BACKEND="auto" then takes the JAX road)
+               fails the preflight (the notebook's BACKEND="auto" then takes the JAX road). The records are
+               random legal games (check_data), sized from the run's global and per-host batch, so any batch
+               the trainer accepts fits
   throughput   20 steps in two epochs of 10; the second epoch's training positions/s (compilation excluded)
   mnist        --mnist_steps of MNIST (tensorflow-datasets) and its test accuracy: the same trainer on data
                whose expected accuracy is known
@@ -18,40 +20,38 @@ import platform
 import tempfile
 import time
 
-import cshogi
-import cshogi.dlshogi
-import numpy as np
+import tensorflow as tf
 
-from shogi_policy.core import file_io, record_format
-from shogi_policy.data import shards
+from shogi_policy.core import file_io
+from shogi_policy.data import random_games, shards
 from shogi_policy.model import model_dir
+from shogi_policy.runtime import hosts
 
 # A test hook, "<backend>:fit" or "<backend>:hang": under that Keras backend the check's training fails inside
 # fit, or stalls there (the notebook's timeouts and BACKEND="auto" fallback are tested on CPU with it).
 FAULT_VARIABLE = "SHOGI_POLICY_PREFLIGHT_FAULT"
 _THROUGHPUT_EPOCH = 10
+_MAX_PLIES = 128
 
 
-def random_records(num_games, max_plies, seed):
-    """Records uint8 [N, 100] of uniformly random legal games from the start position (results: draws)."""
-    rng = np.random.default_rng(seed)
-    boards, hands, turns, labels, game_ids = [], [], [], [], []
-    for game in range(num_games):
-        board = cshogi.Board()
-        for _ in range(max_plies):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            move = moves[rng.integers(len(moves))]
-            pieces, hand = record_format.board_arrays(board)
-            boards.append(pieces)
-            hands.append(hand)
-            turns.append(board.turn)
-            labels.append(cshogi.dlshogi.make_move_label(move, board.turn))
-            game_ids.append(game)
-            board.push(move)
-    results = [record_format.RESULT_DRAW] * len(turns)
-    return record_format.pack_records(boards, hands, turns, labels, results, game_ids)
+def check_data(data_dir, batch_size, batches):
+    """Writes a shard directory of random legal games sized for the run's batch; returns data_dir.
+
+    Each host of the run (hosts.process) gets one train shard file of `batches` of its batches (batch_size is
+    the global batch; the trainer refuses one that is not a multiple of the hosts), so the data fits any batch
+    the trainer accepts. The test split (one game) is never evaluated.
+    """
+    _, num_hosts = hosts.process()
+    per_host = max(1, batch_size // num_hosts) * batches
+    shards.write_records(
+        data_dir,
+        {
+            "train": random_games.random_records(per_host * num_hosts, _MAX_PLIES, seed=1),
+            "test": random_games.random_game_records(num_games=1, max_plies=_MAX_PLIES, seed=2),
+        },
+        positions_per_shard=per_host,
+    )
+    return data_dir
 
 
 def _fault_callbacks():
@@ -71,112 +71,112 @@ def _fault_callbacks():
     return [Fault()]
 
 
-def _train(train, config, work, name, callbacks=(), **overrides):
-    """Runs train (the trainer) in work/name with overrides (flat config fields); (metrics, seconds, the last
-    history line)."""
+def _train(train, config, directory, steps, epoch_steps, callbacks=(), **overrides):
+    """Runs train (the trainer) in directory for steps, epochs of epoch_steps, with overrides (flat config
+    fields) and no warm-up (a recipe's would not fit in the check's steps); (metrics, seconds, last history
+    line)."""
     start = time.perf_counter()
-    metrics = train(config.replace(**overrides), os.path.join(work, name), callbacks=list(callbacks))
+    metrics = train(
+        config.replace(steps=steps, steps_per_epoch=epoch_steps, seed=1, warmup_steps=0, **overrides),
+        directory,
+        callbacks=list(callbacks),
+    )
     seconds = time.perf_counter() - start
     history = (
-        open(os.path.join(work, name, model_dir.HISTORY_JSONL)).read().strip().splitlines()
+        open(os.path.join(directory, model_dir.HISTORY_JSONL)).read().strip().splitlines()
     )  # one JSON line per epoch
     return metrics, seconds, json.loads(history[-1]) if history else {}
+
+
+def _shogi(data_dir):
+    """The overrides that train on the check's random records, without evaluation."""
+    return {"dataset": "shogi", "data_dir": data_dir, "eval_steps": 0, "eval_tsv": None}
+
+
+def check_steps_run(train, config, work, data_dir, steps):
+    """steps of the run's network on random records, one execution a step; {"steps", "seconds"}."""
+    metrics, seconds, _ = _train(
+        train,
+        config,
+        os.path.join(work, "check"),
+        steps,
+        steps,
+        callbacks=_fault_callbacks(),
+        steps_per_execution=1,
+        **_shogi(data_dir),
+    )
+    print(f"preflight: {metrics['step']} training steps on random records ran in {seconds:.1f} s")
+    return {"steps": metrics["step"], "seconds": round(seconds, 2)}
+
+
+def throughput_run(train, config, work, data_dir, steps):
+    """steps in epochs of _THROUGHPUT_EPOCH; the last epoch's training positions/s (compilation excluded)."""
+    per_call = config.trainer.steps_per_execution
+    per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
+    metrics, seconds, last = _train(
+        train,
+        config,
+        os.path.join(work, "throughput"),
+        steps,
+        _THROUGHPUT_EPOCH,
+        steps_per_execution=per_call,
+        **_shogi(data_dir),
+    )
+    print(f"preflight: throughput {last.get('positions_per_second')} positions/s (second epoch of 10 steps)")
+    return {
+        "steps": metrics["step"],
+        "batch_size": config.trainer.batch_size,
+        "preset": config.task.preset,
+        "mixed_bfloat16": config.runtime.mixed_bfloat16,
+        "steps_per_execution": per_call,
+        "positions_per_second": last.get("positions_per_second"),
+        "seconds": round(seconds, 2),
+    }
+
+
+def mnist_run(train, config, work, steps):
+    """steps of MNIST (tensorflow-datasets) and its test accuracy over the whole test split."""
+    metrics, seconds, _ = _train(
+        train,
+        config,
+        os.path.join(work, "mnist"),
+        steps,
+        steps,
+        dataset="mnist",
+        data_dir=None,
+        steps_per_execution=1,
+        eval_steps=None,
+        eval_tsv=None,
+    )
+    print(f"preflight: MNIST test accuracy {metrics.get('eval_accuracy')} after {steps} steps")
+    return {"steps": metrics["step"], "accuracy": metrics.get("eval_accuracy"), "seconds": round(seconds, 2)}
 
 
 def run_checks(train, config, *, check_steps, throughput_steps, mnist_steps):
     """Runs the checks asked for (0 steps: skipped) of the run's config.TrainConfig; {check: figures}.
 
     train is the trainer, `shogi_policy.training.train.train` (passed in: the trainer sits above this folder).
-
     The run's network, batch, strategy and precision are kept; data, steps, evaluation and seed are the check's.
 
     Raises whatever the trainer raises: a check that fails is the preflight's answer.
     """
     report = {}
     with tempfile.TemporaryDirectory() as work:
-        data_dir = os.path.join(work, "shards")
-        shards.write_records(
-            data_dir,
-            {
-                "train": random_records(num_games=8, max_plies=64, seed=1),
-                "test": random_records(num_games=2, max_plies=64, seed=2),
-            },
-        )
-        # The check's own steps: the run's warm-up (e.g. a recipe's 20) would not fit in them.
-        common = {
-            "data_dir": data_dir,
-            "dataset": "shogi",
-            "eval_steps": 0,
-            "eval_tsv": None,
-            "seed": 1,
-            "warmup_steps": 0,
-        }
+        if check_steps or throughput_steps:
+            # Distinct positions for the check's steps or one throughput epoch, at most; the data repeats after.
+            batches = _THROUGHPUT_EPOCH if throughput_steps else min(check_steps, _THROUGHPUT_EPOCH)
+            data_dir = check_data(os.path.join(work, "shards"), config.trainer.batch_size, batches)
         if check_steps:
-            metrics, seconds, _ = _train(
-                train,
-                config,
-                work,
-                "check",
-                callbacks=_fault_callbacks(),
-                steps=check_steps,
-                steps_per_epoch=check_steps,
-                steps_per_execution=1,
-                **common,
-            )
-            report["check"] = {"steps": metrics["step"], "seconds": round(seconds, 2)}
-            print(f"preflight: {metrics['step']} training steps on random records ran in {seconds:.1f} s")
+            report["check"] = check_steps_run(train, config, work, data_dir, check_steps)
         if throughput_steps:
-            per_call = config.trainer.steps_per_execution
-            per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
-            metrics, seconds, last = _train(
-                train,
-                config,
-                work,
-                "throughput",
-                steps=throughput_steps,
-                steps_per_epoch=_THROUGHPUT_EPOCH,
-                steps_per_execution=per_call,
-                **common,
-            )
-            report["throughput"] = {
-                "steps": metrics["step"],
-                "batch_size": config.trainer.batch_size,
-                "preset": config.task.preset,
-                "mixed_bfloat16": config.runtime.mixed_bfloat16,
-                "steps_per_execution": per_call,
-                "positions_per_second": last.get("positions_per_second"),
-                "seconds": round(seconds, 2),
-            }
-            print(
-                f"preflight: throughput {last.get('positions_per_second')} positions/s (second epoch of 10 steps)"
-            )
+            report["throughput"] = throughput_run(train, config, work, data_dir, throughput_steps)
         if mnist_steps:
-            metrics, seconds, _ = _train(
-                train,
-                config,
-                work,
-                "mnist",
-                dataset="mnist",
-                data_dir=None,
-                steps=mnist_steps,
-                steps_per_epoch=mnist_steps,
-                steps_per_execution=1,
-                eval_steps=None,
-                eval_tsv=None,
-                seed=1,
-                warmup_steps=0,
-            )
-            report["mnist"] = {
-                "steps": metrics["step"],
-                "accuracy": metrics.get("eval_accuracy"),
-                "seconds": round(seconds, 2),
-            }
-            print(f"preflight: MNIST test accuracy {metrics.get('eval_accuracy')} after {mnist_steps} steps")
+            report["mnist"] = mnist_run(train, config, work, mnist_steps)
     return report
 
 
 def write_report(path, runtime, devices, checks):
-    """Writes {"runtime", "devices", "host", "checks"} as JSON to path (local or gs://, via tf.io.gfile)."""
+    """Writes {"runtime", "devices", "host", "checks"} as JSON to path (local or gs://), creating its folder."""
 
     report = {
         "runtime": runtime,
@@ -184,5 +184,6 @@ def write_report(path, runtime, devices, checks):
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "checks": checks,
     }
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")  # a fresh runtime's WORK_DIR does not exist yet
     file_io.write_json(path, report)
     return report

@@ -44,14 +44,8 @@ KEEP_OFF_TPU = {"TPU_LOAD_LIBRARY": "0"}
 
 # The JAX road (Colab's default): the runtime's jax, jaxlib, libtpu, keras and orbax-checkpoint, plus the CPU
 # TensorFlow wheel for tf.data, TensorBoard and export (it never loads libtpu).
-JAX_PIP_LINE = (
-    'pip install "tensorflow-cpu==2.21.0" tensorboard "cshogi>=1.1" "tensorflow-datasets>=4.9" '
-    "importlib_resources absl-py && pip install --no-deps -e ."
-)
-PIP_LINE = (
-    'pip install "tensorflow-tpu==2.20.0" "libtpu==0.0.14" "cshogi>=1.1" "tensorflow-datasets>=4.9" '
-    "importlib_resources absl-py && pip install --no-deps -e ."
-)
+JAX_PIP_LINE = "pip install \"tensorflow-cpu==2.21.0\" -e '.[cpu]'"
+PIP_LINE = 'pip install "tensorflow-tpu==2.20.0" "libtpu==0.0.14" -e \'.[tf-tpu]\''
 NO_TPU_HELP = (
     "No TPU chip on this host's PCI bus. On Colab: Runtime > Change runtime type > TPU. There the JAX road\n"
     f"(--backend=jax) is the default:\n  {JAX_PIP_LINE}\n"

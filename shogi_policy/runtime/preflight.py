@@ -58,8 +58,8 @@ def problems(strategy, pci_devices=PCI_DEVICES, backend="tensorflow"):
     problems = []
     if report["tensorflow-tpu"] and report["tensorflow"]:
         problems.append(
-            "both tensorflow and tensorflow-tpu are installed: `pip uninstall -y tensorflow`, then reinstall "
-            "tensorflow-tpu (a plain `pip install -e .` pulls the CPU wheel in; install with --no-deps)"
+            "both tensorflow and tensorflow-tpu are installed: `pip uninstall -y tensorflow tensorflow-tpu`, then "
+            "reinstall tensorflow-tpu (the tensorflow or test extra pulls the CPU wheel in: use the tf-tpu extra)"
         )
     if backend == "jax":
         if not report["jax"] or not report["orbax-checkpoint"]:

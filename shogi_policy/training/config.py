@@ -183,6 +183,14 @@ class TrainerConfig(_Checked):
         super().__post_init__()
         if not 0 <= self.warmup_steps < self.steps:
             raise ConfigError(f"--warmup_steps must lie in [0, --steps), got {self.warmup_steps}")
+        if self.eval_steps and self.eval_steps % self.steps_per_execution:
+            # keras trainers/epoch_iterator.py and both backends' trainers: an execution pulls
+            # steps_per_execution batches, evaluation included (JAX: a Python loop; TensorFlow: a tf.while_loop).
+            raise ConfigError(
+                f"--eval_steps={self.eval_steps} must be a multiple of --steps_per_execution="
+                f"{self.steps_per_execution}: Keras evaluates whole executions, so it would evaluate "
+                f"{-(-self.eval_steps // self.steps_per_execution) * self.steps_per_execution} batches"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

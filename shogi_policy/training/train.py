@@ -88,13 +88,20 @@ def make_optimizer(trainer):
     return keras.optimizers.AdamW(schedule, weight_decay=trainer.weight_decay, name="adamw", **clip)
 
 
-def _eval_steps(trainer, task):
-    """Evaluation batches per epoch: trainer.eval_steps, or one pass over the test split; 0 for none."""
+def _eval_steps(trainer, task, steps_per_execution):
+    """Evaluation batches per epoch: trainer.eval_steps, or the whole executions of steps_per_execution batches
+    in one pass over the test split (Keras evaluates whole executions); 0 for none."""
     examples = task.num_examples("test")
-    full_pass = examples // trainer.batch_size
-    steps = full_pass if trainer.eval_steps is None else trainer.eval_steps
-    if steps > 0 and full_pass == 0:
-        logging.warning("test split (%d examples) is smaller than one batch: no evaluation", examples)
+    batches = examples // trainer.batch_size
+    whole_pass = trainer.eval_steps is None
+    steps = batches - batches % steps_per_execution if whole_pass else trainer.eval_steps
+    if (whole_pass and steps == 0) or (steps > 0 and batches == 0):
+        logging.warning(
+            "test split (%d examples: %d batches) is smaller than one execution of %d batches: no evaluation",
+            examples,
+            batches,
+            steps_per_execution if whole_pass else 1,
+        )
         return 0
     return steps
 
@@ -336,7 +343,7 @@ def _fit(config, directory, task, model, manager, network_config, extra_callback
     trainer = config.trainer
     initial_step = int(model.optimizer.iterations.numpy())
     train_data = task.make_dataset("train", local_batch, network_config, shuffle=True, seed=trainer.seed)
-    eval_steps = _eval_steps(trainer, task)
+    eval_steps = _eval_steps(trainer, task, model.steps_per_execution)
     eval_data = (
         task.make_dataset("test", local_batch, network_config, shuffle=False, seed=None)
         if eval_steps
