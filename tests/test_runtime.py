@@ -357,10 +357,10 @@ def test_check_data_fits_the_notebook_batch_on_every_host(num_hosts, tmp_path, m
     # its own shard files (input_pipeline.make_dataset, host_index::num_hosts) and needs its share of the batch.
     monkeypatch.setattr(runtime_check.hosts, "process", lambda: (0, num_hosts))
     data_dir = runtime_check.check_data(str(tmp_path / "shards"), batch_size=1024, batches=2)
-    paths = shard_manifest.nonempty_shard_paths(data_dir, "train")
-    assert len(paths) == num_hosts
+    files = shard_manifest.shard_files(data_dir, "train")
+    assert len(files.paths) == num_hosts
     for host in range(num_hosts):
-        assert sum(shards.shard_lengths(paths[host::num_hosts])) == 2 * 1024 // num_hosts
+        assert sum(files.lengths[host::num_hosts]) == 2 * 1024 // num_hosts
     records = np.concatenate([records for _, records in shards.read_records(data_dir, "train")])
     assert not record_format.record_problems(records).any()
 
