@@ -22,8 +22,8 @@ from shogi_policy.core import record_format
 from shogi_policy.data import random_games, shard_manifest, shards
 from shogi_policy.runtime import checks as runtime_check
 from shogi_policy.runtime import environment as tpu_environment
+from shogi_policy.runtime import precision, strategy
 from shogi_policy.runtime import preflight as runtime_preflight
-from shogi_policy.runtime import strategy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,6 +229,8 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
     assert checks["check"]["steps"] == 2
     assert checks["throughput"]["steps"] == 20 and checks["throughput"]["batch_size"] == 16
     assert checks["throughput"]["positions_per_second"] > 0
+    # --mixed_bfloat16=auto (the default) as the trainer resolved it on this CPU, never the unresolved "auto".
+    assert checks["throughput"]["mixed_bfloat16"] is precision.host_bfloat16()[0]
     assert checks["mnist"]["steps"] == 4 and 0.0 <= checks["mnist"]["accuracy"] <= 1.0
 
 

@@ -113,10 +113,11 @@ def throughput_run(train, config, work, data_dir, steps):
     """steps in epochs of _THROUGHPUT_EPOCH; the last epoch's training positions/s (compilation excluded)."""
     per_call = config.trainer.steps_per_execution
     per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
+    directory = os.path.join(work, "throughput")
     metrics, seconds, last = _train(
         train,
         config,
-        os.path.join(work, "throughput"),
+        directory,
         steps,
         _THROUGHPUT_EPOCH,
         steps_per_execution=per_call,
@@ -127,7 +128,8 @@ def throughput_run(train, config, work, data_dir, steps):
         "steps": metrics["step"],
         "batch_size": config.trainer.batch_size,
         "preset": config.task.preset,
-        "mixed_bfloat16": config.runtime.mixed_bfloat16,
+        # What the trainer resolved "auto" to on these devices, as the run's train_flags.json records it.
+        "mixed_bfloat16": model_dir.read_run_record(directory)[0]["mixed_bfloat16"],
         "steps_per_execution": per_call,
         "positions_per_second": last.get("positions_per_second"),
         "seconds": round(seconds, 2),
