@@ -71,16 +71,16 @@ def _fault_callbacks():
     return [Fault()]
 
 
-def _train(train, config, directory, steps, epoch_steps, callbacks=(), **overrides):
-    """Runs train (the trainer) in directory for steps, epochs of epoch_steps, with overrides (flat config
-    fields) and no warm-up (a recipe's would not fit in the check's steps); (metrics, seconds, last history
-    line)."""
+def _check_config(config, steps, epoch_steps, **overrides):
+    """The run's config.TrainConfig for a check: steps in epochs of epoch_steps, seed 1, overrides (flat config
+    fields) and no warm-up (a recipe's would not fit in the check's steps)."""
+    return config.replace(steps=steps, steps_per_epoch=epoch_steps, seed=1, warmup_steps=0, **overrides)
+
+
+def _train(train, config, directory, callbacks=()):
+    """Runs train (the trainer) on config in directory; (metrics, seconds, last history line)."""
     start = time.perf_counter()
-    metrics = train(
-        config.replace(steps=steps, steps_per_epoch=epoch_steps, seed=1, warmup_steps=0, **overrides),
-        directory,
-        callbacks=list(callbacks),
-    )
+    metrics = train(config, directory, callbacks=list(callbacks))
     seconds = time.perf_counter() - start
     history = (
         open(os.path.join(directory, model_dir.HISTORY_JSONL)).read().strip().splitlines()
@@ -95,16 +95,8 @@ def _shogi(data_dir):
 
 def check_steps_run(train, config, work, data_dir, steps):
     """steps of the run's network on random records, one execution a step; {"steps", "seconds"}."""
-    metrics, seconds, _ = _train(
-        train,
-        config,
-        os.path.join(work, "check"),
-        steps,
-        steps,
-        callbacks=_fault_callbacks(),
-        steps_per_execution=1,
-        **_shogi(data_dir),
-    )
+    run = _check_config(config, steps, steps, steps_per_execution=1, **_shogi(data_dir))
+    metrics, seconds, _ = _train(train, run, os.path.join(work, "check"), _fault_callbacks())
     print(f"preflight: {metrics['step']} training steps on random records ran in {seconds:.1f} s")
     return {"steps": metrics["step"], "seconds": round(seconds, 2)}
 
@@ -114,15 +106,8 @@ def throughput_run(train, config, work, data_dir, steps):
     per_call = config.trainer.steps_per_execution
     per_call = per_call if _THROUGHPUT_EPOCH % per_call == 0 else 1
     directory = os.path.join(work, "throughput")
-    metrics, seconds, last = _train(
-        train,
-        config,
-        directory,
-        steps,
-        _THROUGHPUT_EPOCH,
-        steps_per_execution=per_call,
-        **_shogi(data_dir),
-    )
+    run = _check_config(config, steps, _THROUGHPUT_EPOCH, steps_per_execution=per_call, **_shogi(data_dir))
+    metrics, seconds, last = _train(train, run, directory)
     print(f"preflight: throughput {last.get('positions_per_second')} positions/s (second epoch of 10 steps)")
     return {
         "steps": metrics["step"],
@@ -138,18 +123,9 @@ def throughput_run(train, config, work, data_dir, steps):
 
 def mnist_run(train, config, work, steps):
     """steps of MNIST (tensorflow-datasets) and its test accuracy over the whole test split."""
-    metrics, seconds, _ = _train(
-        train,
-        config,
-        os.path.join(work, "mnist"),
-        steps,
-        steps,
-        dataset="mnist",
-        data_dir=None,
-        steps_per_execution=1,
-        eval_steps=None,
-        eval_tsv=None,
-    )
+    mnist = {"dataset": "mnist", "data_dir": None, "eval_steps": None, "eval_tsv": None}
+    run = _check_config(config, steps, steps, steps_per_execution=1, **mnist)
+    metrics, seconds, _ = _train(train, run, os.path.join(work, "mnist"))
     print(f"preflight: MNIST test accuracy {metrics.get('eval_accuracy')} after {steps} steps")
     return {"steps": metrics["step"], "accuracy": metrics.get("eval_accuracy"), "seconds": round(seconds, 2)}
 
