@@ -77,7 +77,7 @@ _PLAIN_TF_SCRIPT = textwrap.dedent(
 def bfloat16_export(bfloat16_trained_dir):
     """(model dir, export dir) of the tiny network trained in mixed bfloat16, exported by the CLI."""
     export_dir = bfloat16_trained_dir / "export"
-    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={bfloat16_trained_dir}"]
+    command = [sys.executable, "-m", "shogi_policy.cli", "export", f"--model_dir={bfloat16_trained_dir}"]
     result = subprocess.run(
         [*command, f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=180
     )

@@ -107,7 +107,7 @@ def test_policy_only_export_matches_keras(tiny_export, cli_onnx, boards):
 def test_bfloat16_trained_model_exports_float32_onnx(bfloat16_trained_dir, tmp_path, boards):
     """A model trained with --mixed_bfloat16=true: its ONNX holds no bfloat16 weight and matches the float32
     Keras model the export builds from its checkpoint."""
-    command = [sys.executable, "-m", "shogi_policy.serving.export", f"--model_dir={bfloat16_trained_dir}"]
+    command = [sys.executable, "-m", "shogi_policy.cli", "export", f"--model_dir={bfloat16_trained_dir}"]
     result = subprocess.run(
         [*command, "--format=onnx", f"--export_dir={tmp_path}"], capture_output=True, text=True, timeout=300
     )
