@@ -151,7 +151,7 @@ def test_jax_trained_model_exports_and_samples_under_tensorflow(tmp_path):
         "--steps_per_epoch=3",
         "--steps_per_execution=3",
         "--checkpoint_every=3",
-        "--eval_steps=1",
+        "--eval_steps=3",
         "--seed=1",
     ]
     _run([sys.executable, "-m", "shogi_policy.cli", "train", *train_flags], backend=None)

@@ -242,7 +242,7 @@ def test_mirrored_strategy_over_two_cpus_with_value_head(random_shards, tmp_path
         steps=6,
         steps_per_epoch=3,
         steps_per_execution=3,  # unsupported under TF's mirrored: the trainer falls back to 1; JAX keeps it
-        eval_steps=2,
+        eval_steps=3,
     )
     metrics = train_command.train(options)
     assert metrics["step"] == 6
@@ -265,7 +265,7 @@ def test_jit_compile_mixed_bfloat16_and_saved_loss_config(random_shards, tmp_pat
         steps=4,
         steps_per_execution=2,
         steps_per_epoch=4,
-        eval_steps=1,
+        eval_steps=2,
         label_smoothing=0.1,
         loser_weight=0.0,
         draw_weight=0.5,
