@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from scripts.bench.sampling import random_positions
-from shogi_policy.model import network
+from shogi_policy.model import network, network_config
 from shogi_policy.serving import export
 
 
@@ -45,7 +45,7 @@ def peak_rss_mb(command):
 
 def run(quick=False):
     counts = (1_000, 10_000) if quick else (10_000, 100_000)
-    config = network.PRESETS["cpu"]
+    config = network_config.PRESETS["cpu"]
     keras.utils.set_random_seed(0)
     rows, peaks = [], []
     with tempfile.TemporaryDirectory() as directory:
