@@ -300,7 +300,9 @@ class ConvertConfig:
         default=(),
         metadata={"help": f"Allowed endings (default all), of {', '.join(game_io.ENDINGS)}.", "flag": "list"},
     )
-    drop_draws: bool = dataclasses.field(default=False, metadata={"help": "Skip drawn games."})
+    drop_draws: bool = dataclasses.field(
+        default=False, metadata={"help": "Skip drawn games and games with no result."}
+    )
     test_fraction: float = dataclasses.field(
         default=0.1, metadata={"help": "Fraction of games in the test split."}
     )
