@@ -123,10 +123,15 @@ def _check_inputs(config, task):
 
 
 def _make_model_dir(directory):
-    """Creates model_dir (local or gs://); ConfigError naming it when it cannot be created or written."""
+    """Creates model_dir (local or gs://); ConfigError naming it when it cannot be created or written.
+
+    Only the first host, which writes the run's files, probes: hosts probing one directory at once would race
+    on the probe file.
+    """
     try:
         tf.io.gfile.makedirs(directory)
-        file_io.check_writable(os.path.join(directory, model_dir.FLAGS_JSON))
+        if hosts.is_primary():
+            file_io.check_writable(os.path.join(directory, model_dir.FLAGS_JSON))
     except (OSError, tf.errors.OpError, ValueError) as error:
         raise ConfigError(f"--model_dir={directory}: {file_io.io_error_reason(error)}") from None
 
