@@ -88,6 +88,7 @@ def _fresh(script, tmp_path):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_convert_runs_from_python_without_absl(tmp_path):
     (tmp_path / "g.usi").write_text(GAMES + "\n")
     out = _fresh(
@@ -178,9 +179,11 @@ def test_the_shell_turns_refusals_into_one_line_and_keeps_bugs():
 @pytest.mark.parametrize(
     "name",
     [
-        "convert",
         "train",
-        *(pytest.param(name, marks=pytest.mark.slow) for name in ("export", "sample", "evaluate", "usi")),
+        *(
+            pytest.param(name, marks=pytest.mark.slow)
+            for name in ("convert", "export", "sample", "evaluate", "usi")
+        ),
     ],
 )
 def test_a_missing_flagfile_is_one_line(name, tmp_path):

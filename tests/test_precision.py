@@ -159,6 +159,7 @@ def _train(data, directory, **values):
     return model_dir.read_run_record(str(directory))
 
 
+@pytest.mark.slow
 def test_a_run_records_the_precision_auto_resolved_to(small_shards, tmp_path):
     flags_auto, _ = _train(small_shards, tmp_path / "auto")
     assert (
