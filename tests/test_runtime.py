@@ -234,6 +234,15 @@ def test_preflight_report_trains_and_writes_json(tmp_path, monkeypatch, capsys, 
     assert checks["mnist"]["steps"] == 4 and 0.0 <= checks["mnist"]["accuracy"] <= 1.0
 
 
+def _child(arguments, timeout, **variables):
+    """This Python run on arguments in a child process, without this process's TPU_LOAD_LIBRARY, plus variables."""
+    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
+    environment.update(variables)
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, timeout=timeout, env=environment
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_preflight_passes_at_the_notebook_batch(backend):
@@ -241,23 +250,8 @@ def test_preflight_passes_at_the_notebook_batch(backend):
     # never the batch: the check's random records are sized from it (they were 512 positions whatever the batch).
     if backend == "jax":
         pytest.importorskip("jax")
-    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
-    argv = ["--strategy=auto", "--preset=tpu", "--batch_size=1024", "--mixed_bfloat16=True"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shogi_policy.cli",
-            "preflight",
-            f"--backend={backend}",
-            *argv,
-            *SMALL_NETWORK,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=environment,
-    )
+    argv = ["--strategy=auto", "--preset=tpu", "--batch_size=1024", "--mixed_bfloat16=True", *SMALL_NETWORK]
+    result = _child(["-m", "shogi_policy.cli", "preflight", f"--backend={backend}", *argv], timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "2 training steps on random records ran" in output
@@ -306,12 +300,8 @@ def test_the_tpu_preset_trains_one_step(backend):
     # speed (the CPU stand-ins shrink the network; this is the network they shrink).
     if backend == "jax":
         pytest.importorskip("jax")
-    environment = {name: value for name, value in os.environ.items() if name != "TPU_LOAD_LIBRARY"}
-    environment.update(KERAS_BACKEND=backend, TPU_LOAD_LIBRARY="0")
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", TPU_PRESET_STEP], capture_output=True, text=True, timeout=1200, env=environment
-    )
+    result = _child(["-c", TPU_PRESET_STEP], timeout=1200, KERAS_BACKEND=backend, TPU_LOAD_LIBRARY="0")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     seen = json.loads(result.stdout.split("TPU PRESET STEP ", 1)[1].splitlines()[0])
     print(f"tpu preset, one step at batch 16 under {backend}: {time.monotonic() - start:.0f} s wall, {seen}")
